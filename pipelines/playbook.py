@@ -1,0 +1,143 @@
+"""Playbooks: versioned YAML files that drive tagging (touchpoint -> MOT step map, zh/en text cues).
+
+A playbook may `extends:` another one (usually `base`, the shared zh/en cue lexicon); lists of
+cues are concatenated, maps are merged key by key, the child wins on scalars.
+
+    >>> load_playbook("bank_branch").touchpoints["greeting"].mot_step
+    1
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.contract import DEFAULT_CHANNELS
+
+Dimension = Literal["reliability", "responsiveness", "assurance", "empathy", "tangibles"]
+Facet = Literal["appearance", "behaviour", "communication"]
+Polarity = Literal["positive", "negative", "neutral"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LangCues(_Strict):
+    """Cue phrases per language; English cues match case-insensitively on word boundaries."""
+
+    zh: list[str] = Field(default_factory=list)
+    en: list[str] = Field(default_factory=list)
+
+
+class PolarityCues(_Strict):
+    positive: LangCues = Field(default_factory=LangCues)
+    negative: LangCues = Field(default_factory=LangCues)
+    neutral: LangCues = Field(default_factory=LangCues)
+
+
+class TouchpointRule(_Strict):
+    mot_step: int | None = Field(default=None, ge=1, le=5)
+    label: str | None = None
+    dimensions: list[Dimension] = Field(default_factory=list)  # default PZB dimensions (neutral polarity)
+    abc: Facet | None = None  # first-impression facet this touchpoint exercises
+    mot_point: int | None = Field(default=None, ge=1)  # position in a playbook's ordered list of MOT points
+
+
+class Cues(_Strict):
+    mot_step: dict[int, LangCues] = Field(default_factory=dict)
+    pzb: dict[Dimension, PolarityCues] = Field(default_factory=dict)
+    abc: dict[Facet, LangCues] = Field(default_factory=dict)
+
+
+class Negation(_Strict):
+    """Negators flip the polarity of a PZB cue they precede within the window."""
+
+    zh: list[str] = Field(default_factory=list)
+    en: list[str] = Field(default_factory=list)
+    window_zh: int = Field(default=3, ge=0)  # characters before the cue
+    window_en: int = Field(default=3, ge=0)  # words before the cue
+
+
+class Thresholds(_Strict):
+    long_wait_s: float = Field(default=600.0, gt=0)  # wait_s above this tags responsiveness negative
+    short_wait_s: float | None = Field(default=None, gt=0)  # wait_s at or below this tags it positive
+
+
+class Playbook(_Strict):
+    name: str
+    version: str
+    description: str = ""
+    extends: str | None = None
+    channels: list[str] = Field(default_factory=list)  # accepted in addition to DEFAULT_CHANNELS
+    touchpoints: dict[str, TouchpointRule] = Field(default_factory=dict)
+    cues: Cues = Field(default_factory=Cues)
+    negation: Negation = Field(default_factory=Negation)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @property
+    def ref(self) -> str:
+        """`name@version`, stored on every tagged row."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def allowed_channels(self) -> frozenset[str]:
+        return frozenset(DEFAULT_CHANNELS) | frozenset(self.channels)
+
+
+def _merge(parent: object, child: object) -> object:
+    if isinstance(parent, dict) and isinstance(child, dict):
+        merged = dict(parent)
+        for key, value in child.items():
+            merged[key] = _merge(parent[key], value) if key in parent else value
+        return merged
+    if isinstance(parent, list) and isinstance(child, list):
+        return parent + [item for item in child if item not in parent]
+    return child
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("pipelines") / "playbooks"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"playbook file not found: {name_or_path}")
+        return path
+    builtin = builtin_dir() / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        known = ", ".join(sorted(p.stem for p in builtin_dir().glob("*.yaml")))
+        raise ValueError(f"unknown playbook {name_or_path!r}; built-in playbooks: {known}")
+    return builtin
+
+
+def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
+    path = _resolve(name_or_path)
+    if str(path) in seen:
+        raise ValueError(f"playbook extends itself in a cycle: {' -> '.join(seen + (str(path),))}")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"playbook {path} must be a mapping")
+    parent = raw.get("extends")
+    if not parent:
+        return raw
+    # a relative `extends` is looked up next to the child first, then among the built-ins
+    sibling = path.parent / f"{parent}.yaml"
+    parent_raw = _load_raw(str(sibling) if sibling.is_file() else parent, seen + (str(path),))
+    merged = _merge({k: v for k, v in parent_raw.items() if k not in ("name", "version", "description")}, raw)
+    return merged
+
+
+def load_playbook(name_or_path: str) -> Playbook:
+    """Load a built-in playbook by name or a YAML/JSON file by path, with `extends` resolved."""
+    return Playbook.model_validate(_load_raw(name_or_path))
+
+
+def list_playbooks() -> list[Playbook]:
+    """The built-in playbooks (the `base` lexicon excluded), sorted by name."""
+    return [load_playbook(p.stem) for p in sorted(builtin_dir().glob("*.yaml")) if p.stem != "base"]
