@@ -1,0 +1,149 @@
+"""The `motpipe` command line: parsing and printing only; the work is in pipelines.pipeline.
+
+Exit codes: 0 success; 1 the pipeline failed; 2 bad usage or settings; 3 an input cannot be read;
+4 the counts of a run do not reconcile.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.config import PSEUDONYMIZE_KEY_ENV, RunConfig
+from pipelines.playbook import list_playbooks, load_playbook
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_RECONCILIATION = 1, 2, 3, 4
+
+app = typer.Typer(help="motpipe: Moments-of-Truth customer-journey pipeline (Apache Beam -> Parquet -> DuckDB).",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(code: int, message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title=f"run {summary['run_id']}", title_justify="left")
+    for column in ("dataset", "input rows", "written", "duplicates", "quarantined", "reconciled"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for dataset in ("events", "feedback"):
+        s = summary[dataset]
+        table.add_row(dataset, f"{s['input_rows']:,}", f"{s['output_rows']:,}", f"{s['duplicate_rows']:,}",
+                      f"{s['quarantine_rows']:,}", "yes" if s["reconciled"] else "[red]NO[/]")
+    console.print(table)
+    events, feedback = summary["events"], summary["feedback"]
+    console.print(f"visits: {events['visits']:,}   unmapped touchpoint rows: {events['unmapped_touchpoint_rows']:,}   "
+                  f"untagged events: {events['untagged_rows']:,}   PII spans masked: "
+                  f"{events['pii_masked'] + feedback['pii_masked']:,}")
+    if feedback["link"]:
+        console.print("feedback links: " + ", ".join(f"{k} {v:,}" for k, v in feedback["link"].items()))
+    for dataset in ("events", "feedback"):
+        if summary[dataset]["quarantine_by_kind"]:
+            kinds = ", ".join(f"{k} {v:,}" for k, v in summary[dataset]["quarantine_by_kind"].items())
+            console.print(f"quarantined {dataset}: {kinds}")
+    outputs = Table(show_header=False, box=None)
+    for name, path in summary["outputs"].items():
+        outputs.add_row(name, path)
+    console.print("outputs:")
+    console.print(outputs)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    touchpoints: Annotated[list[str], typer.Option("--touchpoints", "-t", help="Touchpoint event file or glob (repeatable).")],
+    out: Annotated[str, typer.Option(help="Output directory (local or any Beam filesystem).")],
+    feedback: Annotated[Optional[list[str]], typer.Option("--feedback", "-f", help="Feedback file or glob (repeatable).")] = None,
+    playbook: Annotated[str, typer.Option(help="Built-in playbook name or a YAML/JSON file.")] = "bank_branch",
+    gap_minutes: Annotated[float, typer.Option(help="Inactivity gap that starts a new visit.")] = 30.0,
+    timezone: Annotated[str, typer.Option(help="Zone of naive timestamps and of the dt partitions.")] = "UTC",
+    link_window_days: Annotated[float, typer.Option(help="How long after a visit feedback still links to it.")] = 7.0,
+    pseudonymize_key: Annotated[Optional[str], typer.Option(envvar=PSEUDONYMIZE_KEY_ENV, show_envvar=True,
+                                help="Key for a keyed hash of customer_id (ids are kept when unset).")] = None,
+    restricted_out: Annotated[Optional[str], typer.Option(help="Where unmasked quarantined rows go [default: OUT/_restricted].")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Run id [default: UTC start time + random suffix].")] = None,
+    buckets: Annotated[int, typer.Option(help="Hash buckets of the dedup and stitching shuffles.")] = 16,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,
+) -> None:
+    """Run the pipeline. Arguments it does not know (e.g. --runner=...) go to Beam."""
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
+    from pipelines.io import InputError
+    from pipelines.pipeline import ReconciliationError
+    from pipelines.pipeline import run as run_pipeline
+
+    settings = dict(touchpoints=touchpoints, feedback=feedback or [], out=out, playbook=playbook, gap_minutes=gap_minutes,
+                    timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
+                    restricted_out=restricted_out, buckets=buckets)
+    if run_id:
+        settings["run_id"] = run_id
+    try:
+        config = RunConfig(**settings)
+        load_playbook(playbook)
+    except ValidationError as error:
+        _fail(EXIT_USAGE, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+    except (ValueError, FileNotFoundError) as error:
+        _fail(EXIT_USAGE, str(error))
+    try:
+        with console.status(f"running pipeline {config.run_id} ({config.playbook}) ..."):
+            summary = run_pipeline(config, ctx.args)
+    except InputError as error:
+        _fail(EXIT_INPUT, str(error))
+    except ReconciliationError as error:
+        _fail(EXIT_RECONCILIATION, str(error))
+    except Exception as error:  # a Beam failure: show its last line, the full trace with --verbose
+        if verbose:
+            raise
+        message = str(error).strip().splitlines()
+        _fail(EXIT_FAILED, f"pipeline failed: {message[-1] if message else type(error).__name__} (rerun with -v for details)")
+    _print_summary(summary)
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="Directory for touchpoints/, feedback/ and manifest.json.")],
+    events: Annotated[int, typer.Option(min=1, help="Touchpoint rows to write, bad rows and duplicates included.")] = 5000,
+    playbook: Annotated[str, typer.Option(help="Playbook whose touchpoints the journeys follow.")] = "bank_branch",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 7,
+    feedback_ratio: Annotated[float, typer.Option(min=0, help="Feedback rows per touchpoint row.")] = 0.1,
+    bad_share: Annotated[float, typer.Option(min=0, max=0.5, help="Share of injected bad rows.")] = 0.02,
+    duplicate_share: Annotated[float, typer.Option(min=0, max=0.5, help="Share of injected duplicates.")] = 0.02,
+    start: Annotated[str, typer.Option(help="First day of the generated visits (YYYY-MM-DD).")] = "2026-10-01",
+    days: Annotated[int, typer.Option(min=1, help="Number of days the visits span.")] = 7,
+) -> None:
+    """Generate realistic sample inputs with a known share of bad rows and duplicates."""
+    from pipelines.sample import generate_sample
+
+    try:
+        first_day = date.fromisoformat(start)
+    except ValueError:
+        _fail(EXIT_USAGE, f"--start {start!r} is not a date (YYYY-MM-DD)")
+    manifest = generate_sample(out, events, playbook=playbook, seed=seed, feedback_ratio=feedback_ratio,
+                               bad_share=bad_share, duplicate_share=duplicate_share, start=first_day, days=days)
+    for dataset in ("events", "feedback"):
+        m = manifest[dataset]
+        console.print(f"{dataset}: {m['rows']:,} rows = {m['good_rows']:,} good + {m['exact_duplicates']:,} exact duplicates "
+                      f"+ {sum(m['quarantine'].values()):,} to quarantine")
+    console.print(f"wrote {out}/touchpoints/, {out}/feedback/ and {out}/manifest.json")
+    console.print(f"next: motpipe run -t '{out}/touchpoints/*' -f '{out}/feedback/*' --playbook {playbook} --out OUT_DIR")
+
+
+@app.command()
+def playbooks() -> None:
+    """List the built-in playbooks."""
+    table = Table("name", "version", "touchpoints", "description")
+    for book in list_playbooks():
+        table.add_row(book.name, book.version, str(len(book.touchpoints)), book.description)
+    console.print(table)
+
+
+def main() -> None:
+    app()

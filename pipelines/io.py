@@ -1,0 +1,180 @@
+"""Reading inputs (JSON Lines / CSV, optionally gzip, any Beam filesystem) and writing partitioned Parquet.
+
+    >>> [f.path for f in match_inputs(["data/events/*.jsonl.gz"])]   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+
+class InputError(Exception):
+    """An input that cannot be read at all (no match, unknown format, unreadable file): the run stops."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One data row of an input file: its 1-based line number, raw text and parsed fields (None if unparseable)."""
+
+    line_no: int
+    raw: str
+    fields: dict | None
+    parse_error: str | None = None
+
+
+def input_format(path: str) -> str:
+    """`jsonl` or `csv`, from the file name (a trailing .gz/.gzip/.bz2/.zst is ignored)."""
+    name = path.lower()
+    for suffix in (".gz", ".gzip", ".bz2", ".zst", ".deflate"):
+        name = name.removesuffix(suffix)
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    raise InputError(f"{path}: unknown input format (expected .jsonl, .json, .ndjson or .csv, optionally .gz)")
+
+
+def match_inputs(patterns: list[str]) -> list[InputFile]:
+    """Expand files and glob patterns on any Beam filesystem; every pattern must match at least one file."""
+    files: dict[str, InputFile] = {}
+    for pattern in patterns:
+        try:
+            result = FileSystems.match([pattern])[0]
+        except Exception as err:  # Beam raises BeamIOError with the filesystem's reason
+            raise InputError(f"cannot list {pattern}: {err}") from err
+        matched = [m for m in result.metadata_list if not m.path.endswith("/")]
+        if not matched:
+            raise InputError(f"no input file matches {pattern}")
+        for meta in matched:
+            input_format(meta.path)
+            files[meta.path] = InputFile(meta.path, meta.size_in_bytes)
+    return sorted(files.values(), key=lambda f: f.path)
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    try:
+        handle = FileSystems.open(path)
+    except Exception as err:
+        raise InputError(f"cannot open {path}: {err}") from err
+    with handle:
+        while True:
+            try:
+                line = handle.readline()
+            except Exception as err:  # corrupt gzip stream, I/O error
+                raise InputError(f"cannot read {path}: {err}") from err
+            if not line:
+                return
+            yield line
+
+
+def _read_jsonl(path: str) -> Iterator[RawRecord]:
+    for line_no, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue  # blank lines are not rows
+        try:
+            raw = line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield RawRecord(line_no, line.decode("utf-8", "replace").rstrip("\r\n"), None, f"not UTF-8: {err.reason}")
+            continue
+        try:
+            fields = json.loads(raw)
+        except ValueError as err:
+            yield RawRecord(line_no, raw, None, f"invalid JSON: {err}")
+            continue
+        if isinstance(fields, dict):
+            yield RawRecord(line_no, raw, fields)
+        else:
+            yield RawRecord(line_no, raw, None, f"a JSON {type(fields).__name__} is not an object")
+
+
+def unflatten_csv_row(row: dict[str, str]) -> dict:
+    """CSV cells to contract fields: empty cell -> null, `attributes` JSON text decoded,
+    `rating.<key>[.expectation|.perception]` columns folded into a `ratings` object.
+
+    >>> unflatten_csv_row({"csat": "4", "rating.Q1.perception": "6", "rating.empathy": "5", "comment": ""})
+    {'csat': '4', 'comment': None, 'ratings': {'Q1': {'perception': '6'}, 'empathy': '5'}}
+    """
+    fields: dict = {}
+    ratings: dict = {}
+    for column, cell in row.items():
+        value = cell if cell is not None and cell.strip() != "" else None
+        if column.startswith("rating."):
+            if value is None:
+                continue
+            key, _, measure = column[len("rating."):].partition(".")
+            if measure:
+                ratings.setdefault(key, {})[measure] = value
+            else:
+                ratings[key] = value
+        elif column == "attributes" and value is not None:
+            try:
+                fields[column] = json.loads(value)
+            except ValueError:
+                fields[column] = value  # left as text: validation reports wrong_type
+        else:
+            fields[column] = value
+    if ratings:
+        fields["ratings"] = ratings
+    return fields
+
+
+def _read_csv(path: str) -> Iterator[RawRecord]:
+    decoded = (line.decode("utf-8", "replace") for line in _lines(path))
+    reader = csv.reader(decoded)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    last_line = reader.line_num
+    for cells in reader:
+        line_no, last_line = last_line + 1, reader.line_num
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        raw_row = dict(zip(header, cells))
+        if len(cells) != len(header):
+            raw = json.dumps(cells, ensure_ascii=False)
+            yield RawRecord(line_no, raw, None, f"{len(cells)} fields where the header has {len(header)}")
+            continue
+        yield RawRecord(line_no, json.dumps(raw_row, ensure_ascii=False), unflatten_csv_row(raw_row))
+
+
+def read_records(path: str) -> Iterator[RawRecord]:
+    """Every data row of one input file, in file order. CSV raw records are the row as a JSON object."""
+    return _read_jsonl(path) if input_format(path) == "jsonl" else _read_csv(path)
+
+
+def partition_dir(out: str, table: str, dt: str) -> str:
+    return FileSystems.join(out, table, f"dt={dt}")
+
+
+def write_partition(out: str, table_name: str, dt: str, table: pa.Table, max_rows_per_file: int) -> list[str]:
+    """Replace the files of one Hive partition `out/table_name/dt=<dt>/` with `table` (deterministic names)."""
+    directory = partition_dir(out, table_name, dt)
+    existing = FileSystems.match([FileSystems.join(directory, "part-*.parquet")])[0].metadata_list
+    if existing:
+        FileSystems.delete([m.path for m in existing])
+    written = []
+    for index, offset in enumerate(range(0, max(table.num_rows, 1), max_rows_per_file)):
+        path = FileSystems.join(directory, f"part-{index:05d}.parquet")
+        with FileSystems.create(path) as handle:
+            pq.write_table(table.slice(offset, max_rows_per_file), handle, compression="zstd")
+        written.append(path)
+    return written
+
+
+def local_dates(timestamps: pa.Array | pa.ChunkedArray, timezone: str) -> pa.Array:
+    """`YYYY-MM-DD` partition values: the local date of each UTC timestamp in `timezone`."""
+    return pc.strftime(timestamps.cast(pa.timestamp("us", tz=timezone)), format="%Y-%m-%d")
