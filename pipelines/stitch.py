@@ -72,22 +72,25 @@ def stitch_visits(events: pa.Table, gap_s: float) -> pa.Table:
 
 
 def visit_ends(stitched: pa.Table) -> pa.Table:
-    """One row per visit: customer_id, visit_id, ended_at (time of its last moment)."""
-    return stitched.filter(stitched.column("is_last_moment")).select(["customer_id", "visit_id", "occurred_at"]).rename_columns(
-        ["customer_id", "visit_id", "ended_at"]
-    )
+    """One row per (customer, visit): customer_id, visit_id, ended_at (time of the visit's last moment).
+
+    A visit whose events name two customers gives a row for each, so both customers' feedback finds it.
+    """
+    ends = stitched.group_by("visit_id").aggregate([("occurred_at", "max")]).rename_columns(["visit_id", "ended_at"])
+    pairs = stitched.group_by(["customer_id", "visit_id"]).aggregate([])
+    return pairs.join(ends, "visit_id").select(["customer_id", "visit_id", "ended_at"])
 
 
 def link_feedback(feedback: pa.Table, visits: pa.Table, window_s: float) -> pa.Table:
     """Set `visit_id` and `link_method` on feedback rows.
 
-    - `visit_id`: its visit_id names a visit in this run;
-    - `visit_id_unmatched`: it names a visit that is not in this run (the id is kept);
+    - `visit_id`: its visit_id names a visit of this customer in this run;
+    - `visit_id_unmatched`: it names no visit of this customer in this run (the id is kept);
     - `latest_visit`: no visit_id; linked to the customer's latest visit that ended at or before
       `submitted_at`, at most `window_s` seconds before;
     - `unlinked`: none of the above (visit_id stays null).
     """
-    known = set(visits.column("visit_id").to_pylist())
+    known = set(zip(visits.column("customer_id").to_pylist(), visits.column("visit_id").to_pylist()))
     ends_by_customer: dict[str, list[tuple[object, str]]] = defaultdict(list)
     for customer, visit, ended in zip(*(visits.column(c).to_pylist() for c in ("customer_id", "visit_id", "ended_at"))):
         ends_by_customer[customer].append((ended, visit))
@@ -97,7 +100,7 @@ def link_feedback(feedback: pa.Table, visits: pa.Table, window_s: float) -> pa.T
     for customer, visit, submitted in zip(*(feedback.column(c).to_pylist() for c in ("customer_id", "visit_id", "submitted_at"))):
         if visit is not None:
             visit_ids.append(visit)
-            methods.append("visit_id" if visit in known else "visit_id_unmatched")
+            methods.append("visit_id" if (customer, visit) in known else "visit_id_unmatched")
             continue
         ends = ends_by_customer.get(customer, [])
         index = bisect.bisect_right(ends, (submitted, "\U0010ffff")) - 1

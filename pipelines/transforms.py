@@ -115,14 +115,13 @@ class _StitchBucket(beam.DoFn):
     def process(self, keyed):
         _, tables = keyed
         events = stitch_visits(concat(tables), self.gap_s)
-        visits = visit_ends(events)
-        count("events.visits", visits.num_rows)
+        count("events.visits", pc.sum(events.column("is_first_moment").cast(pa.int64())).as_py())
         yield events
-        yield beam.pvalue.TaggedOutput("visits", visits)
+        yield beam.pvalue.TaggedOutput("visits", visit_ends(events))
 
 
 class StitchVisits(beam.PTransform):
-    """Unique events -> events with visit_id and position (main) and one `visits` row per visit end.
+    """Unique events -> events with visit_id and position (main) and `visits` (visit_ends rows).
 
     Rows are keyed by a hash bucket of visit_id, or of customer_id when the event has no visit_id,
     so every visit, even one whose customer_id changes midway, is complete inside one group.

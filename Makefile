@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EVENTS ?= 20000
+
+.PHONY: demo demo-real test clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "motpipe needs Python 3.11+"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: generate sample data, run the pipeline end to end, print the summary and output paths
+demo: $(STAMP)
+	rm -rf demo
+	$(BIN)/motpipe sample --events $(EVENTS) --out demo/input
+	$(BIN)/motpipe run -t 'demo/input/touchpoints/*' -f 'demo/input/feedback/*' --out demo/out --timezone Asia/Shanghai
+
+## demo-real: the pipeline on the real public logs in ../shared/data/events with the example playbooks
+demo-real: $(STAMP)
+	$(BIN)/motpipe run -t ../shared/data/events/servicenow_incident.jsonl.gz --playbook examples/playbooks/it_service_desk.yaml --out demo/real/servicenow
+	$(BIN)/motpipe run -t ../shared/data/events/wabo_receipt.jsonl.gz --playbook examples/playbooks/permit_office.yaml --timezone Europe/Amsterdam --out demo/real/wabo
+
+## test: the whole test suite (pytest's exit code 5, "no tests ran", fails the target)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo *.egg-info
