@@ -27,7 +27,7 @@ err = Console(stderr=True)
 
 
 def _fail(code: int, message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -50,11 +50,9 @@ def _print_summary(summary: dict) -> None:
         if summary[dataset]["quarantine_by_kind"]:
             kinds = ", ".join(f"{k} {v:,}" for k, v in summary[dataset]["quarantine_by_kind"].items())
             console.print(f"quarantined {dataset}: {kinds}")
-    outputs = Table(show_header=False, box=None)
-    for name, path in summary["outputs"].items():
-        outputs.add_row(name, path)
     console.print("outputs:")
-    console.print(outputs)
+    for name, path in summary["outputs"].items():
+        console.print(f"  {name:<28} {path}", soft_wrap=True, highlight=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -76,6 +74,7 @@ def run(
 ) -> None:
     """Run the pipeline. Arguments it does not know (e.g. --runner=...) go to Beam."""
     logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)  # failures are reported below
     from pipelines.io import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline

@@ -5,13 +5,16 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 
@@ -64,16 +67,24 @@ def match_inputs(patterns: list[str]) -> list[InputFile]:
     return sorted(files.values(), key=lambda f: f.path)
 
 
+def _open(path: str):
+    """A binary stream of the decompressed file. gzip (.gz, .gzip) goes through Python's gzip module,
+    which, unlike Beam's CompressedFile, raises on a truncated or corrupt stream instead of ending early."""
+    if path.lower().endswith((".gz", ".gzip")):
+        return gzip.GzipFile(fileobj=FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED), mode="rb")
+    return FileSystems.open(path)
+
+
 def _lines(path: str) -> Iterator[bytes]:
     try:
-        handle = FileSystems.open(path)
+        handle = _open(path)
     except Exception as err:
         raise InputError(f"cannot open {path}: {err}") from err
     with handle:
         while True:
             try:
                 line = handle.readline()
-            except Exception as err:  # corrupt gzip stream, I/O error
+            except (OSError, EOFError, zlib.error) as err:  # corrupt or truncated stream, I/O error
                 raise InputError(f"cannot read {path}: {err}") from err
             if not line:
                 return

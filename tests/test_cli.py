@@ -1,0 +1,74 @@
+"""The command line: exit codes and what it prints."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipelines.cli import EXIT_INPUT, EXIT_USAGE, app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+runner = CliRunner()
+
+
+def test_playbooks_lists_the_built_ins():
+    result = runner.invoke(app, ["playbooks"])
+    assert result.exit_code == 0
+    for name in ("airline", "bank_branch", "retail_counter"):
+        assert name in result.output
+    assert "base" not in result.output.split()
+
+
+def test_run_prints_counts_and_output_paths(tmp_path):
+    result = runner.invoke(app, ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "cli-run",
+                                 "--direct_num_workers=1"])
+    assert result.exit_code == 0, result.output
+    assert "events" in result.output and "12" in result.output
+    assert f"{tmp_path}/events" in result.output
+    summary = json.loads((tmp_path / "_runs" / "cli-run.json").read_text())
+    assert (summary["events"]["input_rows"], summary["events"]["output_rows"], summary["events"]["quarantine_rows"]) == (12, 7, 5)
+
+
+def test_pseudonymize_key_from_environment(tmp_path):
+    result = runner.invoke(app, ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "pseudo"],
+                           env={"MOTPIPE_PSEUDONYMIZE_KEY": "secret"})
+    assert result.exit_code == 0, result.output
+    import duckdb
+
+    ids = {r[0] for r in duckdb.sql(f"select customer_id from '{tmp_path}/events/*/*.parquet'").fetchall()}
+    assert len(ids) == 3 and all(i.startswith("c_") and len(i) == 26 for i in ids)
+    summary = json.loads((tmp_path / "_runs" / "pseudo.json").read_text())
+    assert summary["settings"]["pseudonymized"] is True and "secret" not in json.dumps(summary)
+
+
+def test_unmatched_input_exits_3_with_one_line(tmp_path):
+    result = runner.invoke(app, ["run", "-t", str(tmp_path / "nothing-*.jsonl"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_INPUT
+    assert "no input file matches" in result.output
+
+
+def test_unknown_input_format_exits_3(tmp_path):
+    (tmp_path / "events.parquet").write_bytes(b"x")
+    result = runner.invoke(app, ["run", "-t", str(tmp_path / "events.parquet"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_INPUT
+    assert "unknown input format" in result.output
+
+
+def test_truncated_gzip_fails_the_run_instead_of_losing_rows(tmp_path):
+    whole = gzip.compress((FIXTURES / "events_a.jsonl").read_bytes())
+    (tmp_path / "events.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    result = runner.invoke(app, ["run", "-t", str(tmp_path / "events.jsonl.gz"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_INPUT
+    assert f"cannot read {tmp_path / 'events.jsonl.gz'}" in result.output
+
+
+def test_bad_settings_exit_2(tmp_path):
+    args = ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path)]
+    zone = runner.invoke(app, [*args, "--timezone", "Mars/Olympus"])
+    assert zone.exit_code == EXIT_USAGE and "unknown time zone" in zone.output
+    book = runner.invoke(app, [*args, "--playbook", "casino"])
+    assert book.exit_code == EXIT_USAGE and "unknown playbook 'casino'" in book.output
+    gap = runner.invoke(app, [*args, "--gap-minutes", "0"])
+    assert gap.exit_code == EXIT_USAGE and "gap_minutes" in gap.output
