@@ -53,7 +53,7 @@ def _record_date(record: RawRecord, dataset: str, default_tz: tzinfo, fallback_d
     value = record.fields.get(TIME_FIELDS[dataset]) if record.fields else None
     try:
         return parse_timestamp(value, default_tz).astimezone(default_tz).date().isoformat()
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError):
         return fallback_dt
 
 

@@ -143,8 +143,17 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
 
 
 def _read_csv(path: str) -> Iterator[RawRecord]:
-    decoded = (line.decode("utf-8", "replace") for line in _lines(path))
-    reader = csv.reader(decoded)
+    not_utf8: dict[int, str] = {}  # physical line number -> decoding error
+
+    def decoded() -> Iterator[str]:
+        for number, line in enumerate(_lines(path), start=1):
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                not_utf8[number] = err.reason
+                yield line.decode("utf-8", "replace")
+
+    reader = csv.reader(decoded())
     header = next(reader, None)
     if header is None:
         return
@@ -155,6 +164,11 @@ def _read_csv(path: str) -> Iterator[RawRecord]:
         if not cells or all(not c.strip() for c in cells):
             continue
         raw_row = dict(zip(header, cells))
+        errors = [not_utf8[n] for n in range(line_no, last_line + 1) if n in not_utf8]
+        if errors:  # the contract's "not UTF-8" unparseable line, as for JSON Lines
+            raw = json.dumps(raw_row if len(cells) == len(header) else cells, ensure_ascii=False)
+            yield RawRecord(line_no, raw, None, f"not UTF-8: {errors[0]}")
+            continue
         if len(cells) != len(header):
             raw = json.dumps(cells, ensure_ascii=False)
             yield RawRecord(line_no, raw, None, f"{len(cells)} fields where the header has {len(header)}")

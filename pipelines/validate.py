@@ -55,7 +55,10 @@ def parse_timestamp(value: str, default_tz: tzinfo) -> datetime:
     parsed = datetime.fromisoformat(text)  # Python 3.11 reads 'Z', offsets, fractions, ' ' or 'T'
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=default_tz)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 lies before year 1 in UTC
+        raise ValueError(f"{value!r} is out of the representable range") from None
 
 
 def _present(value: object) -> bool:
@@ -81,6 +84,8 @@ def _number(record: dict, field: str) -> float | None:
         number = float(value)
     except ValueError:
         raise _Reject(ErrorKind.WRONG_TYPE, field, f"{field} must be a number, got {value!r}") from None
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf
     if not math.isfinite(number):
         raise _Reject(ErrorKind.OUT_OF_RANGE, field, f"{field} must be finite, got {value!r}")
     return number
@@ -199,7 +204,7 @@ def servqual_by_dimension(items: list[dict]) -> dict[str, float | None]:
 
 def _feedback(record: dict, channels, default_tz: tzinfo) -> dict:
     _require(record, FEEDBACK_REQUIRED)
-    clean = {field: _string(record, field) for field in ("feedback_id", "customer_id", "visit_id", "touchpoint")}
+    clean = {field: _string(record, field) for field in ("feedback_id", "customer_id", "visit_id", "touchpoint", "channel")}
     comment = record.get("comment")
     if comment is not None and not isinstance(comment, str):
         raise _Reject(ErrorKind.WRONG_TYPE, "comment", f"comment must be a string, got {type(comment).__name__}")
