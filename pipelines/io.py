@@ -96,7 +96,7 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
         if not line.strip():
             continue  # blank lines are not rows
         try:
-            raw = line.decode("utf-8").rstrip("\r\n")
+            raw = line.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
             yield RawRecord(line_no, line.decode("utf-8", "replace").rstrip("\r\n"), None, f"not UTF-8: {err.reason}")
             continue
@@ -157,7 +157,7 @@ def _read_csv(path: str) -> Iterator[RawRecord]:
     header = next(reader, None)
     if header is None:
         return
-    header = [h.strip() for h in header]
+    header = [h.strip().lstrip("\ufeff") for h in header]  # spreadsheet exports start with a byte-order mark
     last_line = reader.line_num
     for cells in reader:
         line_no, last_line = last_line + 1, reader.line_num

@@ -169,7 +169,7 @@ def parse_ratings(ratings: dict) -> list[dict]:
     """
     items = []
     for key in sorted(ratings):
-        dimension = key if key in DIMENSIONS else SERVQUAL_ITEMS.get(key.upper())
+        dimension = key.lower() if key.lower() in DIMENSIONS else SERVQUAL_ITEMS.get(key.upper())
         if dimension is None:
             raise _Reject(ErrorKind.OUT_OF_RANGE, f"ratings.{key}", f"rating key {key!r} is neither a SERVQUAL dimension nor Q1..Q22")
         value = ratings[key]

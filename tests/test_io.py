@@ -184,6 +184,14 @@ EVENTS_CSV = (
 )
 
 
+def test_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    bom = "\ufeff"
+    csv_rows = list(read_records(write(tmp_path / "e.csv", f"{bom}event_id,customer_id\ne1,c1\n")))
+    jsonl_rows = list(read_records(write(tmp_path / "e.jsonl", f'{bom}{{"event_id": "e1"}}\n')))
+    assert csv_rows[0].fields == {"event_id": "e1", "customer_id": "c1"}
+    assert jsonl_rows[0].fields == {"event_id": "e1"}
+
+
 def test_read_csv(tmp_path):
     records = list(read_records(write(tmp_path / "e.csv", EVENTS_CSV)))
     header = ["event_id", "occurred_at", "customer_id", "channel", "touchpoint", "text", "wait_s", "attributes"]

@@ -428,7 +428,7 @@ def test_parse_ratings_items_sorted_by_key():
     ("item", "dimension"),
     [("Q1", "tangibles"), ("Q4", "tangibles"), ("Q5", "reliability"), ("Q9", "reliability"), ("Q10", "responsiveness"),
      ("Q13", "responsiveness"), ("Q14", "assurance"), ("Q17", "assurance"), ("Q18", "empathy"), ("Q22", "empathy"),
-     ("tangibles", "tangibles"), ("assurance", "assurance")],
+     ("tangibles", "tangibles"), ("assurance", "assurance"), ("Empathy", "empathy"), ("q7", "reliability")],
 )
 def test_rating_item_dimension(item, dimension):
     assert parse_ratings({item: 4})[0]["dimension"] == dimension
