@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	rm -rf demo
 	$(BIN)/motpipe sample --events $(EVENTS) --out demo/input
-	$(BIN)/motpipe run -t 'demo/input/touchpoints/*' -f 'demo/input/feedback/*' --out demo/out --timezone Asia/Shanghai
+	$(BIN)/motpipe run -t 'demo/input/touchpoints/*' -f 'demo/input/feedback/*' --out demo/out
 
 ## demo-real: the pipeline on the real public logs in ../shared/data/events with the example playbooks
 demo-real: $(STAMP)
