@@ -83,19 +83,29 @@ def _valid_id18(s: str) -> bool:
     year = int(s[6:10])
     if not (1900 <= year <= 2100 and _valid_date(year, int(s[10:12]), int(s[12:14]))):
         return False
-    return "10X98765432"[sum(int(d) * w for d, w in zip(s, _ID_WEIGHTS)) % 11] == s[17].upper()
+    return id_check_char(s[:17]) == s[17].upper()
 
 
 def _valid_id15(s: str) -> bool:
     return _valid_date(1900 + int(s[6:8]), int(s[8:10]), int(s[10:12]))
 
 
-def _luhn(digits: str) -> bool:
+def id_check_char(first17: str) -> str:
+    """ISO 7064 MOD 11-2 check character of an 18-character Chinese resident ID number."""
+    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+def luhn_check_digit(body: str) -> str:
+    """The digit that makes `body` + it pass the Luhn check (bank card numbers)."""
     total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
+    for i, d in enumerate(reversed(body)):
+        n = int(d) * (2 if i % 2 == 0 else 1)
         total += n - 9 if n > 9 else n
-    return total % 10 == 0
+    return str(-total % 10)
+
+
+def _luhn(digits: str) -> bool:
+    return luhn_check_digit(digits[:-1]) == digits[-1]
 
 
 def _cards(text: str):

@@ -35,6 +35,7 @@ from pipelines.contract import (
     SERVQUAL_ITEMS,
     ErrorKind,
 )
+from pipelines.pii import id_check_char, luhn_check_digit
 from pipelines.playbook import Playbook, load_playbook
 
 EVENT_FILES = ("touchpoints/part-00000.jsonl.gz", "touchpoints/part-00001.jsonl", "touchpoints/part-00002.csv.gz")
@@ -112,7 +113,6 @@ MOBILE_PREFIXES = ("130", "131", "132", "133", "135", "136", "137", "138", "139"
 EMAIL_NAMES = ("wang.fang", "li_lei", "zhangwei", "chen.jing", "liu.yang", "amy.lee", "j.smith", "huang.min")
 EMAIL_DOMAINS = ("qq.com", "163.com", "gmail.com", "outlook.com", "126.com", "example.com")
 ID_AREAS = ("110101", "110105", "310104", "310115", "440305", "440106", "510107", "330106", "320102", "420111")
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CARD_PREFIXES = ("622202", "621700", "622848", "621483", "622588", "625965", "436742")
 
 
@@ -122,20 +122,6 @@ def _between(rng: random.Random, low: int, high: int) -> int:
 
 
 # --- PII -----------------------------------------------------------------------------------------
-def id_check_char(first17: str) -> str:
-    """ISO 7064 MOD 11-2 check character of an 18-digit Chinese resident ID number."""
-    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS)) % 11]
-
-
-def luhn_check_digit(digits: str) -> str:
-    """The digit that makes `digits` + it pass the Luhn check."""
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 == 0 else 1)
-        total += n - 9 if n > 9 else n
-    return str(-total % 10)
-
-
 def _pii(rng: random.Random, kind: str) -> str:
     if kind == "phone":
         return rng.choice(MOBILE_PREFIXES) + f"{rng.randrange(10**8):08d}"

@@ -15,7 +15,8 @@ import pipelines.sample as sample
 from pipelines.ingest import content_hash
 from pipelines.io import read_records
 from pipelines.playbook import load_playbook
-from pipelines.sample import EVENT_FILES, FEEDBACK_FILES, generate_sample, id_check_char, luhn_check_digit
+from pipelines.pii import id_check_char, luhn_check_digit
+from pipelines.sample import EVENT_FILES, FEEDBACK_FILES, generate_sample
 from pipelines.validate import Rejection, validate_event, validate_feedback
 
 UTC = timezone.utc
