@@ -72,3 +72,14 @@ def test_bad_settings_exit_2(tmp_path):
     assert book.exit_code == EXIT_USAGE and "unknown playbook 'casino'" in book.output
     gap = runner.invoke(app, [*args, "--gap-minutes", "0"])
     assert gap.exit_code == EXIT_USAGE and "gap_minutes" in gap.output
+
+
+def test_sample_writes_inputs_and_says_how_to_run_them(tmp_path):
+    result = runner.invoke(app, ["sample", "--events", "500", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["events"]["rows"] == 500
+    assert f"events: 500 rows = {manifest['events']['good_rows']} good" in result.output
+    assert "motpipe run -t" in result.output
+    bad_start = runner.invoke(app, ["sample", "--events", "500", "--out", str(tmp_path), "--start", "tomorrow"])
+    assert bad_start.exit_code == EXIT_USAGE
