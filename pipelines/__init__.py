@@ -1,0 +1,3 @@
+"""motpipe: Moments-of-Truth customer-journey pipeline."""
+
+__version__ = "0.1.0"

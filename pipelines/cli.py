@@ -1,10 +1,11 @@
 """The `motpipe` command line: parsing and printing only; the work is in pipelines.pipeline.
 
 Exit codes: 0 success; 1 the pipeline failed; 2 bad usage or settings; 3 an input cannot be read;
-4 the counts of a run do not reconcile.
+4 the counts of a run do not reconcile; 7 another run holds the output directory's lock.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipelines.config import PSEUDONYMIZE_KEY_ENV, RunConfig
 from pipelines.playbook import list_playbooks, load_playbook
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_RECONCILIATION = 1, 2, 3, 4
+EXIT_LOCKED = 7
 
 app = typer.Typer(help="motpipe: Moments-of-Truth customer-journey pipeline (Apache Beam -> Parquet -> DuckDB).",
                   no_args_is_help=True, add_completion=False)
@@ -33,13 +35,20 @@ def _fail(code: int, message: str) -> None:
 
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"run {summary['run_id']}", title_justify="left")
-    for column in ("dataset", "input rows", "written", "duplicates", "quarantined", "reconciled"):
+    windowed = summary["window"] is not None
+    columns = ["dataset", "input rows", "written", "duplicates", "quarantined"] + ["outside window"] * windowed
+    for column in [*columns, "reconciled"]:
         table.add_column(column, justify="left" if column == "dataset" else "right")
+    keys = ["input_rows", "output_rows", "duplicate_rows", "quarantine_rows"] + ["outside_window_rows"] * windowed
     for dataset in ("events", "feedback"):
         s = summary[dataset]
-        table.add_row(dataset, f"{s['input_rows']:,}", f"{s['output_rows']:,}", f"{s['duplicate_rows']:,}",
-                      f"{s['quarantine_rows']:,}", "yes" if s["reconciled"] else "[red]NO[/]")
+        table.add_row(dataset, *(f"{s[k]:,}" for k in keys), "yes" if s["reconciled"] else "[red]NO[/]")
     console.print(table)
+    if windowed:
+        partitions = summary["window"]["partitions"]
+        console.print(f"window: {summary['window']['start']} .. {summary['window']['end']}, "
+                      f"rebuilt partitions {partitions[0]} .. {partitions[-1]}")
+    console.print("partition files: " + ", ".join(f"{k} {v:,}" for k, v in summary["published"].items()))
     events, feedback = summary["events"], summary["feedback"]
     console.print(f"visits: {events['visits']:,}   unmapped touchpoint rows: {events['unmapped_touchpoint_rows']:,}   "
                   f"untagged events: {events['untagged_rows']:,}   PII spans masked: "
@@ -68,7 +77,11 @@ def run(
     pseudonymize_key: Annotated[Optional[str], typer.Option(envvar=PSEUDONYMIZE_KEY_ENV, show_envvar=True,
                                 help="Key for a keyed hash of customer_id (ids are kept when unset).")] = None,
     restricted_out: Annotated[Optional[str], typer.Option(help="Where unmasked quarantined rows go [default: OUT/_restricted].")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Run id [default: UTC start time + random suffix].")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Run id [default: window + hash of inputs and settings].")] = None,
+    date_: Annotated[Optional[str], typer.Option("--date", help="Process one day (YYYY-MM-DD, local date).")] = None,
+    start: Annotated[Optional[str], typer.Option(help="First day of a backfill window (YYYY-MM-DD).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last day of a backfill window (YYYY-MM-DD).")] = None,
+    lookback_days: Annotated[int, typer.Option(help="Days before the window that are rebuilt too (late data).")] = 3,
     buckets: Annotated[int, typer.Option(help="Hash buckets of the dedup and stitching shuffles.")] = 16,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,
 ) -> None:
@@ -78,10 +91,14 @@ def run(
     from pipelines.io import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline
+    from pipelines.runs import LockedError
 
     settings = dict(touchpoints=touchpoints, feedback=feedback or [], out=out, playbook=playbook, gap_minutes=gap_minutes,
                     timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
-                    restricted_out=restricted_out, buckets=buckets)
+                    restricted_out=restricted_out, buckets=buckets, lookback_days=lookback_days,
+                    start=date_ or start, end=date_ or end)
+    if date_ and (start or end):
+        _fail(EXIT_USAGE, "use either --date or --start/--end")
     if run_id:
         settings["run_id"] = run_id
     try:
@@ -92,12 +109,14 @@ def run(
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     try:
-        with console.status(f"running pipeline {config.run_id} ({config.playbook}) ..."):
+        with console.status(f"running pipeline ({config.playbook}) on {config.out} ..."):
             summary = run_pipeline(config, ctx.args)
     except InputError as error:
         _fail(EXIT_INPUT, str(error))
     except ReconciliationError as error:
         _fail(EXIT_RECONCILIATION, str(error))
+    except LockedError as error:
+        _fail(EXIT_LOCKED, str(error))
     except Exception as error:  # a Beam failure: show its last line, the full trace with --verbose
         if verbose:
             raise
@@ -133,6 +152,27 @@ def sample(
                       f"+ {sum(m['quarantine'].values()):,} to quarantine")
     console.print(f"wrote {out}/touchpoints/, {out}/feedback/ and {out}/manifest.json")
     console.print(f"next: motpipe run -t '{out}/touchpoints/*' -f '{out}/feedback/*' --playbook {playbook} --out OUT_DIR")
+
+
+@app.command()
+def runs(out: Annotated[str, typer.Option(help="Output directory of the runs.")]) -> None:
+    """List the run history of an output directory (the `runs` table), oldest first."""
+    from pipelines.runs import read_runs
+
+    history = read_runs(out).to_pylist()
+    if not history:
+        _fail(EXIT_USAGE, f"no runs recorded under {out}")
+    table = Table("run_id", "window", "started_at", "took", "status", "events in/out/dup/quar", "quality")
+    for run in history:
+        counts = json.loads(run["counts"]) if run["counts"] else {}
+        events = counts.get("events", {})
+        window = f"{run['window_start']}..{run['window_end']}" if run["window_start"] else "all"
+        took = f"{(run['finished_at'] - run['started_at']).total_seconds():.1f}s" if run["finished_at"] else ""
+        figures = "/".join(f"{events.get(k, 0):,}" for k in ("input_rows", "output_rows", "duplicate_rows", "quarantine_rows"))
+        status = run["status"] if run["status"] == "succeeded" else f"[red]{run['status']}[/]: {run['error'] or ''}"
+        table.add_row(run["run_id"], window, run["started_at"].isoformat(timespec="seconds"), took, status,
+                      figures if events else "", run["quality"] or "")
+    console.print(table)
 
 
 @app.command()

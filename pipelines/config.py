@@ -1,19 +1,12 @@
 """Settings of one `motpipe run`, validated once and shipped to the Beam workers."""
 from __future__ import annotations
 
-import secrets
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PSEUDONYMIZE_KEY_ENV = "MOTPIPE_PSEUDONYMIZE_KEY"  # read by the CLI
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """`20261123T101500Z-3f9a1c`: sortable by start time, unique across concurrent runs."""
-    now = now or datetime.now(timezone.utc)
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 class RunConfig(BaseModel):
@@ -28,10 +21,13 @@ class RunConfig(BaseModel):
     link_window_days: float = Field(default=7.0, ge=0)
     timezone: str = "UTC"
     pseudonymize_key: str | None = None
-    run_id: str = Field(default_factory=new_run_id)
+    run_id: str | None = None  # default: derived from the window, the inputs and the settings (pipeline.prepare)
+    start: date | None = None  # first and last day (local dates) of the window; both or neither
+    end: date | None = None
+    lookback_days: int = Field(default=3, ge=0)  # a windowed run also rebuilds this many days before `start`
     buckets: int = Field(default=16, ge=1, le=4096)  # hash buckets for the dedup and stitching shuffles
     batch_rows: int = Field(default=50_000, ge=1)  # input rows per Arrow batch
-    max_rows_per_file: int = Field(default=1_000_000, ge=1)
+    row_group_rows: int = Field(default=1_000_000, ge=1)  # rows per Parquet row group
 
     @field_validator("timezone")
     @classmethod
@@ -41,6 +37,27 @@ class RunConfig(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC or Asia/Shanghai)") from None
         return value
+
+    @model_validator(mode="after")
+    def _window(self) -> "RunConfig":
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both start and end of the window (or --date for one day)")
+        if self.start is not None and self.end < self.start:
+            raise ValueError(f"the window ends ({self.end}) before it starts ({self.start})")
+        return self
+
+    @property
+    def window_dates(self) -> list[str] | None:
+        """The `dt` partitions a windowed run rebuilds: start - lookback_days .. end; None without a window."""
+        if self.start is None:
+            return None
+        first = self.start - timedelta(days=self.lookback_days)
+        return [(first + timedelta(days=i)).isoformat() for i in range((self.end - first).days + 1)]
+
+    @property
+    def fallback_date(self) -> str:
+        """Partition of quarantined rows whose own timestamp is unreadable: the window's end, else today."""
+        return (self.end or datetime.now(self.tz).date()).isoformat()
 
     @property
     def tz(self) -> ZoneInfo:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import gzip
 import json
 import zlib
@@ -26,6 +27,7 @@ class InputError(Exception):
 class InputFile:
     path: str
     size_bytes: int
+    checksum: str | None = None  # filled by pipeline.prepare (file_checksum)
 
 
 @dataclass(frozen=True)
@@ -181,23 +183,74 @@ def read_records(path: str) -> Iterator[RawRecord]:
     return _read_jsonl(path) if input_format(path) == "jsonl" else _read_csv(path)
 
 
-def partition_dir(out: str, table: str, dt: str) -> str:
-    return FileSystems.join(out, table, f"dt={dt}")
+PART_FILE = "part-00000.parquet"  # one file per partition, so that publishing it is one atomic rename
 
 
-def write_partition(out: str, table_name: str, dt: str, table: pa.Table, max_rows_per_file: int) -> list[str]:
-    """Replace the files of one Hive partition `out/table_name/dt=<dt>/` with `table` (deterministic names)."""
-    directory = partition_dir(out, table_name, dt)
-    existing = FileSystems.match([FileSystems.join(directory, "part-*.parquet")])[0].metadata_list
-    if existing:
-        FileSystems.delete([m.path for m in existing])
-    written = []
-    for index, offset in enumerate(range(0, max(table.num_rows, 1), max_rows_per_file)):
-        path = FileSystems.join(directory, f"part-{index:05d}.parquet")
-        with FileSystems.create(path) as handle:
-            pq.write_table(table.slice(offset, max_rows_per_file), handle, compression="zstd")
-        written.append(path)
-    return written
+def partition_file(root: str, table: str, dt: str) -> str:
+    return FileSystems.join(root, table, f"dt={dt}", PART_FILE)
+
+
+def write_partition(root: str, table_name: str, dt: str, table: pa.Table, row_group_rows: int) -> str:
+    """Write one Hive partition as the single file `root/table_name/dt=<dt>/part-00000.parquet`."""
+    path = partition_file(root, table_name, dt)
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
+    return path
+
+
+def _digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_checksum(path: str) -> str:
+    """`sha256:<hex>` of a local file's bytes; elsewhere the filesystem's own checksum (e.g. GCS crc32c)."""
+    if "://" in path:
+        return f"{FileSystems.get_filesystem(path).scheme()}:{FileSystems.checksum(path)}"
+    return f"sha256:{_digest(path)}"
+
+
+@dataclass
+class Published:
+    replaced: list[str]  # partition files moved into place
+    unchanged: list[str]  # staged bytes equal to the published file: nothing rewritten
+    removed: list[str]  # partitions of the window that no longer have rows
+
+
+def publish(staging: str, out: str, tables: list[str], window_dates: list[str] | None) -> Published:
+    """Move staged partition files into `out`, one atomic rename per partition, then drop the staging tree.
+
+    A partition whose staged file equals the published one is left untouched. With a window, its
+    partitions that got no rows in this run are removed. A crash between two renames leaves every
+    partition either old or new, never half-written; rerunning completes the publication.
+    """
+    result = Published([], [], [])
+    for table in tables:
+        staged = FileSystems.match([FileSystems.join(staging, table, "dt=*", PART_FILE)])[0].metadata_list
+        staged_dates = set()
+        for meta in sorted(staged, key=lambda m: m.path):
+            dt = meta.path.rsplit("dt=", 1)[1].split("/", 1)[0]
+            staged_dates.add(dt)
+            final = partition_file(out, table, dt)
+            if FileSystems.exists(final) and _digest(final) == _digest(meta.path):
+                result.unchanged.append(final)
+                continue
+            directory = final.rsplit("/", 1)[0]
+            if not FileSystems.exists(directory):
+                FileSystems.mkdirs(directory)
+            FileSystems.rename([meta.path], [final])
+            result.replaced.append(final)
+        for dt in sorted(set(window_dates or ()) - staged_dates):
+            final = partition_file(out, table, dt)
+            if FileSystems.exists(final):
+                FileSystems.delete([final])
+                result.removed.append(final)
+    if FileSystems.exists(staging):
+        FileSystems.delete([staging])
+    return result
 
 
 def local_dates(timestamps: pa.Array | pa.ChunkedArray, timezone: str) -> pa.Array:

@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timezone
 from operator import itemgetter
 
@@ -16,10 +18,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import __version__
 from pipelines.config import RunConfig
 from pipelines.contract import DATASETS
-from pipelines.io import InputFile, match_inputs
+from pipelines.io import InputFile, file_checksum, match_inputs, publish
 from pipelines.playbook import load_playbook
+from pipelines.runs import derive_run_id, output_lock, write_run_record
 from pipelines.transforms import (
     NAMESPACE,
     Deduplicate,
@@ -32,6 +36,7 @@ from pipelines.transforms import (
     quarantine_tables,
 )
 
+PUBLIC_TABLES = ("events", "feedback", "quarantine", "duplicates")
 SORT_KEYS = {
     "events": ["occurred_at", "event_id"],
     "feedback": ["submitted_at", "feedback_id"],
@@ -45,7 +50,10 @@ class ReconciliationError(RuntimeError):
     """Input rows != output + duplicates + quarantine: a bug, never a data problem."""
 
 
-def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[InputFile]]) -> None:
+def build_pipeline(
+    p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[InputFile]], staging: str, restricted_staging: str
+) -> None:
+    """Read, validate, dedup, stitch, link, redact, tag and write every table into the staging directories."""
     channels = load_playbook(config.playbook).allowed_channels
     unique, rejected, duplicates = {}, [], []
     for dataset in DATASETS:
@@ -77,9 +85,9 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
     )
     count_by = {"quarantine": ["dataset", "error_kind"], "duplicates": ["dataset"]}
     for name, pcoll in tables.items():
-        pcoll | f"Write {name}" >> WritePartitioned(config.out, name, SORT_KEYS[name], config, count_by.get(name, ()))
+        pcoll | f"Write {name}" >> WritePartitioned(staging, name, SORT_KEYS[name], config, count_by.get(name, ()))
     restricted | "Write quarantine_raw" >> WritePartitioned(
-        config.restricted_dir, "quarantine_raw", SORT_KEYS["quarantine_raw"], config
+        restricted_staging, "quarantine_raw", SORT_KEYS["quarantine_raw"], config
     )
 
 
@@ -96,11 +104,14 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
     """The run summary: inputs, counts per dataset with the reconciliation, and where the outputs are."""
     summary = {
         "run_id": config.run_id,
+        "window": {"start": str(config.start), "end": str(config.end), "partitions": config.window_dates}
+        if config.start else None,
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "settings": config.model_dump(exclude={"pseudonymize_key", "touchpoints", "feedback"})
+        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "touchpoints", "feedback"})
         | {"pseudonymized": config.pseudonymize_key is not None},
-        "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes} for f in inputs[d]] for d in DATASETS},
+        "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum} for f in inputs[d]]
+                   for d in DATASETS},
     }
     for dataset in DATASETS:
         by_kind = {
@@ -112,9 +123,11 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
             "duplicate_rows": counts.get(f"duplicates.{dataset}", 0),
             "quarantine_rows": sum(by_kind.values()),
             "quarantine_by_kind": by_kind,
+            "outside_window_rows": counts.get(f"{dataset}.outside_window", 0),
             "pii_masked": counts.get(f"{dataset}.pii_masked", 0),
         }
-        stats["reconciled"] = stats["input_rows"] == stats["output_rows"] + stats["duplicate_rows"] + stats["quarantine_rows"]
+        accounted = ("output_rows", "duplicate_rows", "quarantine_rows", "outside_window_rows")
+        stats["reconciled"] = stats["input_rows"] == sum(stats[key] for key in accounted)
         summary[dataset] = stats
     summary["events"] |= {
         "visits": counts.get("events.visits", 0),
@@ -126,27 +139,81 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
     }
     out = config.out.rstrip("/")
     summary["outputs"] = {
-        **{name: f"{out}/{name}" for name in ("events", "feedback", "quarantine", "duplicates")},
+        **{name: f"{out}/{name}" for name in PUBLIC_TABLES},
         "quarantine_raw (restricted)": f"{config.restricted_dir}/quarantine_raw",
+        "runs": f"{out}/runs",
         "summary": f"{out}/_runs/{config.run_id}.json",
     }
     return summary
 
 
-def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
-    """Run the pipeline to completion, write the summary JSON and return it.
+def _window_label(config: RunConfig) -> str:
+    if config.start is None:
+        return "all"
+    return str(config.start) if config.start == config.end else f"{config.start}_{config.end}"
 
-    Raises InputError for inputs that cannot be read, ReconciliationError if counts don't add up.
+
+def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
+    """Match and checksum the inputs, and give the config its run id (derived when not set).
+
+    Raises InputError when an input pattern matches nothing or a file cannot be read.
+    """
+    matched = {"events": match_inputs(config.touchpoints), "feedback": match_inputs(config.feedback) if config.feedback else []}
+    inputs = {d: [replace(f, checksum=file_checksum(f.path)) for f in files] for d, files in matched.items()}
+    if config.run_id is None:
+        described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
+                     for d in DATASETS for f in inputs[d]]
+        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out", "restricted_out"})
+        settings["playbook"] = load_playbook(config.playbook).model_dump()
+        settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
+        config = config.model_copy(update={"run_id": derive_run_id(_window_label(config), described, settings)})
+    return config, inputs
+
+
+def _staging(root: str, run_id: str) -> str:
+    return FileSystems.join(root, "_staging", run_id)
+
+
+def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
+    """Run the pipeline under the output lock, publish its partitions, record the run; return the summary.
+
+    Outputs are written to a staging directory and published partition by partition only when the
+    counts reconcile, so a failed or killed run leaves the published tables as they were.
+    Raises InputError, LockedError, ReconciliationError, or the pipeline's own error.
     """
     started_at = datetime.now(timezone.utc)
-    inputs = {"events": match_inputs(config.touchpoints), "feedback": match_inputs(config.feedback) if config.feedback else []}
-    options = PipelineOptions(beam_args or [])
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, config, inputs)
-    summary = summarise(config, inputs, counters(p.result), started_at)
-    with FileSystems.create(summary["outputs"]["summary"]) as handle:
-        handle.write(json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"))
-    unreconciled = [d for d in DATASETS if not summary[d]["reconciled"]]
-    if unreconciled:
-        raise ReconciliationError(f"counts do not reconcile for {', '.join(unreconciled)}; see {summary['outputs']['summary']}")
-    return summary
+    config, inputs = prepare(config)
+    stagings = {config.out: _staging(config.out, config.run_id),
+                config.restricted_dir: _staging(config.restricted_dir, config.run_id)}
+    record = {"run_id": config.run_id, "window_start": config.start, "window_end": config.end, "started_at": started_at,
+              "status": "failed", "motpipe_version": __version__,
+              "input_files": [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
+                              for d in DATASETS for f in inputs[d]]}
+    with output_lock(config.out, config.run_id):
+        try:
+            stale = [path for path in stagings.values() if FileSystems.exists(path)]
+            if stale:
+                FileSystems.delete(stale)  # left by a killed attempt of this run: never publish it
+            with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+                build_pipeline(p, config, inputs, stagings[config.out], stagings[config.restricted_dir])
+            summary = summarise(config, inputs, counters(p.result), started_at)
+            record["counts"] = json.dumps({d: summary[d] for d in DATASETS}, sort_keys=True)
+            unreconciled = [d for d in DATASETS if not summary[d]["reconciled"]]
+            if unreconciled:
+                raise ReconciliationError(
+                    f"counts do not reconcile for {', '.join(unreconciled)}: {record['counts']}; nothing was published"
+                )
+            published = publish(stagings[config.out], config.out, list(PUBLIC_TABLES), config.window_dates)
+            restricted = publish(stagings[config.restricted_dir], config.restricted_dir, ["quarantine_raw"], config.window_dates)
+            summary["published"] = {name: len(getattr(published, name)) + len(getattr(restricted, name))
+                                    for name in ("replaced", "unchanged", "removed")}
+            with FileSystems.create(summary["outputs"]["summary"]) as handle:
+                handle.write(json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"))
+            record["status"] = "succeeded"
+            return summary
+        except Exception as error:
+            record["error"] = f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            record["finished_at"] = datetime.now(timezone.utc)
+            write_run_record(config.out, record)

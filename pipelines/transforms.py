@@ -7,8 +7,6 @@ Pipeline shape (see pipelines/pipeline.py):
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,8 +44,9 @@ class _ReadFile(beam.DoFn):
         self.dataset, self.config, self.channels = dataset, config, channels
 
     def process(self, path: str):
-        run_date = datetime.now(self.config.tz).date().isoformat()
-        for valid, rejected in read_validated(path, self.dataset, self.channels, self.config.tz, self.config.batch_rows, run_date):
+        for valid, rejected in read_validated(
+            path, self.dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date
+        ):
             count(f"{self.dataset}.input_rows", valid.num_rows + rejected.num_rows)
             if valid.num_rows:
                 yield valid
@@ -255,38 +254,58 @@ def count_rows(table: pa.Table, name: str, count_by: list[str]) -> pa.Table:
     return table
 
 
+def keep_window(table: pa.Table, name: str, window_dates: list[str] | None) -> list[pa.Table]:
+    """Rows whose `dt` is in the run's window (all rows without a window). The others are counted in
+    `<dataset>.outside_window`, by the `dataset` column where the table has one, else under `name`."""
+    if window_dates is None:
+        return [table]
+    inside = pc.is_in(table.column("dt"), pa.array(window_dates, pa.string()))
+    outside = table.filter(pc.invert(inside))
+    if outside.num_rows:
+        if "dataset" in outside.column_names:
+            for row in outside.group_by("dataset").aggregate([([], "count_all")]).to_pylist():
+                count(f"{row['dataset']}.outside_window", row["count_all"])
+        else:
+            count(f"{name}.outside_window", outside.num_rows)
+    kept = table.filter(inside)
+    return [kept] if kept.num_rows else []
+
+
 def split_by_date(table: pa.Table) -> list[tuple[str, pa.Table]]:
     dates = table.column("dt")
     return [(dt, table.filter(pc.equal(dates, dt)).drop_columns(["dt"])) for dt in pc.unique(dates).to_pylist()]
 
 
 class _WriteDate(beam.DoFn):
-    def __init__(self, out: str, name: str, sort_by: list[str], max_rows_per_file: int):
-        self.out, self.name, self.sort_by, self.max_rows = out, name, sort_by, max_rows_per_file
+    def __init__(self, root: str, name: str, sort_by: list[str], row_group_rows: int):
+        self.root, self.name, self.sort_by, self.row_group_rows = root, name, sort_by, row_group_rows
 
     def process(self, keyed):
         dt, tables = keyed
         table = pa.concat_tables(tables).sort_by([(c, "ascending") for c in self.sort_by])
-        paths = write_partition(self.out, self.name, dt, table, self.max_rows)
-        count(f"{self.name}.files_written", len(paths))
+        write_partition(self.root, self.name, dt, table, self.row_group_rows)
+        count(f"{self.name}.files_written", 1)
         yield self.name, dt, table.num_rows
 
 
 class WritePartitioned(beam.PTransform):
-    """Batches with a `dt` column -> Parquet files `out/<name>/dt=<dt>/part-NNNNN.parquet` (partition replaced).
+    """Batches with a `dt` column -> one Parquet file per partition, `root/<name>/dt=<dt>/part-00000.parquet`.
 
-    Rows are sorted by `sort_by` inside a partition, so the same input always gives the same files.
+    `root` is the run's staging directory; pipeline.publish moves the files into place afterwards.
+    Rows outside the run's window are dropped (and counted). Rows are sorted by `sort_by` inside a
+    partition, so the same input always gives the same bytes.
     """
 
-    def __init__(self, out: str, name: str, sort_by: list[str], config: RunConfig, count_by: list[str] = ()):
+    def __init__(self, root: str, name: str, sort_by: list[str], config: RunConfig, count_by: list[str] = ()):
         super().__init__()
-        self.out, self.name, self.sort_by, self.config, self.count_by = out, name, sort_by, config, list(count_by)
+        self.root, self.name, self.sort_by, self.config, self.count_by = root, name, sort_by, config, list(count_by)
 
     def expand(self, pcoll):
         return (
             pcoll
+            | "Keep window" >> beam.FlatMap(keep_window, self.name, self.config.window_dates)
             | "Count rows" >> beam.Map(count_rows, self.name, self.count_by)
             | "Split by date" >> beam.FlatMap(split_by_date)
             | "Group by date" >> beam.GroupByKey()
-            | "Write partition" >> beam.ParDo(_WriteDate(self.out, self.name, self.sort_by, self.config.max_rows_per_file))
+            | "Write partition" >> beam.ParDo(_WriteDate(self.root, self.name, self.sort_by, self.config.row_group_rows))
         )

@@ -20,6 +20,7 @@ from pipelines.io import (
     input_format,
     local_dates,
     match_inputs,
+    publish,
     read_records,
     unflatten_csv_row,
     write_partition,
@@ -278,42 +279,56 @@ def test_unflatten_csv_row():
 # --- write_partition / local_dates -----------------------------------------------------------
 
 
-def parts(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
-
-
-def test_write_partition_splits_and_replaces(tmp_path):
-    out = str(tmp_path / "out")
+def test_write_partition_writes_one_file_with_bounded_row_groups(tmp_path):
     table = pa.table({"id": ["a", "b", "c", "d", "e"], "n": [1, 2, 3, 4, 5]})
-    written = write_partition(out, "events", "2026-10-01", table, max_rows_per_file=2)
-    directory = tmp_path / "out" / "events" / "dt=2026-10-01"
-    assert written == [str(directory / f"part-0000{i}.parquet") for i in range(3)]
-    assert [pq.read_table(p).to_pydict() for p in written] == [
-        {"id": ["a", "b"], "n": [1, 2]}, {"id": ["c", "d"], "n": [3, 4]}, {"id": ["e"], "n": [5]}]
-    assert pq.ParquetFile(written[0]).metadata.row_group(0).column(0).compression == "ZSTD"
-
-    (directory / "_SUCCESS").write_text("")  # not a part file: left alone
-    again = write_partition(out, "events", "2026-10-01", table.slice(4), max_rows_per_file=10)
-    assert again == [str(directory / "part-00000.parquet")]
-    assert parts(directory) == ["_SUCCESS", "part-00000.parquet"]
-    assert pq.read_table(again[0]).to_pydict() == {"id": ["e"], "n": [5]}
-
-
-def test_write_partition_exact_multiple_and_other_dates(tmp_path):
-    table = pa.table({"n": list(range(4))})
-    assert [Path(p).name for p in write_partition(str(tmp_path), "t", "2026-10-01", table, 2)] == [
-        "part-00000.parquet", "part-00001.parquet"]
-    write_partition(str(tmp_path), "t", "2026-10-02", table, 4)
-    assert parts(tmp_path / "t") == ["dt=2026-10-01", "dt=2026-10-02"]
-    assert parts(tmp_path / "t" / "dt=2026-10-01") == ["part-00000.parquet", "part-00001.parquet"]
+    written = write_partition(str(tmp_path), "events", "2026-10-01", table, row_group_rows=2)
+    assert written == str(tmp_path / "events" / "dt=2026-10-01" / "part-00000.parquet")
+    meta = pq.ParquetFile(written).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [2, 2, 1]
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_table(written).to_pydict() == table.to_pydict()
 
 
 def test_write_partition_empty_table_writes_one_empty_file(tmp_path):
     schema = pa.schema([("id", pa.string()), ("at", pa.timestamp("us", tz="UTC"))])
     written = write_partition(str(tmp_path), "t", "2026-10-01", schema.empty_table(), 10)
-    assert [Path(p).name for p in written] == ["part-00000.parquet"]
-    result = pq.read_table(written[0])
+    result = pq.read_table(written)
     assert result.num_rows == 0 and result.schema == schema
+
+
+def staged(root: Path, **partitions: list[int]) -> None:
+    for dt, values in partitions.items():
+        write_partition(str(root), "t", dt.replace("_", "-"), pa.table({"n": values}), 10)
+
+
+def published(out: Path) -> dict[str, list[int]]:
+    return {p.parent.name: pq.read_table(p).column("n").to_pylist() for p in sorted((out / "t").glob("dt=*/*.parquet"))}
+
+
+def test_publish_replaces_changed_partitions_and_keeps_identical_ones(tmp_path):
+    out, staging = tmp_path / "out", tmp_path / "out" / "_staging" / "r1"
+    staged(staging, d2026_10_01=[1], d2026_10_02=[2])
+    first = publish(str(staging), str(out), ["t"], None)
+    assert [Path(p).parent.name for p in first.replaced] == ["dt=d2026-10-01", "dt=d2026-10-02"]
+    assert not staging.exists()
+    untouched = out / "t" / "dt=d2026-10-01" / "part-00000.parquet"
+    mtime = untouched.stat().st_mtime_ns
+    staged(staging, d2026_10_01=[1], d2026_10_02=[2, 3])
+    second = publish(str(staging), str(out), ["t"], None)
+    assert ([Path(p).parent.name for p in second.replaced], [Path(p).parent.name for p in second.unchanged]) == (
+        ["dt=d2026-10-02"], ["dt=d2026-10-01"])
+    assert untouched.stat().st_mtime_ns == mtime
+    assert published(out) == {"dt=d2026-10-01": [1], "dt=d2026-10-02": [2, 3]}
+
+
+def test_publish_removes_emptied_partitions_of_the_window_only(tmp_path):
+    out, staging = tmp_path / "out", tmp_path / "stage"
+    staged(staging, **{"2026-10-01": [1], "2026-10-02": [2], "2026-10-03": [3]})
+    publish(str(staging), str(out), ["t"], None)
+    staged(staging, **{"2026-10-02": [20]})
+    result = publish(str(staging), str(out), ["t"], ["2026-10-02", "2026-10-03"])
+    assert [Path(p).parent.name for p in result.removed] == ["dt=2026-10-03"]
+    assert published(out) == {"dt=2026-10-01": [1], "dt=2026-10-02": [20]}
 
 
 def ts(*values: str) -> pa.Array:

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.config import RunConfig
 from pipelines.pipeline import run
+from pipelines.runs import read_runs
 from schemas.tables import SCHEMA_VERSION, TABLES
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -156,12 +157,19 @@ def test_every_table_has_its_versioned_schema(finished):
     assert rows(out, "events", "select distinct run_id, schema_version from t") == [("test-run", SCHEMA_VERSION)]
 
 
-def test_rerun_replaces_partitions(finished, tmp_path):
+def test_rerun_changes_nothing_and_is_recorded(finished):
     out, summary = finished
-    before = sorted(p.relative_to(out) for p in out.rglob("*.parquet"))
+    tables = ("events", "feedback", "quarantine", "duplicates", "_restricted")
+    before = {p: p.read_bytes() for t in tables for p in (out / t).rglob("*.parquet")}
     config = RunConfig(touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")],
                        out=str(out), timezone="Asia/Shanghai", run_id="test-run", buckets=4)
     again = run(config)
-    assert sorted(p.relative_to(out) for p in out.rglob("*.parquet")) == before
+    assert {p: p.read_bytes() for t in tables for p in (out / t).rglob("*.parquet")} == before
+    assert again["published"] == {"replaced": 0, "unchanged": len(before), "removed": 0}
     assert again["events"] == summary["events"]
-    assert rows(out, "events", "select count(*) from t") == [(9,)]
+    assert not list((out / "_staging").iterdir()) and not (out / "_lock.json").exists()
+    history = read_runs(str(out)).to_pylist()
+    assert [(r["run_id"], r["status"], r["error"]) for r in history] == [("test-run", "succeeded", None)] * 2
+    assert json.loads(history[1]["counts"])["events"]["output_rows"] == 9
+    assert [Path(f["path"]).name for f in history[1]["input_files"]] == ["events_a.jsonl", "events_b.csv", "feedback.jsonl"]
+    assert all(f["checksum"].startswith("sha256:") for f in history[1]["input_files"])

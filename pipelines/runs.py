@@ -1,0 +1,120 @@
+"""Run bookkeeping for scheduled use: deterministic run ids, the output lock, the `runs` history table.
+
+    >>> with output_lock("out", "2026-10-01-3f9a1c2b7d10"):   # doctest: +SKIP
+    ...     ...   # a second run on "out" meanwhile fails with LockedError naming this holder
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import __version__
+
+LOCK_FILE = "_lock.json"
+RUNS_TABLE = "runs"
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("window_start", pa.date32()),
+        ("window_end", pa.date32()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("status", pa.string()),  # succeeded | failed
+        ("error", pa.string()),
+        ("input_files", pa.list_(pa.struct([("dataset", pa.string()), ("path", pa.string()),
+                                            ("size_bytes", pa.int64()), ("checksum", pa.string())]))),
+        ("counts", pa.string()),  # JSON: per dataset input/output/duplicate/quarantine/outside-window rows
+        ("quality", pa.string()),  # outcome of the quality checkpoint, when it ran
+        ("motpipe_version", pa.string()),
+    ]
+)
+
+
+class LockedError(RuntimeError):
+    """Another run holds the output directory."""
+
+
+def derive_run_id(window: str, inputs: list[dict], settings: dict) -> str:
+    """`<window>-<12 hex>`: the same inputs (paths, sizes, checksums) and settings give the same id,
+    so a rerun writes byte-identical rows. `window` is e.g. `2026-10-01`, `2026-10-01_2026-10-07` or `all`."""
+    fingerprint = json.dumps({"inputs": inputs, "settings": settings, "version": __version__}, sort_keys=True, default=str)
+    return f"{window}-{hashlib.sha256(fingerprint.encode('utf-8')).hexdigest()[:12]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def output_lock(out: str, run_id: str):
+    """Hold `out/_lock.json` for the duration of a run.
+
+    The lock is created atomically (O_EXCL) on a local filesystem; a lock left by a dead process on
+    this host is taken over. On object stores there is no atomic create: let the scheduler run one
+    job per output at a time.
+    """
+    path = os.path.join(out, LOCK_FILE)
+    holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if "://" in out:
+        yield
+        return
+    os.makedirs(out, exist_ok=True)
+    while True:
+        try:
+            with open(path, "x", encoding="utf-8") as handle:
+                json.dump(holder, handle)
+            break
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    current = json.load(handle)
+            except (OSError, ValueError):
+                current = {}
+            if current.get("host") == holder["host"] and not _pid_alive(int(current.get("pid", -1))):
+                os.remove(path)  # stale: its process is gone
+                continue
+            raise LockedError(
+                f"{out} is locked by run {current.get('run_id')} (pid {current.get('pid')} on {current.get('host')} "
+                f"since {current.get('since')}); if that run is dead, remove {path}"
+            ) from None
+    try:
+        yield
+    finally:
+        os.remove(path)
+
+
+def write_run_record(out: str, record: dict) -> str:
+    """Append one row to the `runs` table: `out/runs/<started_at>-<run_id>.parquet` (rewritten in place
+    when the same execution updates its record, e.g. with the quality outcome)."""
+    started = record["started_at"].strftime("%Y%m%dT%H%M%S%fZ")
+    path = FileSystems.join(out, RUNS_TABLE, f"{started}-{record['run_id']}.parquet")
+    table = pa.Table.from_pylist([{name: record.get(name) for name in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle)
+    return path
+
+
+def read_runs(out: str) -> pa.Table:
+    """All run records of an output directory, oldest first."""
+    matched = FileSystems.match([FileSystems.join(out, RUNS_TABLE, "*.parquet")])[0].metadata_list
+    tables = []
+    for meta in sorted(matched, key=lambda m: m.path):
+        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            tables.append(pq.read_table(pa.BufferReader(handle.read()), schema=RUNS_SCHEMA))
+    return pa.concat_tables(tables) if tables else RUNS_SCHEMA.empty_table()
