@@ -213,17 +213,32 @@ def file_checksum(path: str) -> str:
     return f"sha256:{_digest(path)}"
 
 
+def _read_parquet(path: str) -> pa.Table:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return pq.read_table(pa.BufferReader(handle.read()))
+
+
+def same_rows(staged: str, published: str) -> bool:
+    """Whether two partition files hold the same rows, apart from the run that wrote them (`run_id`)."""
+    if _digest(staged) == _digest(published):
+        return True
+    old, new = _read_parquet(published), _read_parquet(staged)
+    drop = [c for c in ("run_id",) if c in old.column_names and c in new.column_names]
+    return old.drop_columns(drop).equals(new.drop_columns(drop))
+
+
 @dataclass
 class Published:
     replaced: list[str]  # partition files moved into place
-    unchanged: list[str]  # staged bytes equal to the published file: nothing rewritten
+    unchanged: list[str]  # same rows as the published file (run_id aside): the published file stays
     removed: list[str]  # partitions of the window that no longer have rows
 
 
 def publish(staging: str, out: str, tables: list[str], window_dates: list[str] | None) -> Published:
     """Move staged partition files into `out`, one atomic rename per partition, then drop the staging tree.
 
-    A partition whose staged file equals the published one is left untouched. With a window, its
+    A partition whose rows equal the published ones (apart from `run_id`) is left untouched, so a
+    rerun rewrites only the partitions whose data changed. With a window, its
     partitions that got no rows in this run are removed. A crash between two renames leaves every
     partition either old or new, never half-written; rerunning completes the publication.
     """
@@ -235,7 +250,7 @@ def publish(staging: str, out: str, tables: list[str], window_dates: list[str] |
             dt = meta.path.rsplit("dt=", 1)[1].split("/", 1)[0]
             staged_dates.add(dt)
             final = partition_file(out, table, dt)
-            if FileSystems.exists(final) and _digest(final) == _digest(meta.path):
+            if FileSystems.exists(final) and same_rows(meta.path, final):
                 result.unchanged.append(final)
                 continue
             directory = final.rsplit("/", 1)[0]

@@ -87,7 +87,7 @@ def build_pipeline(
     for name, pcoll in tables.items():
         pcoll | f"Write {name}" >> WritePartitioned(staging, name, SORT_KEYS[name], config, count_by.get(name, ()))
     restricted | "Write quarantine_raw" >> WritePartitioned(
-        restricted_staging, "quarantine_raw", SORT_KEYS["quarantine_raw"], config
+        restricted_staging, "quarantine_raw", SORT_KEYS["quarantine_raw"], config, is_copy=True
     )
 
 

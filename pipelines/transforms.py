@@ -254,14 +254,15 @@ def count_rows(table: pa.Table, name: str, count_by: list[str]) -> pa.Table:
     return table
 
 
-def keep_window(table: pa.Table, name: str, window_dates: list[str] | None) -> list[pa.Table]:
-    """Rows whose `dt` is in the run's window (all rows without a window). The others are counted in
-    `<dataset>.outside_window`, by the `dataset` column where the table has one, else under `name`."""
+def keep_window(table: pa.Table, name: str, window_dates: list[str] | None, count_outside: bool) -> list[pa.Table]:
+    """Rows whose `dt` is in the run's window (all rows without a window). With `count_outside`, the
+    others are counted in `<dataset>.outside_window`, by the `dataset` column where the table has one,
+    else under `name`."""
     if window_dates is None:
         return [table]
     inside = pc.is_in(table.column("dt"), pa.array(window_dates, pa.string()))
     outside = table.filter(pc.invert(inside))
-    if outside.num_rows:
+    if outside.num_rows and count_outside:
         if "dataset" in outside.column_names:
             for row in outside.group_by("dataset").aggregate([([], "count_all")]).to_pylist():
                 count(f"{row['dataset']}.outside_window", row["count_all"])
@@ -292,18 +293,21 @@ class WritePartitioned(beam.PTransform):
     """Batches with a `dt` column -> one Parquet file per partition, `root/<name>/dt=<dt>/part-00000.parquet`.
 
     `root` is the run's staging directory; pipeline.publish moves the files into place afterwards.
-    Rows outside the run's window are dropped (and counted). Rows are sorted by `sort_by` inside a
-    partition, so the same input always gives the same bytes.
+    Rows outside the run's window are dropped (and counted, unless the table is a copy of another
+    one, like quarantine_raw). Rows are sorted by `sort_by` inside a partition, so the same input
+    always gives the same bytes.
     """
 
-    def __init__(self, root: str, name: str, sort_by: list[str], config: RunConfig, count_by: list[str] = ()):
+    def __init__(self, root: str, name: str, sort_by: list[str], config: RunConfig, count_by: list[str] = (),
+                 is_copy: bool = False):
         super().__init__()
-        self.root, self.name, self.sort_by, self.config, self.count_by = root, name, sort_by, config, list(count_by)
+        self.root, self.name, self.sort_by, self.config = root, name, sort_by, config
+        self.count_by, self.is_copy = list(count_by), is_copy
 
     def expand(self, pcoll):
         return (
             pcoll
-            | "Keep window" >> beam.FlatMap(keep_window, self.name, self.config.window_dates)
+            | "Keep window" >> beam.FlatMap(keep_window, self.name, self.config.window_dates, not self.is_copy)
             | "Count rows" >> beam.Map(count_rows, self.name, self.count_by)
             | "Split by date" >> beam.FlatMap(split_by_date)
             | "Group by date" >> beam.GroupByKey()

@@ -488,3 +488,14 @@ def test_content_hash_of_feedback():
     a, b, c = (validate_feedback(r, CHANNELS, UTC) for r in (raw, rewritten, changed))
     assert content_hash(a) == content_hash(b)
     assert content_hash(a) != content_hash(c)
+
+
+def test_publish_keeps_a_partition_whose_rows_differ_only_in_run_id(tmp_path):
+    out, staging = tmp_path / "out", tmp_path / "stage"
+    write_partition(str(staging), "t", "2026-10-01", pa.table({"n": [1], "run_id": ["r1"]}), 10)
+    publish(str(staging), str(out), ["t"], None)
+    write_partition(str(staging), "t", "2026-10-01", pa.table({"n": [1], "run_id": ["r2"]}), 10)
+    assert [Path(p).parent.name for p in publish(str(staging), str(out), ["t"], None).unchanged] == ["dt=2026-10-01"]
+    assert pq.read_table(out / "t" / "dt=2026-10-01" / "part-00000.parquet").column("run_id").to_pylist() == ["r1"]
+    write_partition(str(staging), "t", "2026-10-01", pa.table({"n": [2], "run_id": ["r3"]}), 10)
+    assert len(publish(str(staging), str(out), ["t"], None).replaced) == 1
