@@ -150,12 +150,12 @@ def test_polar_tag_replaces_neutral_of_same_dimension(bank):
         ("服务不专业", ("assurance", "negative"), "cue:zh:不专业"),  # a cue that holds its own negation
         ("服务不够专业", ("assurance", "negative"), "cue:zh:专业+neg:不够"),
         ("服务不太专业", ("assurance", "negative"), "cue:zh:专业+neg:不太"),
-        ("柜员不是很专业", ("assurance", "negative"), "cue:zh:很专业+neg:不"),
+        ("柜员不是很专业", ("assurance", "negative"), "cue:zh:很专业+neg:不是"),  # jieba word 不是
         ("今天不用排队", ("responsiveness", "positive"), "cue:zh:不用排队"),
         ("今天不需要排队", ("responsiveness", "positive"), "cue:zh:排队+neg:不"),
         ("没有久等", ("responsiveness", "positive"), "cue:zh:久等+neg:没有"),
-        ("他很不耐烦", ("assurance", "negative"), "cue:zh:不耐烦"),
-        ("服务特别专业", ("assurance", "positive"), "cue:zh:专业"),  # 别 in 特别 is not a negator
+        ("他很不耐烦", ("assurance", "negative"), "cue:zh:不耐烦+int:很"),  # intensifier recorded
+        ("服务特别专业", ("assurance", "positive"), "cue:zh:专业+int:特别"),  # 别 in 特别 is not a negator
         ("味道不错，很专业", ("assurance", "positive"), "cue:zh:很专业"),  # nor 不 in 不错
         ("没排队，服务专业", ("assurance", "positive"), "cue:zh:专业"),  # negation stops at the comma
         ("the staff were not rude", ("assurance", "positive"), "cue:en:rude+neg:not"),

@@ -1,0 +1,178 @@
+"""Tagging quality: hand-checked fixtures (tests/fixtures/tagging/), edge cases, evidence, eval-tagging."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.playbook import load_playbook
+from pipelines.tagging import Tagger
+from pipelines.tagging.evaluate import evaluate, read_gold
+from pipelines.tagging.lang import language
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tagging"
+
+
+@pytest.fixture(scope="module")
+def base() -> Tagger:
+    return Tagger(load_playbook("base"))
+
+
+def tags(m) -> list[tuple[str, str]]:
+    return [(t["dimension"], t["polarity"]) for t in m.pzb_tags]
+
+
+def rules(m) -> list[str]:
+    return [e["rule"] for e in m.evidence]
+
+
+def _records(name: str) -> list[dict]:
+    return [json.loads(line) for line in (FIXTURES / name).read_text(encoding="utf-8").splitlines() if line]
+
+
+# --- fixtures: each dimension in both languages, empathy and positive polarity, exact tags ---------
+@pytest.mark.parametrize("record", _records("pzb_zh.jsonl") + _records("pzb_en.jsonl"), ids=lambda r: r["id"])
+def test_pzb_fixture_exact_tags(base, record):
+    m = base.tag_comment(record["text"])
+    assert sorted(tags(m)) == sorted((lb["dimension"], lb["polarity"]) for lb in record["labels"]), rules(m)
+
+
+def test_fixtures_cover_every_dimension_and_polarity_in_both_languages():
+    for lang in ("zh", "en"):
+        labels = {(lb["dimension"], lb["polarity"]) for r in _records(f"pzb_{lang}.jsonl") for lb in r["labels"]}
+        for dim in ("reliability", "responsiveness", "assurance", "empathy", "tangibles"):
+            assert (dim, "positive") in labels, (lang, dim)
+        assert ("empathy", "negative") in labels
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_mot_step_fixtures(base, lang):
+    records = _records(f"mot_steps_{lang}.jsonl")
+    assert len(records) >= 150 and {r["mot_step"] for r in records} == {1, 2, 3, 4, 5}
+    report = evaluate(base, records)["languages"][lang]
+    assert report["mot_step"]["macro_f1"] >= 0.85, report["mot_step"]
+
+
+# --- negation, contrast, intensifiers, opinion words, text durations ---------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected", "rule"),
+    [
+        ("环境不脏", [("tangibles", "positive")], "cue:zh:脏+neg:不"),  # jieba word 不脏 read as 不 + 脏
+        ("安排了座位", [("tangibles", "neutral")], "cue:zh:座位"),  # 排了 straddles 安排|了: no queue cue
+        ("服务员一般", [("assurance", "neutral")], "cue:zh:服务员+op:一般"),
+        ("服务员都很好", [("assurance", "positive")], "cue:zh:服务员+op:很好"),
+        ("服务员不是很好", [("assurance", "negative")], "cue:zh:服务员+op:很好+neg:不是"),
+        ("the crew was great", [("assurance", "positive")], "cue:en:crew+op:great"),
+        ("the crew was not great", [("assurance", "negative")], "cue:en:crew+op:great+neg:not"),
+        ("flight delayed again", [("reliability", "negative")], "cue:en:delayed"),
+        ("they are delaying everything", [("reliability", "negative")], "cue:en:delay"),  # inflection of a listed base form
+        ("we waited 3 hours for a seat", [("responsiveness", "negative")], "signal:text_wait>600"),
+        ("排队等了两个小时", [("responsiveness", "negative")], "signal:text_wait>600"),
+    ],
+)
+def test_modifiers(base, text, expected, rule):
+    m = base.tag_comment(text)
+    assert tags(m) == expected, rules(m)
+    if rule:
+        assert rule in rules(m)
+
+
+def test_contrast_later_clause_decides_polarity(base):
+    m = base.tag_comment("环境很干净，但是上菜太慢了")
+    assert tags(m) == [("responsiveness", "negative"), ("tangibles", "positive")]
+    assert m.polarity == "negative"
+    m = base.tag_comment("上菜有点慢，不过服务员很热情")
+    assert tags(m) == [("responsiveness", "negative"), ("assurance", "positive")]
+    assert m.polarity == "positive"
+    m = base.tag_comment("slow check-in but the staff were lovely and helpful")
+    assert m.polarity == "positive"
+
+
+def test_contrast_ends_negation_scope(base):
+    m = base.tag_comment("not cheap but clean")
+    assert tags(m) == [("tangibles", "positive")]
+
+
+# --- languages, empty, long, emoji, full-width ------------------------------------------------------
+def test_language_detection():
+    assert [language(t) for t in ("您好", "hello", "您好 hello", "123 !!", None)] == ["zh", "en", "mixed", None, None]
+
+
+def test_mixed_language_text(base):
+    text = "柜员很专业 but the lobby was dirty"
+    m = base.tag_moment(None, text, None)
+    assert tags(m) == [("assurance", "positive"), ("tangibles", "negative")]
+    assert rules(m) == ["cue:zh:很专业", "cue:en:dirty"]
+
+
+@pytest.mark.parametrize("text", [None, "", "   ", "\n\t", "😀👍", "，。！？", "12345"])
+def test_empty_or_cueless_text(base, text):
+    m = base.tag_moment(None, text, None)
+    assert (m.mot_step, m.pzb_tags, m.polarity, m.evidence) == (None, [], "neutral", [])
+
+
+def test_very_long_text(base):
+    text = "服务员很热情，" * 5000 + "the lobby was dirty"
+    m = base.tag_comment(text)
+    assert tags(m) == [("assurance", "positive"), ("tangibles", "negative")]
+    assert rules(m).count("cue:zh:服务员很热情") == 1  # one evidence entry per (tag, rule)
+    for e in m.evidence:
+        assert text[e["start"]:e["end"]] == e["span"]
+
+
+def test_emoji_and_full_width_punctuation(base):
+    m = base.tag_comment("服务很专业👍！！环境不干净😡，")
+    assert tags(m) == [("assurance", "positive"), ("tangibles", "negative")]
+    m = base.tag_comment("没有！服务专业")  # negation stops at the full-width !
+    assert tags(m) == [("assurance", "positive")]
+    m = base.tag_comment("ＲＵＤＥ staff 😡")  # full-width letters fold to ASCII, offsets unchanged
+    assert tags(m) == [("assurance", "negative")]
+    assert m.evidence[0]["span"] == "ＲＵＤＥ"
+
+
+# --- evidence ------------------------------------------------------------------------------------
+def test_evidence_spans_occur_in_the_redacted_text(base):
+    from pipelines.pii import mask_column
+
+    texts = [r["text"] for r in _records("pzb_zh.jsonl") + _records("pzb_en.jsonl") + _records("mot_steps_zh.jsonl")
+             + _records("mot_steps_en.jsonl")]
+    texts += ["请拨打13812345678联系柜员，他很专业", "email me at a.b@example.com, the crew was rude"]
+    masked = mask_column(pa.array(texts, pa.string()))
+    masked = masked[0] if isinstance(masked, tuple) else masked
+    table = pa.table({"touchpoint": [None] * len(texts), "text": masked, "wait_s": [None] * len(texts)})
+    out = base.tag_events(table)
+    redacted = table.column("text").to_pylist()
+    assert "13812345678" not in redacted[-2]
+    tagged = 0
+    for text, row_tags, evidence, step in zip(redacted, out["pzb_tags"].to_pylist(), out["evidence"].to_pylist(),
+                                              out["mot_step"].to_pylist()):
+        names = {f"{t['dimension']}:{t['polarity']}" for t in row_tags} | ({f"mot_step={step}"} if step else set())
+        assert names <= {e["tag"] for e in evidence}
+        for e in evidence:
+            if e["field"] == "text":
+                assert text[e["start"]:e["end"]] == e["span"]
+                tagged += 1
+    assert tagged > 300
+
+
+# --- eval-tagging ----------------------------------------------------------------------------------
+def test_evaluate_counts(base, tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"id": "a", "lang": "zh", "text": "服务很专业", "labels": [{"dimension": "assurance", "polarity": "positive"}]},
+        {"id": "b", "lang": "zh", "text": "上菜很慢", "labels": [{"dimension": "assurance", "polarity": "negative"}]},
+        {"id": "c", "lang": "en", "text": "could you tell me your name?", "mot_step": 2},
+    ]), encoding="utf-8")
+    report = evaluate(base, read_gold([gold]))
+    zh = report["languages"]["zh"]
+    assert zh["dimension"]["per_class"]["assurance"] | {} == {"tp": 1, "fp": 0, "fn": 1, "precision": 1.0,
+                                                                 "recall": 0.5, "f1": 0.6667}
+    assert zh["dimension_polarity"]["per_class"]["assurance:negative"]["fn"] == 1
+    assert report["languages"]["en"]["mot_step"]["macro_f1"] == 1.0
+    result = CliRunner().invoke(app, ["eval-tagging", "--gold", str(gold), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["languages"]["zh"]["dimension"]["macro_f1"] == 0.6667
