@@ -1,0 +1,311 @@
+"""The quality checkpoint: validate one run's written tables with the suites, store and publish the results.
+
+    >>> report = run_checkpoint("out", load_settings())     # doctest: +SKIP
+    >>> report.worst_failure                                  # doctest: +SKIP
+    'warn'
+
+DuckDB reads this run's rows (`run_id` = the run's) from the Parquet tables; row sources stream into
+Great Expectations' pandas engine in batches of `batch_rows` (GE's SQL engine on DuckDB fails on
+every expectation in GE 1.24), fact sources are computed exactly in SQL. Checks never change data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+import duckdb  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult  # noqa: E402
+from great_expectations.core import ExpectationValidationResult  # noqa: E402
+
+from pipelines.contract import DATASETS  # noqa: E402
+from pipelines.pii import PREFILTER, find_pii  # noqa: E402
+from pipelines.quality.docs import open_context, publish  # noqa: E402
+from pipelines.quality.settings import QualitySettings  # noqa: E402
+from pipelines.quality.suites import ERROR, GX_SEVERITY, UNMASKED_PII, Source, SuiteSpec, Window, build_suites  # noqa: E402
+from schemas.tables import table_schema  # noqa: E402
+
+TABLES = ("events", "feedback", "quarantine", "duplicates")
+SAMPLED_TABLES = ("events", "feedback", "quarantine")  # the ones row checks read
+SEVERITY = {gx: ours for ours, gx in GX_SEVERITY.items()}
+RESULTS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("checked_at", pa.timestamp("us", tz="UTC")), ("dataset", pa.string()),
+    ("expectation", pa.string()), ("expectation_type", pa.string()), ("column", pa.string()),
+    ("severity", pa.string()), ("success", pa.bool_()), ("observed_value", pa.string()),
+    ("element_count", pa.int64()), ("unexpected_count", pa.int64()), ("sampled", pa.bool_()),
+])
+
+
+class CheckError(Exception):
+    """The outputs cannot be checked (no run summary, unknown run id)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    dataset: str
+    expectation: str  # meta.check, e.g. "event_id unique"
+    expectation_type: str
+    column: str | None
+    severity: str  # error | warn
+    success: bool
+    observed_value: str | None  # JSON: the observed value, or up to 5 unexpected values
+    element_count: int | None
+    unexpected_count: int | None
+    sampled: bool
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    run_id: str
+    checked_at: datetime
+    results: list[CheckResult]
+    results_path: Path
+    docs_index: Path
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.success]
+
+    @property
+    def worst_failure(self) -> str | None:
+        """`error` if an error-level check failed, else `warn` if a warn-level one did, else None."""
+        severities = {r.severity for r in self.failures}
+        return ERROR if ERROR in severities else next(iter(severities), None)
+
+
+def read_summary(out: Path, run_id: str | None = None) -> dict:
+    """The run summary of `run_id`, or of the latest run (by start time) under `out`."""
+    runs = out / "_runs"
+    if run_id:
+        path = runs / f"{run_id}.json"
+        if not path.is_file():
+            raise CheckError(f"no run summary {path}")
+        return json.loads(path.read_text(encoding="utf-8"))
+    summaries = [json.loads(p.read_text(encoding="utf-8")) for p in runs.glob("*.json")]
+    if not summaries:
+        raise CheckError(f"no run summary under {runs}: is {out} a motpipe output directory?")
+    return max(summaries, key=lambda s: s["started_at"])
+
+
+def _rows_of_run(table: str, summary: dict) -> str:
+    """SQL condition for the rows a run published: the partitions it wrote (a rerun leaves partitions whose rows
+    did not change as they were, with the run_id of the run that first wrote them); older summaries: its run_id."""
+    if table in summary.get("partitions", {}):
+        dates = ", ".join(f"'{dt}'" for dt in summary["partitions"][table]) or "null"
+        return f"cast(dt as varchar) in ({dates})"
+    return "run_id = '" + summary["run_id"].replace("'", "''") + "'"
+
+
+def open_run(out: Path, summary: dict, settings: QualitySettings) -> duckdb.DuckDBPyConnection:
+    """DuckDB views of this run's rows: the tables, `*_checked` (all or sampled rows) and `summary`."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    for name in TABLES:
+        if any((out / name).glob("*/*.parquet")):
+            con.execute(f"create view {name} as select * from read_parquet('{out / name}/*/*.parquet', "
+                        f"hive_partitioning = true, union_by_name = true) where {_rows_of_run(name, summary)}")
+        else:
+            con.register(name, table_schema(name).empty_table())
+    for name in SAMPLED_TABLES:
+        rows = con.execute(f"select count(*) from {name}").fetchone()[0]
+        sample = settings.row_checks_max_rows and rows > settings.row_checks_max_rows
+        clause = f" using sample reservoir({settings.row_checks_max_rows} rows) repeatable (7)" if sample else ""
+        con.execute(f"create view {name}_checked as select * from {name}{clause}")
+    counts = pa.table({
+        "dataset": list(DATASETS),
+        **{key: [summary[d][key] for d in DATASETS] for key in ("input_rows", "output_rows", "duplicate_rows", "quarantine_rows")},
+        "outside_window_rows": [summary[d].get("outside_window_rows", 0) for d in DATASETS],
+    })
+    con.register("summary", counts)
+    return con
+
+
+def sampled_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Tables whose row checks see a sample."""
+    return {name for name in SAMPLED_TABLES
+            if con.execute(f"select count(*) from {name}_checked").fetchone()[0]
+            < con.execute(f"select count(*) from {name}").fetchone()[0]}
+
+
+def run_window(con: duckdb.DuckDBPyConnection, settings: QualitySettings, now: datetime) -> Window:
+    """The window from the settings, else the min/max timestamps of the run's events and feedback."""
+    low, high = con.execute(
+        "select min(t), max(t) from (select occurred_at as t from events union all select submitted_at from feedback)"
+    ).fetchone()
+    return Window(settings.window_start or low or now, settings.window_end or high or now, now)
+
+
+def candidate_column(column: str) -> str:
+    return f"pii_candidate:{column}"
+
+
+def with_pii_candidates(source: Source) -> str:
+    """The source query plus, per text column, its value where PREFILTER matches (else null)."""
+    pattern = PREFILTER.replace("'", "''")
+    candidates = [f"""case when regexp_matches("{c}", '{pattern}') then "{c}" end as "{candidate_column(c)}\""""
+                  for c in source.pii_columns]
+    return f"select *, {', '.join(candidates)} from ({source.sql})" if candidates else source.sql
+
+
+def unmasked_pii(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.Array:
+    """Per row, `column:kind` of each PII kind `find_pii` finds in a candidate text, comma-separated, or null."""
+    found: dict[int, list[str]] = {}
+    for column in columns:
+        values = batch.column(candidate_column(column))
+        for row in pc.indices_nonzero(pc.is_valid(values)).to_pylist():
+            kinds = sorted({span.kind for span in find_pii(values[row].as_py())})
+            found.setdefault(row, []).extend(f"{column}:{kind}" for kind in kinds)
+    flags = [",".join(found.get(row, [])) or None for row in range(batch.num_rows)]
+    return pa.array(flags, pa.string())
+
+
+def expectation_columns(source: Source) -> list[str]:
+    """The columns the source's expectations read, in first-use order."""
+    names = [e.configuration.kwargs.get(k) for e in source.expectations for k in ("column", "column_A", "column_B")]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def frames(con: duckdb.DuckDBPyConnection, source: Source, batch_rows: int) -> Iterator:
+    """pandas frames of the columns the expectations need: streamed batches, or one frame of facts."""
+    reader = con.execute(with_pii_candidates(source)).to_arrow_reader(batch_rows if source.streamed else 1 << 30)
+    columns = expectation_columns(source)
+    seen = False
+    for batch in reader:
+        seen = True
+        if source.pii_columns:
+            batch = pa.RecordBatch.from_arrays([*batch.columns, unmasked_pii(batch, source.pii_columns)],
+                                               names=[*batch.schema.names, UNMASKED_PII])
+        yield batch.select(columns).to_pandas()
+    if not seen:
+        schema = reader.schema.append(pa.field(UNMASKED_PII, pa.string())) if source.pii_columns else reader.schema
+        yield schema.empty_table().select(columns).to_pandas()
+
+
+def _check_name(result: ExpectationValidationResult) -> str:
+    return result.expectation_config.meta["check"]
+
+
+def merge(results: list[ExpectationValidationResult]) -> ExpectationValidationResult:
+    """One result from the results of the same row expectation on several batches: counts summed."""
+    if len(results) == 1:
+        return results[0]
+    element = sum(r.result.get("element_count") or 0 for r in results)
+    unexpected = sum(r.result.get("unexpected_count") or 0 for r in results)
+    missing = sum(r.result.get("missing_count") or 0 for r in results)
+    counts: dict[str, dict] = {}
+    for r in results:
+        for item in r.result.get("partial_unexpected_counts", []):
+            counts.setdefault(repr(item["value"]), {"value": item["value"], "count": 0})["count"] += item["count"]
+    nonmissing = element - missing
+    result = {
+        "element_count": element, "unexpected_count": unexpected, "missing_count": missing,
+        "missing_percent": 100 * missing / element if element else None,
+        "unexpected_percent": 100 * unexpected / nonmissing if nonmissing else None,
+        "unexpected_percent_total": 100 * unexpected / element if element else None,
+        "unexpected_percent_nonmissing": 100 * unexpected / nonmissing if nonmissing else None,
+        "partial_unexpected_list": [v for r in results for v in r.result.get("partial_unexpected_list", [])][:20],
+        "partial_unexpected_counts": sorted(counts.values(), key=lambda c: -c["count"])[:20],
+    }
+    return ExpectationValidationResult(success=all(r.success for r in results),
+                                       expectation_config=results[0].expectation_config, result=result)
+
+
+def validate_source(batch_definition, suite_name: str, source: Source, data: Iterator) -> tuple[list, dict]:
+    """Merged GE results of the source's expectations over all its frames, and the first batch's meta."""
+    suite = ExpectationSuite(name=suite_name, expectations=source.expectations)
+    per_check: dict[str, list[ExpectationValidationResult]] = {}
+    meta: dict = {}
+    for frame in data:
+        validation = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        meta = meta or dict(validation.meta)
+        for result in validation.results:
+            per_check.setdefault(_check_name(result), []).append(result)
+    return [merge(results) for results in per_check.values()], meta
+
+
+def observed(result: ExpectationValidationResult) -> str | None:
+    """The observed value, else the first unexpected values, as JSON."""
+    value = result.result.get("observed_value", result.result.get("partial_unexpected_list", [])[:5] or None)
+    return None if value is None else json.dumps(value, default=_plain, ensure_ascii=False)
+
+
+def _plain(value):
+    """numpy scalars as Python numbers, anything else (timestamps) as text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def to_check_result(dataset: str, result: ExpectationValidationResult, sampled: bool) -> CheckResult:
+    config = result.expectation_config
+    kwargs = config.kwargs
+    return CheckResult(
+        dataset=dataset, expectation=_check_name(result), expectation_type=config.type,
+        column=kwargs.get("column") or (f"{kwargs['column_A']},{kwargs['column_B']}" if "column_A" in kwargs else None),
+        severity=SEVERITY[config.severity], success=bool(result.success), observed_value=observed(result),
+        element_count=result.result.get("element_count"), unexpected_count=result.result.get("unexpected_count"),
+        sampled=sampled,
+    )
+
+
+def validate_suite(context, con, spec: SuiteSpec, settings: QualitySettings, sampled: set[str]):
+    """GE suite result of one dataset, and its CheckResults."""
+    datasource = context.data_sources.add_or_update_pandas("motpipe")
+    results, checks, meta = [], [], {}
+    for source_name, source in spec.sources.items():
+        asset_name = f"{spec.name}.{source_name}"
+        asset = next((a for a in datasource.assets if a.name == asset_name), None) or datasource.add_dataframe_asset(asset_name)
+        batch_definition = next(iter(asset.batch_definitions), None) or asset.add_batch_definition_whole_dataframe("run")
+        source_results, source_meta = validate_source(batch_definition, asset_name, source,
+                                                       frames(con, source, settings.batch_rows))
+        meta = meta or source_meta
+        is_sampled = source.streamed and spec.name in sampled
+        results += source_results
+        checks += [to_check_result(spec.name, r, is_sampled) for r in source_results]
+    passed = sum(r.success for r in results)
+    suite_result = ExpectationSuiteValidationResult(
+        success=passed == len(results), results=results, suite_name=spec.name, meta=meta,
+        statistics={"evaluated_expectations": len(results), "successful_expectations": passed,
+                    "unsuccessful_expectations": len(results) - passed,
+                    "success_percent": 100 * passed / len(results) if results else None},
+    )
+    return suite_result, checks
+
+
+def write_results(out: Path, run_id: str, checked_at: datetime, checks: list[CheckResult]) -> Path:
+    """`OUT/quality_results/run_id=<id>/part-00000.parquet`: a rerun of the run id replaces it."""
+    path = out / "quality_results" / f"run_id={run_id}" / "part-00000.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"run_id": run_id, "checked_at": checked_at, **vars(c)} for c in checks]
+    pq.write_table(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), path)
+    return path
+
+
+def run_checkpoint(out: str | Path, settings: QualitySettings, run_id: str | None = None,
+                   now: datetime | None = None) -> CheckReport:
+    """Validate a run's tables (the latest run by default), write `quality_results` and Data Docs."""
+    out = Path(out)
+    now = now or datetime.now(timezone.utc)
+    summary = read_summary(out, run_id)
+    con = open_run(out, summary, settings)
+    suites = build_suites(settings, run_window(con, settings, now), summary["settings"].get("pseudonymized", False))
+    sampled = sampled_tables(con)
+    context = open_context(out / "_quality")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    validations, checks = {}, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for spec in suites:
+            validations[spec.name], suite_checks = validate_suite(context, con, spec, settings, sampled)
+            checks += suite_checks
+        docs_index = publish(context, [s.expectation_suite() for s in suites], validations, summary["run_id"], now)
+    results_path = write_results(out, summary["run_id"], now, checks)
+    return CheckReport(summary["run_id"], now, checks, results_path, docs_index)

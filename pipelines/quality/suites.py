@@ -1,0 +1,238 @@
+"""The Great Expectations suites, one per dataset, as code.
+
+A suite's expectations are grouped by the DuckDB query that feeds them (a `Source`), over views of
+this run's rows (`events`, `feedback`, `quarantine`, `duplicates`, `summary`; `*_checked` are the
+same rows or a uniform sample of them, see `row_checks_max_rows`):
+
+* row sources are streamed through GE's pandas engine in batches, and each expectation's counts
+  are summed over the batches;
+* fact sources are one small frame of table-level facts computed exactly in DuckDB SQL
+  (uniqueness, shares, reconciliation), which GE then checks against the thresholds.
+
+Every expectation carries a severity (GE `critical` = motpipe `error`, GE `warning` = `warn`) and
+`meta.check`, the name shown on the console, in `quality_results` and in Data Docs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import great_expectations.expectations as gxe
+from great_expectations.core import ExpectationSuite
+from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.metadata_types import FailureSeverity
+
+from pipelines.contract import DIMENSIONS, RATING_RANGE, SCORE_RANGES, ErrorKind
+from pipelines.quality.settings import QualitySettings
+
+ERROR, WARN = "error", "warn"
+GX_SEVERITY = {ERROR: FailureSeverity.CRITICAL, WARN: FailureSeverity.WARNING}
+UNMASKED_PII = "unmasked_pii"  # column added to row sources by the checkpoint: "column:kind,..." or null
+
+
+@dataclass(frozen=True)
+class Window:
+    """The run's time window, and the check time (nothing may lie after it)."""
+
+    start: datetime
+    end: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Source:
+    """A DuckDB query and the expectations validated on its rows."""
+
+    sql: str
+    expectations: list[Expectation]
+    streamed: bool = True  # False: facts, one small frame validated at once
+    pii_columns: tuple[str, ...] = ()  # text columns (in the query) scanned for unmasked PII
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    sources: dict[str, Source]
+
+    def expectation_suite(self) -> ExpectationSuite:
+        """All expectations of the suite in one GE suite (what Data Docs show)."""
+        return ExpectationSuite(name=self.name, expectations=[e for s in self.sources.values() for e in s.expectations])
+
+
+def expect(kind: type[Expectation], check: str, severity: str, **kwargs) -> Expectation:
+    """A GE expectation named `check` with motpipe severity `error` or `warn`."""
+    return kind(severity=GX_SEVERITY[severity], meta={"check": check}, **kwargs)
+
+
+def not_null(*columns: str) -> list[Expectation]:
+    return [expect(gxe.ExpectColumnValuesToNotBeNull, f"{c} not null", ERROR, column=c) for c in columns]
+
+
+def between(column: str, low: float | datetime | None, high: float | datetime | None, severity: str = ERROR, check: str | None = None) -> Expectation:
+    return expect(gxe.ExpectColumnValuesToBeBetween, check or f"{column} in {low}..{high}", severity,
+                  column=column, min_value=low, max_value=high)
+
+
+def timestamps(column: str, window: Window) -> list[Expectation]:
+    return [
+        between(column, None, window.now, ERROR, f"{column} not in the future"),
+        between(column, window.start, window.end, WARN, f"{column} inside the run's window"),
+    ]
+
+
+def at_most(column: str, limit: float, severity: str, check: str) -> Expectation:
+    return expect(gxe.ExpectColumnMaxToBeBetween, check, severity, column=column, max_value=limit)
+
+
+def no_unmasked_pii() -> Expectation:
+    return expect(gxe.ExpectColumnValuesToBeNull, "no unmasked PII in text columns", ERROR, column=UNMASKED_PII)
+
+
+def dimension_in_set() -> Expectation:
+    return expect(gxe.ExpectColumnValuesToBeInSet, "PZB dimension in allowed set", ERROR,
+                  column="dimension", value_set=list(DIMENSIONS))
+
+
+def scanned_ids(pseudonymized: bool) -> tuple[str, ...]:
+    """Identifier columns scanned for PII: not visit_id (stitched ids are hex hashes, whose digit runs can
+    look like numbers), nor customer_id when it was pseudonymised (a hex hash too)."""
+    return () if pseudonymized else ("customer_id",)
+
+
+def events_suite(settings: QualitySettings, window: Window, ids: tuple[str, ...]) -> SuiteSpec:
+    text = ("event_id", *ids, "channel", "touchpoint", "staff_id", "location_id", "text", "outcome", "attributes",
+            "mot_step_name", "evidence_spans")
+    rows = Source(
+        "select event_id, occurred_at, customer_id, visit_id, channel, touchpoint, staff_id, location_id, text, outcome,"
+        " attributes, mot_step_name, array_to_string(list_transform(evidence, lambda e: e.span), ' ') as evidence_spans,"
+        " run_id, mot_step, wait_s, duration_s from events_checked",
+        [
+            *not_null("event_id", "occurred_at", "customer_id", "visit_id", "channel", "touchpoint", "run_id"),
+            *timestamps("occurred_at", window),
+            between("mot_step", 1, 5, check="mot_step in 1..5 or null"),
+            between("wait_s", 0, None, check="wait_s >= 0"),
+            between("duration_s", 0, None, check="duration_s >= 0"),
+            no_unmasked_pii(),
+        ],
+        pii_columns=text,
+    )
+    tags = Source("select tag.dimension as dimension from (select unnest(pzb_tags) as tag from events_checked)",
+                  [dimension_in_set()])
+    facts = Source(
+        "select count(*) - count(distinct event_id) as duplicate_event_ids,"
+        " coalesce(avg((mot_step_source is distinct from 'touchpoint')::int), 0) as unmapped_touchpoint_share,"
+        " coalesce(avg((mot_step is null and coalesce(len(pzb_tags), 0) = 0)::int), 0) as untagged_event_share"
+        " from events",
+        [
+            at_most("duplicate_event_ids", 0, ERROR, "event_id unique"),
+            at_most("unmapped_touchpoint_share", settings.unmapped_touchpoint_share, WARN,
+                    f"unmapped touchpoint share <= {settings.unmapped_touchpoint_share}"),
+            at_most("untagged_event_share", settings.untagged_event_share, WARN,
+                    f"untagged event share <= {settings.untagged_event_share}"),
+        ],
+        streamed=False,
+    )
+    return SuiteSpec("events", {"rows": rows, "pzb_tags": tags, "facts": facts})
+
+
+def feedback_suite(settings: QualitySettings, window: Window, ids: tuple[str, ...]) -> SuiteSpec:
+    text = ("feedback_id", *ids, "link_method", "touchpoint", "channel", "comment", "evidence_spans")
+    servqual = [f"{dim}_{measure}" for dim in DIMENSIONS for measure in ("expectation", "perception")]
+    low, high = RATING_RANGE
+    rows = Source(
+        "select feedback_id, submitted_at, customer_id, visit_id, link_method, touchpoint, channel, comment,"
+        " array_to_string(list_transform(evidence, lambda e: e.span), ' ') as evidence_spans, run_id, csat, nps, ces, "
+        + ", ".join(servqual) + " from feedback_checked",
+        [
+            *not_null("feedback_id", "submitted_at", "customer_id", "link_method", "run_id"),
+            *timestamps("submitted_at", window),
+            *[between(score, *SCORE_RANGES[score]) for score in ("csat", "nps", "ces")],
+            *[between(column, low, high) for column in servqual],
+            no_unmasked_pii(),
+        ],
+        pii_columns=text,
+    )
+    tags = Source(
+        "select tag.dimension as dimension from (select unnest(pzb_tags) as tag from feedback_checked)"
+        " union all select r.dimension from (select unnest(ratings) as r from feedback_checked)",
+        [dimension_in_set()],
+    )
+    ratings = Source(
+        "select r.item, r.expectation, r.perception from (select unnest(ratings) as r from feedback_checked)",
+        [between("expectation", low, high, check=f"SERVQUAL rating expectation in {low}..{high}"),
+         between("perception", low, high, check=f"SERVQUAL rating perception in {low}..{high}")],
+    )
+    facts = Source(
+        "select count(*) - count(distinct feedback_id) as duplicate_feedback_ids,"
+        " coalesce(avg((visit_id is not null)::int), 1) as feedback_linked_share from feedback",
+        [
+            at_most("duplicate_feedback_ids", 0, ERROR, "feedback_id unique"),
+            expect(gxe.ExpectColumnMinToBeBetween, f"feedback linked share >= {settings.feedback_linked_share}", WARN,
+                   column="feedback_linked_share", min_value=settings.feedback_linked_share),
+        ],
+        streamed=False,
+    )
+    return SuiteSpec("feedback", {"rows": rows, "pzb_tags": tags, "ratings": ratings, "facts": facts})
+
+
+def quarantine_suite(settings: QualitySettings) -> SuiteSpec:
+    text = ("record_id", "error_field", "error_message", "raw_record")
+    rows = Source(
+        "select dataset, record_id, error_kind, error_field, error_message, raw_record, source_file, line_no, run_id"
+        " from quarantine_checked",
+        [
+            *not_null("dataset", "error_kind", "error_message", "source_file", "line_no", "run_id"),
+            expect(gxe.ExpectColumnValuesToBeInSet, "dataset is events or feedback", ERROR,
+                   column="dataset", value_set=["events", "feedback"]),
+            expect(gxe.ExpectColumnValuesToBeInSet, "error_kind is a known kind", ERROR,
+                   column="error_kind", value_set=[k.value for k in ErrorKind]),
+            no_unmasked_pii(),
+        ],
+        pii_columns=text,
+    )
+    facts = Source(
+        "select s.dataset, (select count(*) from quarantine q where q.dataset = s.dataset)"
+        " / greatest(s.input_rows, 1) as quarantine_share from summary s order by s.dataset",
+        [at_most("quarantine_share", settings.quarantine_share, WARN, f"quarantined share <= {settings.quarantine_share}")],
+        streamed=False,
+    )
+    return SuiteSpec("quarantine", {"rows": rows, "facts": facts})
+
+
+RECONCILIATION_SQL = """
+with written as (select 'events' as dataset, count(*) as n from events
+                 union all select 'feedback', count(*) from feedback),
+     dups as (select dataset, count(*) as n from duplicates group by dataset),
+     quar as (select dataset, count(*) as n from quarantine group by dataset)
+select s.dataset, s.input_rows as summary_input_rows, s.output_rows as summary_output_rows,
+       s.duplicate_rows as summary_duplicate_rows, s.quarantine_rows as summary_quarantine_rows,
+       coalesce(w.n, 0) as table_output_rows, coalesce(d.n, 0) as table_duplicate_rows,
+       coalesce(q.n, 0) as table_quarantine_rows,
+       s.outside_window_rows as summary_outside_window_rows,
+       s.input_rows - coalesce(w.n, 0) - coalesce(d.n, 0) - coalesce(q.n, 0) - s.outside_window_rows as unreconciled_rows
+from summary s left join written w using (dataset) left join dups d using (dataset) left join quar q using (dataset)
+order by s.dataset
+"""
+
+
+def run_summary_suite() -> SuiteSpec:
+    def same(measure: str) -> Expectation:
+        return expect(gxe.ExpectColumnPairValuesToBeEqual, f"{measure} rows in tables = run summary", ERROR,
+                      column_A=f"summary_{measure}_rows", column_B=f"table_{measure}_rows")
+
+    facts = Source(
+        RECONCILIATION_SQL,
+        [
+            *not_null("summary_input_rows"),
+            between("unreconciled_rows", 0, 0, check="input = output + duplicates + quarantine + outside window"),
+            same("output"), same("duplicate"), same("quarantine"),
+        ],
+        streamed=False,
+    )
+    return SuiteSpec("run_summary", {"facts": facts})
+
+
+def build_suites(settings: QualitySettings, window: Window, pseudonymized: bool = False) -> list[SuiteSpec]:
+    ids = scanned_ids(pseudonymized)
+    return [events_suite(settings, window, ids), feedback_suite(settings, window, ids), quarantine_suite(settings),
+            run_summary_suite()]

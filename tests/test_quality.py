@@ -1,0 +1,268 @@
+"""Quality checkpoint: suites, severities, exit codes, quality_results, Data Docs.
+
+One small sample run is made per module; each test breaks one thing in a copy of its Parquet files.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import EXIT_QUALITY_ERROR, EXIT_QUALITY_WARN, app
+from pipelines.quality.checkpoint import candidate_column, merge, unmasked_pii
+from pipelines.quality.settings import load_settings, parse_assignments
+from pipelines.sample import generate_sample
+
+runner = CliRunner()
+TABLES = ("events", "feedback", "quarantine", "duplicates")
+
+
+@pytest.fixture(scope="module")
+def clean_out(tmp_path_factory) -> Path:
+    """Outputs of one pipeline run on a small generated sample (no quality check yet)."""
+    root = tmp_path_factory.mktemp("quality")
+    generate_sample(root / "in", 1500, seed=11)
+    result = runner.invoke(app, ["run", "-t", str(root / "in" / "touchpoints" / "*"), "-f", str(root / "in" / "feedback" / "*"),
+                                 "--out", str(root / "out"), "--run-id", "qrun", "--no-check", "--direct_num_workers=1"])
+    assert result.exit_code == 0, result.output
+    return root / "out"
+
+
+@pytest.fixture
+def out(clean_out, tmp_path) -> Path:
+    copy = tmp_path / "out"
+    shutil.copytree(clean_out, copy)
+    return copy
+
+
+def check(out: Path, *thresholds: str):
+    args = ["check", "--out", str(out)] + [a for t in thresholds for a in ("-T", t)]
+    return runner.invoke(app, args)
+
+
+def results(out: Path) -> list[dict]:
+    return pq.read_table(out / "quality_results" / "run_id=qrun" / "part-00000.parquet").to_pylist()
+
+
+def failed(out: Path) -> set[tuple[str, str, str]]:
+    return {(r["dataset"], r["expectation"], r["severity"]) for r in results(out) if not r["success"]}
+
+
+def rewrite(out: Path, table: str, change) -> None:
+    """Apply `change(pa.Table) -> pa.Table` to every Parquet file of `table`."""
+    for path in (out / table).glob("*/*.parquet"):
+        pq.write_table(change(pq.read_table(path)), path)
+
+
+def set_column(table: pa.Table, name: str, values: list) -> pa.Table:
+    field = table.schema.field(name).with_nullable(True)
+    return table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
+
+
+def first_row(name: str, value):
+    """A change that sets `name` of a file's first row to `value`."""
+    def change(table: pa.Table) -> pa.Table:
+        return set_column(table, name, [value] + table.column(name).to_pylist()[1:])
+    return change
+
+
+def every_row(name: str, value):
+    def change(table: pa.Table) -> pa.Table:
+        return set_column(table, name, [value] * table.num_rows)
+    return change
+
+
+def duplicate_first_row(table: pa.Table) -> pa.Table:
+    return pa.concat_tables([table, table.slice(0, 1)])
+
+
+def drop_first_row(table: pa.Table) -> pa.Table:
+    return table.slice(1)
+
+
+def first_rating(field: str, value: float):
+    def change(table: pa.Table) -> pa.Table:
+        ratings = table.column("ratings").to_pylist()
+        row = next(i for i, r in enumerate(ratings) if r)
+        ratings[row][0][field] = value
+        return set_column(table, "ratings", ratings)
+    return change
+
+
+def test_clean_run_passes_every_check(out):
+    result = check(out)
+    assert result.exit_code == 0, result.output
+    rows = results(out)
+    assert {r["dataset"] for r in rows} == {"events", "feedback", "quarantine", "run_summary"}
+    assert len(rows) == 58 and all(r["success"] for r in rows)
+    assert "58/58 checks passed" in result.output
+    unique = next(r for r in rows if r["expectation"] == "event_id unique")
+    assert (unique["observed_value"], unique["severity"], unique["sampled"]) == ("0", "error", False)
+
+
+FUTURE = datetime.now(timezone.utc) + timedelta(days=400)
+BREAKS = {
+    "null customer_id": ("events", first_row("customer_id", None), {("events", "customer_id not null", "error")}),
+    "duplicate event_id": ("events", duplicate_first_row,
+                           {("events", "event_id unique", "error"),
+                            ("run_summary", "input = output + duplicates + quarantine + outside window", "error"),
+                            ("run_summary", "output rows in tables = run summary", "error")}),
+    "future timestamp": ("events", first_row("occurred_at", FUTURE), {("events", "occurred_at not in the future", "error")}),
+    "mot_step 9": ("events", first_row("mot_step", 9), {("events", "mot_step in 1..5 or null", "error")}),
+    "unknown PZB dimension": ("events", first_row("pzb_tags", [{"dimension": "speed", "polarity": "negative"}]),
+                              {("events", "PZB dimension in allowed set", "error")}),
+    "negative wait_s": ("events", first_row("wait_s", -1.0), {("events", "wait_s >= 0", "error")}),
+    "negative duration_s": ("events", first_row("duration_s", -5.0), {("events", "duration_s >= 0", "error")}),
+    "phone in text": ("events", first_row("text", "请拨打13812345678联系我"),
+                      {("events", "no unmasked PII in text columns", "error")}),
+    "e-mail in comment": ("feedback", first_row("comment", "write to li.lei@example.com"),
+                          {("feedback", "no unmasked PII in text columns", "error")}),
+    "csat 6": ("feedback", first_row("csat", 6), {("feedback", "csat in 1..5", "error")}),
+    "nps 11": ("feedback", first_row("nps", 11), {("feedback", "nps in 0..10", "error")}),
+    "ces 0": ("feedback", first_row("ces", 0), {("feedback", "ces in 1..7", "error")}),
+    "SERVQUAL perception 8": ("feedback", first_rating("perception", 8.0),
+                              {("feedback", "SERVQUAL rating perception in 1..7", "error")}),
+    "empathy_perception 0": ("feedback", first_row("empathy_perception", 0.0),
+                             {("feedback", "empathy_perception in 1..7", "error")}),
+    "duplicate feedback_id": ("feedback", duplicate_first_row,
+                              {("feedback", "feedback_id unique", "error"),
+                               ("run_summary", "input = output + duplicates + quarantine + outside window", "error"),
+                               ("run_summary", "output rows in tables = run summary", "error")}),
+    "unknown error_kind": ("quarantine", first_row("error_kind", "weird"),
+                           {("quarantine", "error_kind is a known kind", "error")}),
+    "lost duplicate row": ("duplicates", drop_first_row,
+                           {("run_summary", "input = output + duplicates + quarantine + outside window", "error"),
+                            ("run_summary", "duplicate rows in tables = run summary", "error")}),
+    "all touchpoints unmapped": ("events", every_row("mot_step_source", None),
+                                 {("events", "unmapped touchpoint share <= 0.05", "warn")}),
+    "no feedback linked": ("feedback", every_row("visit_id", None),
+                           {("feedback", "feedback linked share >= 0.8", "warn")}),
+}
+
+
+@pytest.mark.parametrize("case", BREAKS, ids=list(BREAKS))
+def test_each_broken_check_fails_alone_with_its_severity_and_exit_code(out, case):
+    table, change, expected = BREAKS[case]
+    rewrite(out, table, change)
+    result = check(out)
+    assert failed(out) == expected, result.output
+    worst = "error" if any(s == "error" for _, _, s in expected) else "warn"
+    assert result.exit_code == (EXIT_QUALITY_ERROR if worst == "error" else EXIT_QUALITY_WARN)
+    assert "failed quality checks" in result.output
+
+
+def test_untagged_share_is_a_warning(out):
+    rewrite(out, "events", lambda t: every_row("pzb_tags", [])(every_row("mot_step", None)(t)))
+    result = check(out, "unmapped_touchpoint_share=1")
+    assert failed(out) == {("events", "untagged event share <= 0.05", "warn")}
+    assert result.exit_code == EXIT_QUALITY_WARN
+    share = next(r for r in results(out) if r["expectation"] == "untagged event share <= 0.05")
+    assert float(share["observed_value"]) > 0.05
+
+
+def test_thresholds_from_the_command_line(out):
+    result = check(out, "quarantine_share=0")
+    assert failed(out) == {("quarantine", "quarantined share <= 0.0", "warn")}
+    assert result.exit_code == EXIT_QUALITY_WARN
+
+
+def test_window_passed_by_the_caller(out):
+    result = check(out, "window_start=2030-01-01", "window_end=2030-01-31")
+    assert failed(out) == {("events", "occurred_at inside the run's window", "warn"),
+                           ("feedback", "submitted_at inside the run's window", "warn")}
+    assert result.exit_code == EXIT_QUALITY_WARN
+    inside = next(r for r in results(out) if r["expectation"] == "occurred_at inside the run's window")
+    assert inside["unexpected_count"] == inside["element_count"] > 0
+
+
+def test_failing_checks_never_delete_rows(out):
+    rewrite(out, "events", first_row("mot_step", 9))
+    before = {t: duckdb.sql(f"select count(*) from '{out}/{t}/*/*.parquet'").fetchall()[0][0] for t in TABLES}
+    assert check(out).exit_code == EXIT_QUALITY_ERROR
+    after = {t: duckdb.sql(f"select count(*) from '{out}/{t}/*/*.parquet'").fetchall()[0][0] for t in TABLES}
+    assert after == before
+
+
+def test_rerun_of_a_run_id_replaces_its_quality_results(out):
+    check(out)
+    check(out)
+    files = list((out / "quality_results").glob("*/*.parquet"))
+    assert [f.parent.name for f in files] == ["run_id=qrun"]
+    rows = duckdb.sql(f"select run_id, count(*) from read_parquet('{out}/quality_results/*/*.parquet') group by all").fetchall()
+    assert rows == [("qrun", 58)]
+
+
+def test_check_without_outputs_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["check", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no run summary" in result.output
+
+
+def test_run_command_runs_the_checkpoint_and_exits_5_on_warnings(tmp_path):
+    fixtures = Path(__file__).parent / "fixtures"
+    result = runner.invoke(app, ["run", "-t", str(fixtures / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "fx",
+                                 "-T", "quarantine_share=0.5", "--direct_num_workers=1"])
+    assert result.exit_code == EXIT_QUALITY_WARN, result.output
+    rows = pq.read_table(tmp_path / "quality_results" / "run_id=fx" / "part-00000.parquet").to_pylist()
+    assert [(r["expectation"], r["observed_value"]) for r in rows if not r["success"]] == [
+        ("unmapped touchpoint share <= 0.05", str(1 / 7))]
+    assert (tmp_path / "_quality" / "data_docs" / "index.html").is_file()
+
+
+def test_settings_precedence_defaults_playbook_command_line():
+    assert load_settings().unmapped_touchpoint_share == 0.05
+    settings = load_settings({"unmapped_touchpoint_share": 0.2, "quarantine_share": 0.3}, ["quarantine_share=0.4"])
+    assert (settings.unmapped_touchpoint_share, settings.quarantine_share) == (0.2, 0.4)
+    assert load_settings({}, ["window_start=2026-10-01"]).window_start == datetime(2026, 10, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="not NAME=VALUE"):
+        parse_assignments(["quarantine_share"])
+    with pytest.raises(ValueError):
+        load_settings({}, ["quarantine_share=2"])
+
+
+def test_unmasked_pii_names_column_and_kind_only():
+    batch = pa.RecordBatch.from_pydict({candidate_column("text"): ["call 13812345678 or a@b.cn", None, "order 12345"]})
+    assert unmasked_pii(batch, ("text",)).to_pylist() == ["text:email,text:phone", None, None]
+
+
+def test_merge_sums_counts_over_batches():
+    from great_expectations.core import ExpectationValidationResult
+
+    def part(element, unexpected, values):
+        return ExpectationValidationResult(success=unexpected == 0, result={
+            "element_count": element, "unexpected_count": unexpected, "missing_count": 0,
+            "partial_unexpected_list": values, "partial_unexpected_counts": [{"value": v, "count": 1} for v in values]})
+
+    merged = merge([part(10, 0, []), part(5, 2, [-1, -2])])
+    assert merged.success is False
+    assert (merged.result["element_count"], merged.result["unexpected_count"]) == (15, 2)
+    assert merged.result["unexpected_percent"] == pytest.approx(100 * 2 / 15)
+    assert merged.result["partial_unexpected_list"] == [-1, -2]
+
+
+def test_data_docs_open_offline_in_headless_chromium(out, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    check(out, "quarantine_share=0")
+    index = out / "_quality" / "data_docs" / "index.html"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run([*flags, "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for suite in ("events", "feedback", "quarantine", "run_summary"):
+        assert f">{suite}</td>" in dom  # validation results and expectation suites tables
+    assert "qrun" in dom and "ge-failed-icon" in dom and "ge-success-icon" in dom  # rows rendered by bootstrap-table
+    assert "https://" not in "".join(line for line in dom.splitlines() if "<script" in line or "stylesheet" in line)
+    page = next((out / "_quality" / "data_docs" / "validations" / "quarantine").rglob("*.html"))
+    detail = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "quarantine_share" in detail and "Failed" in detail
+    shot = tmp_path / "index.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,900", index.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
