@@ -1,0 +1,338 @@
+"""Build the DuckDB journey views from `queries/` and query them.
+
+`build_views(out, db)` creates (or replaces) one DuckDB object per SQL file in `queries/`, layer by layer
+(staging -> intermediate -> marts) and, within a layer, in dependency order. Staging objects are always views
+over the Hive-partitioned Parquet tables; by default the intermediate and mart layers are *materialised* as
+tables (`materialize=False` keeps them as views), so every analyst query answers fast on millions of events.
+The build runs in one transaction: re-running it replaces every object and leaves nothing half built.
+
+The SQL files are parameterised with DuckDB variables (`getvariable('motpipe_out')`, `getvariable('motpipe_weights')`)
+so they can be `.read` in any DuckDB session. A database file must work in a new session without setting them,
+so the build substitutes each `getvariable('name')` with its value as a SQL literal and records the settings in
+the one-row-per-key table `motpipe_settings`.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional
+
+import duckdb
+
+QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
+LAYERS = ("staging", "intermediate", "marts")
+MATERIALIZED_LAYERS = ("intermediate", "marts")
+DIMENSIONS = ("reliability", "responsiveness", "assurance", "empathy", "tangibles")
+DEFAULT_WEIGHTS = {"reliability": 0.30, "responsiveness": 0.25, "assurance": 0.20, "empathy": 0.15, "tangibles": 0.10}
+DEFAULT_DB_NAME = "motpipe.duckdb"
+SETTINGS_TABLE = "motpipe_settings"
+
+# stg_quality_results when OUT/quality_results/ holds no file yet: the same columns, no rows.
+QUALITY_RESULTS_EMPTY = """\
+create or replace view stg_quality_results as
+select
+    cast(null as varchar) as run_id,
+    cast(null as timestamptz) as checked_at,
+    cast(null as varchar) as dataset,
+    cast(null as varchar) as expectation,
+    cast(null as varchar) as expectation_type,
+    cast(null as varchar) as "column",
+    cast(null as varchar) as severity,
+    cast(null as boolean) as success,
+    cast(null as varchar) as observed_value,
+    cast(null as bigint) as element_count,
+    cast(null as bigint) as unexpected_count,
+    cast(null as boolean) as sampled
+where false;
+"""
+
+_CREATE = re.compile(r"create\s+or\s+replace\s+view\s+([a-z_][a-z0-9_]*)\s+as", re.IGNORECASE)
+_VARIABLE = re.compile(r"getvariable\(\s*'([a-z_][a-z0-9_]*)'\s*\)", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class SqlView:
+    name: str
+    layer: str
+    path: Path
+    sql: str
+
+    @property
+    def header(self) -> str:
+        """The leading comment block (grain and columns)."""
+        lines = []
+        for line in self.sql.splitlines():
+            if not line.startswith("--"):
+                break
+            lines.append(line[2:].strip())
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BuiltObject:
+    name: str
+    layer: str
+    kind: str  # view | table
+    rows: Optional[int]  # tables only
+    seconds: float
+
+
+def sql_literal(value: object) -> str:
+    """A Python value as a DuckDB SQL literal (str, number, dict of str -> number as a MAP)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, dict):
+        if not value:
+            return "cast(map {} as map(varchar, double))"
+        items = ", ".join(f"{sql_literal(str(k))}: {sql_literal(float(v))}" for k, v in value.items())
+        return f"cast(map {{{items}}} as map(varchar, double))"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def parse_weights(text: Optional[str]) -> dict[str, float]:
+    """`reliability=0.4,tangibles=0.05` -> {'reliability': 0.4, 'tangibles': 0.05}; a missing dimension keeps its default.
+
+    Raises ValueError on an unknown dimension, a non-number, a negative weight or weights that sum to 0.
+    """
+    weights = dict(DEFAULT_WEIGHTS)
+    if not text:
+        return weights
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, number = part.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in DIMENSIONS:
+            raise ValueError(f"--weights: {part.strip()!r} is not DIMENSION=NUMBER with DIMENSION one of {', '.join(DIMENSIONS)}")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ValueError(f"--weights: {number.strip()!r} is not a number") from None
+        if value < 0 or value != value:
+            raise ValueError(f"--weights: the weight of {name} must be >= 0")
+        weights[name] = value
+    if sum(weights.values()) <= 0:
+        raise ValueError("--weights: the weights must not all be 0")
+    return weights
+
+
+def load_views(queries_dir: Path = QUERIES_DIR) -> list[SqlView]:
+    """Every `queries/<layer>/*.sql` in build order: layer by layer, dependencies first within a layer."""
+    ordered: list[SqlView] = []
+    for layer in LAYERS:
+        views = []
+        for path in sorted((Path(queries_dir) / layer).glob("*.sql")):
+            sql = path.read_text(encoding="utf-8")
+            match = _CREATE.search(sql)
+            if not match:
+                raise ValueError(f"{path}: no 'create or replace view NAME as'")
+            if match.group(1) != path.stem:
+                raise ValueError(f"{path}: creates {match.group(1)}, expected {path.stem} (one view per file)")
+            views.append(SqlView(path.stem, layer, path, sql))
+        ordered.extend(_dependency_order(views))
+    return ordered
+
+
+def _dependency_order(views: list[SqlView]) -> list[SqlView]:
+    names = {v.name for v in views}
+    deps = {v.name: {n for n in names - {v.name} if re.search(rf"\b{n}\b", _strip_comments(v.sql))} for v in views}
+    done: list[SqlView] = []
+    remaining = {v.name: v for v in views}
+    while remaining:
+        ready = [v for n, v in sorted(remaining.items()) if deps[n] <= {d.name for d in done}]
+        if not ready:
+            raise ValueError(f"circular references between {', '.join(sorted(remaining))}")
+        for v in ready:
+            done.append(v)
+            del remaining[v.name]
+    return done
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+
+
+def render(view: SqlView, params: dict[str, object], materialize: bool) -> str:
+    """The SQL to run for `view`: variables replaced by literals, `view` -> `table` when materialised."""
+    def substitute(match: re.Match) -> str:
+        name = match.group(1).lower()
+        if name not in params:
+            raise ValueError(f"{view.path}: unknown variable {name!r}")
+        return sql_literal(params[name])
+
+    sql = _VARIABLE.sub(substitute, view.sql)
+    if materialize:
+        sql = _CREATE.sub(lambda m: f"create or replace table {m.group(1)} as", sql, count=1)
+    return sql
+
+
+def default_db(out: str) -> str:
+    return str(Path(out) / DEFAULT_DB_NAME)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _quality_results_present(out: str) -> bool:
+    if _is_remote(out):
+        return True  # cannot glob cheaply; read_parquet will tell
+    return bool(glob.glob(os.path.join(out, "quality_results", "*", "*.parquet")))
+
+
+def _existing_kind(con: duckdb.DuckDBPyConnection, name: str) -> Optional[str]:
+    rows = con.execute(
+        "select 'view' from duckdb_views() where view_name = ? and schema_name = 'main' and not internal "
+        "union all select 'table' from duckdb_tables() where table_name = ? and schema_name = 'main'",
+        [name, name],
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def build_views(
+    out: str,
+    db: Optional[str] = None,
+    weights: Optional[dict[str, float]] = None,
+    materialize: bool = True,
+    queries_dir: Path = QUERIES_DIR,
+) -> list[BuiltObject]:
+    """Create or replace every view of `queries/` in the DuckDB file `db` (default OUT/motpipe.duckdb).
+
+    Idempotent: objects are replaced, a view that was a table (or the reverse) is dropped first, and the whole
+    build is one transaction. Returns what was built, in build order.
+    """
+    out = out if _is_remote(out) else str(Path(out).resolve())
+    if not _is_remote(out) and not (Path(out) / "events").is_dir():
+        raise FileNotFoundError(f"{out}/events does not exist: is {out} the --out directory of a motpipe run?")
+    db = db or default_db(out)
+    weights = dict(weights) if weights is not None else dict(DEFAULT_WEIGHTS)
+    params: dict[str, object] = {"motpipe_out": out, "motpipe_weights": weights}
+    views = load_views(queries_dir)
+    quality_present = _quality_results_present(out)
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    built: list[BuiltObject] = []
+    con = duckdb.connect(db)
+    try:
+        con.execute("begin transaction").fetchall()
+        for view in views:
+            as_table = materialize and view.layer in MATERIALIZED_LAYERS
+            kind = "table" if as_table else "view"
+            existing = _existing_kind(con, view.name)
+            if existing and existing != kind:
+                con.execute(f"drop {existing} {view.name}").fetchall()
+            if view.name == "stg_quality_results" and not quality_present:
+                sql = QUALITY_RESULTS_EMPTY
+            else:
+                sql = render(view, params, as_table)
+            started = time.perf_counter()
+            try:
+                con.execute(sql).fetchall()
+            except duckdb.Error as error:
+                raise RuntimeError(f"{view.path.relative_to(queries_dir.parent) if view.path.is_relative_to(queries_dir.parent) else view.path}: {error}") from error
+            rows = con.execute(f"select count(*) from {view.name}").fetchall()[0][0] if as_table else None
+            built.append(BuiltObject(view.name, view.layer, kind, rows, time.perf_counter() - started))
+        settings = {
+            "out_dir": out,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "weights": json.dumps(weights),
+            "materialized_layers": ",".join(MATERIALIZED_LAYERS) if materialize else "",
+            "quality_results": "present" if quality_present else "absent",
+            "objects": ",".join(b.name for b in built),
+        }
+        con.execute(f"create or replace table {SETTINGS_TABLE} (key varchar primary key, value varchar)").fetchall()
+        con.executemany(f"insert into {SETTINGS_TABLE} values (?, ?)", list(settings.items()))
+        con.execute("commit").fetchall()
+    except BaseException:
+        try:
+            con.execute("rollback").fetchall()
+        except duckdb.Error:
+            pass
+        raise
+    finally:
+        con.close()
+    return built
+
+
+def connect(db: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    if not Path(db).exists():
+        raise FileNotFoundError(f"{db} does not exist: build it with `motpipe views --out OUT --db {db}`")
+    return duckdb.connect(db, read_only=read_only)
+
+
+def as_sql(query_or_view: str) -> str:
+    """A bare view name becomes `select * from NAME`; anything else is taken as SQL."""
+    text = query_or_view.strip().rstrip(";").strip()
+    return f"select * from {text}" if _IDENTIFIER.match(text) else text
+
+
+def settings(db: str) -> dict[str, str]:
+    con = connect(db)
+    try:
+        return dict(con.execute(f"select key, value from {SETTINGS_TABLE}").fetchall())
+    finally:
+        con.close()
+
+
+def run_query(db: str, query_or_view: str, limit: Optional[int] = None):
+    """Run a query (or `select * from VIEW`) against the database file; returns (columns, rows, total_rows)."""
+    con = connect(db)
+    try:
+        rel = con.sql(as_sql(query_or_view))
+        table = rel.to_arrow_table()
+    finally:
+        con.close()
+    rows = table.slice(0, limit).to_pylist() if limit is not None else table.to_pylist()
+    return table.column_names, [tuple(r.values()) for r in rows], table.num_rows
+
+
+def export_query(db: str, query_or_view: str, path: str, fmt: Optional[str] = None) -> int:
+    """Write the result to CSV or Parquet (format from `fmt` or the file extension); returns the row count."""
+    fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"cannot tell the format of {path!r}: use a .csv or .parquet file name or --format csv|parquet")
+    sql = as_sql(query_or_view)
+    con = connect(db)
+    try:
+        con.execute(f"copy ({sql}) to {sql_literal(str(path))} (format {fmt}{', header true' if fmt == 'csv' else ''})").fetchall()
+        return con.execute(f"select count(*) from ({sql})").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def time_views(db: str, names: Optional[Iterable[str]] = None, repeat: int = 3) -> list[dict]:
+    """Best-of-`repeat` wall time to compute each object's full result (all rows and columns, into Arrow).
+
+    A fresh read-only connection is used, as an analyst's `motpipe query` would.
+    """
+    con = connect(db)
+    try:
+        if names is None:
+            names = [r[0] for r in con.execute(f"select value from {SETTINGS_TABLE} where key = 'objects'").fetchall()][0].split(",")
+        results = []
+        for name in names:
+            kind = _existing_kind(con, name)
+            best_full, best_count, rows = float("inf"), float("inf"), 0
+            for _ in range(repeat):
+                started = time.perf_counter()
+                rows = con.sql(f"select * from {name}").to_arrow_table().num_rows
+                best_full = min(best_full, time.perf_counter() - started)
+                started = time.perf_counter()
+                con.execute(f"select count(*) from {name}").fetchall()
+                best_count = min(best_count, time.perf_counter() - started)
+            results.append({"name": name, "kind": kind, "rows": rows, "full_result_s": best_full, "count_s": best_count})
+        return results
+    finally:
+        con.close()
