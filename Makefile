@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EVENTS ?= 20000
 
-.PHONY: demo demo-real test clean
+.PHONY: demo demo-real test browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "motpipe needs Python 3.11+"'
@@ -26,8 +26,14 @@ demo-real: $(STAMP)
 	$(BIN)/motpipe run -t ../shared/data/events/wabo_receipt.jsonl.gz --playbook examples/playbooks/permit_office.yaml --timezone Europe/Amsterdam --out demo/real/wabo
 
 ## test: the whole test suite (pytest's exit code 5, "no tests ran", fails the target)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+## browser: Debian's chromium for the Data Docs and report tests (they skip, saying why, where it can't be installed)
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the browser tests will be skipped"
 
 clean:
 	rm -rf $(VENV) demo *.egg-info

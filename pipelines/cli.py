@@ -1,7 +1,8 @@
 """The `motpipe` command line: parsing and printing only; the work is in pipelines.pipeline.
 
 Exit codes: 0 success; 1 the pipeline failed; 2 bad usage or settings; 3 an input cannot be read;
-4 the counts of a run do not reconcile; 7 another run holds the output directory's lock.
+4 the counts of a run do not reconcile; 5 only warn-level quality checks failed; 6 an error-level
+quality check failed; 7 another run holds the output directory's lock.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pipelines.config import PSEUDONYMIZE_KEY_ENV, RunConfig
 from pipelines.playbook import list_playbooks, load_playbook
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_RECONCILIATION = 1, 2, 3, 4
+EXIT_QUALITY_WARN, EXIT_QUALITY_ERROR = 5, 6
 EXIT_LOCKED = 7
+THRESHOLD_HELP = "Override a quality setting of pipelines/quality/thresholds.yaml, e.g. unmapped_touchpoint_share=0.1 (repeatable)."
 
 app = typer.Typer(help="motpipe: Moments-of-Truth customer-journey pipeline (Apache Beam -> Parquet -> DuckDB).",
                   no_args_is_help=True, add_completion=False)
@@ -83,14 +86,17 @@ def run(
     end: Annotated[Optional[str], typer.Option(help="Last day of a backfill window (YYYY-MM-DD).")] = None,
     lookback_days: Annotated[int, typer.Option(help="Days before the window that are rebuilt too (late data).")] = 3,
     buckets: Annotated[int, typer.Option(help="Hash buckets of the dedup and stitching shuffles.")] = 16,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
+    threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,
 ) -> None:
-    """Run the pipeline. Arguments it does not know (e.g. --runner=...) go to Beam."""
+    """Run the pipeline, then the quality checkpoint. Arguments it does not know (e.g. --runner=...) go to Beam."""
     logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)  # failures are reported below
     from pipelines.io import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline
+    from pipelines.pipeline import unknown_beam_options
     from pipelines.runs import LockedError
 
     settings = dict(touchpoints=touchpoints, feedback=feedback or [], out=out, playbook=playbook, gap_minutes=gap_minutes,
@@ -108,6 +114,9 @@ def run(
         _fail(EXIT_USAGE, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
+    quality = None if no_check else _quality_settings(playbook, threshold or [])
+    for unknown in unknown_beam_options(ctx.args):
+        err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
     try:
         with console.status(f"running pipeline ({config.playbook}) on {config.out} ..."):
             summary = run_pipeline(config, ctx.args)
@@ -123,6 +132,67 @@ def run(
         message = str(error).strip().splitlines()
         _fail(EXIT_FAILED, f"pipeline failed: {message[-1] if message else type(error).__name__} (rerun with -v for details)")
     _print_summary(summary)
+    if quality is None:
+        return
+    if "://" in config.out:
+        err.print(f"[yellow]warning:[/] quality checks read local outputs only; run `motpipe check` on a copy of {config.out}")
+        return
+    _checkpoint(config.out, quality, summary["run_id"], summary["outputs"]["run record"])
+
+
+def _quality_settings(playbook: str, thresholds: list[str]):
+    """Quality settings: defaults < the playbook's `quality:` section < --threshold (exit 2 if invalid)."""
+    from pipelines.quality.settings import load_settings
+
+    try:
+        return load_settings(load_playbook(playbook).quality, thresholds)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(EXIT_USAGE, str(error))
+
+
+def _checkpoint(out: str, settings, run_id: str | None, run_record: str | None = None) -> None:
+    """Run the quality checkpoint, print where results are and the failed checks, note the outcome in the
+    run's row of the `runs` table; exit 5 or 6 on failures."""
+    from pipelines.quality.checkpoint import CheckError, run_checkpoint
+    from pipelines.runs import set_quality
+
+    try:
+        with console.status("running quality checks ..."):
+            report = run_checkpoint(out, settings, run_id)
+    except CheckError as error:
+        _fail(EXIT_USAGE, str(error))
+    console.print(f"quality: {len(report.results) - len(report.failures)}/{len(report.results)} checks passed for run "
+                  f"{report.run_id}; results {report.results_path}; Data Docs {report.docs_index}",
+                  soft_wrap=True, highlight=False)
+    if run_record:
+        passed = len(report.results) - len(report.failures)
+        set_quality(run_record, f"{report.worst_failure or 'passed'}: {passed}/{len(report.results)} checks passed")
+    if not report.failures:
+        return
+    table = Table("dataset", "check", "severity", "observed", "unexpected", title="failed quality checks", title_justify="left")
+    for failure in report.failures:
+        table.add_row(failure.dataset, failure.expectation, failure.severity, (failure.observed_value or "")[:60],
+                      "" if failure.unexpected_count is None else f"{failure.unexpected_count:,}")
+    console.print(table)
+    raise typer.Exit(EXIT_QUALITY_ERROR if report.worst_failure == "error" else EXIT_QUALITY_WARN)
+
+
+@app.command()
+def check(
+    out: Annotated[str, typer.Option(help="Output directory of `motpipe run` (local).")],
+    run_id: Annotated[Optional[str], typer.Option(help="Run to check [default: the latest run in OUT/_runs].")] = None,
+    playbook: Annotated[Optional[str], typer.Option(help="Playbook whose `quality:` section applies [default: the run's].")] = None,
+    threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
+) -> None:
+    """Run the quality checkpoint on existing outputs (exit 0 passed, 5 warnings only, 6 errors)."""
+    from pipelines.quality.checkpoint import CheckError, read_summary
+
+    try:
+        summary = read_summary(Path(out), run_id)
+    except CheckError as error:
+        _fail(EXIT_USAGE, str(error))
+    settings = _quality_settings(playbook or summary["settings"]["playbook"], threshold or [])
+    _checkpoint(out, settings, summary["run_id"], summary["outputs"].get("run record"))
 
 
 @app.command()
@@ -182,6 +252,136 @@ def playbooks() -> None:
     for book in list_playbooks():
         table.add_row(book.name, book.version, str(len(book.touchpoints)), book.description)
     console.print(table)
+
+
+@app.command()
+def views(
+    out: Annotated[str, typer.Option(help="Output directory of a run (holds events/, feedback/, ...).")],
+    db: Annotated[Optional[str], typer.Option(help="DuckDB file to build [default: OUT/motpipe.duckdb].")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="SERVQUAL importance weights, e.g. reliability=0.4,tangibles=0.05 "
+                                                   "(others keep 0.30/0.25/0.20/0.15/0.10; normalised to sum 1).")] = None,
+    materialize: Annotated[bool, typer.Option(help="Materialise the intermediate and mart layers as tables.")] = True,
+    timings: Annotated[bool, typer.Option(help="Then time every view (best of 3, full result into Arrow).")] = False,
+) -> None:
+    """Build (or rebuild) the DuckDB journey views from queries/ over the Parquet tables of OUT."""
+    from pipelines.views import build_views, default_db, parse_weights, time_views
+
+    try:
+        chosen = parse_weights(weights)
+        built = build_views(out, db, weights=chosen, materialize=materialize)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(EXIT_USAGE, str(error))
+    except RuntimeError as error:
+        _fail(EXIT_FAILED, str(error))
+    target = db or default_db(out)
+    table = Table("layer", "name", "kind", "rows", "build s", title=f"{target}", title_justify="left")
+    for b in built:
+        table.add_row(b.layer, b.name, b.kind, "" if b.rows is None else f"{b.rows:,}", f"{b.seconds:.2f}")
+    console.print(table)
+    if timings:
+        timed = Table("name", "kind", "rows", "full result s", "count(*) s", title="query times (best of 3)", title_justify="left")
+        for t in time_views(target):
+            timed.add_row(t["name"], t["kind"], f"{t['rows']:,}", f"{t['full_result_s']:.3f}", f"{t['count_s']:.3f}")
+        console.print(timed)
+    console.print(f"next: motpipe query --db {target} journeys", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL, or the name of a view (select * from it).")],
+    db: Annotated[str, typer.Option(help="DuckDB file built by `motpipe views`.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the result to a .csv or .parquet file.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="csv or parquet [default: from the --output extension].")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print (the file gets all).")] = 50,
+) -> None:
+    """Query the journey views: print a table, or write CSV/Parquet with --output."""
+    import duckdb
+
+    from pipelines.views import export_query, run_query
+
+    try:
+        if output:
+            rows = export_query(db, sql, output, format)
+            console.print(f"wrote {rows:,} rows to {output}", soft_wrap=True, highlight=False)
+            return
+        columns, rows, total = run_query(db, sql, limit=limit)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(EXIT_USAGE, str(error))
+    except duckdb.Error as error:
+        _fail(EXIT_USAGE, str(error).strip().splitlines()[0])
+    table = Table(*columns, caption=f"{total:,} rows" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
+    for row in rows:
+        table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+@app.command()
+def report(
+    out: Annotated[str, typer.Option(help="Output directory of a run.")],
+    db: Annotated[Optional[str], typer.Option(help="DuckDB file of the views [default: OUT/motpipe.duckdb; built when missing].")] = None,
+    html: Annotated[Optional[str], typer.Option(help="Report file [default: OUT/report.html].")] = None,
+) -> None:
+    """Write a static, self-contained HTML report (charts work offline)."""
+    from pipelines.report import build_report
+    from pipelines.views import build_views, default_db
+
+    target = db or default_db(out)
+    try:
+        if not Path(target).exists():
+            console.print(f"building the views in {target} ...", soft_wrap=True, highlight=False)
+            build_views(out, target)
+        result = build_report(target, html or str(Path(out) / "report.html"))
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        _fail(EXIT_USAGE, str(error))
+    console.print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, {len(result['charts'])} charts)",
+                  soft_wrap=True, highlight=False)
+
+
+@app.command("eval-tagging")
+def eval_tagging(
+    gold: Annotated[list[Path], typer.Option("--gold", "-g", help="Gold JSON Lines file (repeatable): "
+                    '{"id", "lang", "text", "labels": [{"dimension", "polarity"}]} and/or "mot_step".')],
+    playbook: Annotated[str, typer.Option(help="Built-in playbook name or a YAML/JSON file.")] = "base",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
+    top: Annotated[int, typer.Option(min=0, help="How many frequent false positives/negatives to show.")] = 10,
+) -> None:
+    """Precision, recall and F1 of the tagger on labelled text (PZB dimensions, polarity, MOT steps)."""
+    from pipelines.tagging import Tagger
+    from pipelines.tagging.evaluate import evaluate, read_gold
+
+    try:
+        tagger = Tagger(load_playbook(playbook))
+        records = read_gold(gold)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(EXIT_USAGE, str(error))
+    report = evaluate(tagger, records, top=top)
+    report["playbook"] = tagger.playbook.ref
+    for lang, res in report["languages"].items():
+        for title, key in (("PZB dimension", "dimension"), ("PZB dimension+polarity", "dimension_polarity"),
+                           ("MOT step", "mot_step")):
+            if key not in res:
+                continue
+            table = Table(title=f"{lang}: {title} ({res['records']:,} records, playbook {tagger.playbook.ref})",
+                          title_justify="left")
+            for column in ("class", "tp", "fp", "fn", "precision", "recall", "F1"):
+                table.add_column(column, justify="left" if column == "class" else "right")
+            rows = list(res[key]["per_class"].items()) + [("micro", res[key]["micro"])]
+            for name, s in rows:
+                table.add_row(name, str(s["tp"]), str(s["fp"]), str(s["fn"]), f"{s['precision']:.3f}",
+                              f"{s['recall']:.3f}", f"{s['f1']:.3f}")
+            table.add_row("macro", "", "", "", "", "", f"{res[key]['macro_f1']:.3f}")
+            console.print(table)
+        for kind in ("false_positives", "false_negatives"):
+            if res[kind]:
+                console.print(f"{lang}: most frequent {kind.replace('_', ' ')}")
+                for item in res[kind]:
+                    example = item.get("example") or {}
+                    console.print(f"  {item['count']:>4}  {item['dimension']}  {item.get('rule', '')}  "
+                                  f"e.g. {example.get('id')}: {example.get('text', '')[:80]!r}", soft_wrap=True,
+                                  highlight=False, markup=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_out}")
 
 
 def main() -> None:

@@ -232,6 +232,7 @@ class Published:
     replaced: list[str]  # partition files moved into place
     unchanged: list[str]  # same rows as the published file (run_id aside): the published file stays
     removed: list[str]  # partitions of the window that no longer have rows
+    partitions: dict[str, list[str]]  # table -> the `dt` values this run wrote (replaced or unchanged)
 
 
 def publish(staging: str, out: str, tables: list[str], window_dates: list[str] | None) -> Published:
@@ -242,13 +243,14 @@ def publish(staging: str, out: str, tables: list[str], window_dates: list[str] |
     partitions that got no rows in this run are removed. A crash between two renames leaves every
     partition either old or new, never half-written; rerunning completes the publication.
     """
-    result = Published([], [], [])
+    result = Published([], [], [], {})
     for table in tables:
         staged = FileSystems.match([FileSystems.join(staging, table, "dt=*", PART_FILE)])[0].metadata_list
         staged_dates = set()
         for meta in sorted(staged, key=lambda m: m.path):
             dt = meta.path.rsplit("dt=", 1)[1].split("/", 1)[0]
             staged_dates.add(dt)
+            result.partitions.setdefault(table, []).append(dt)
             final = partition_file(out, table, dt)
             if FileSystems.exists(final) and same_rows(meta.path, final):
                 result.unchanged.append(final)

@@ -23,7 +23,7 @@ from pipelines.config import RunConfig
 from pipelines.contract import DATASETS
 from pipelines.io import InputFile, file_checksum, match_inputs, publish
 from pipelines.playbook import load_playbook
-from pipelines.runs import derive_run_id, output_lock, write_run_record
+from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
 from pipelines.transforms import (
     NAMESPACE,
     Deduplicate,
@@ -142,9 +142,17 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         **{name: f"{out}/{name}" for name in PUBLIC_TABLES},
         "quarantine_raw (restricted)": f"{config.restricted_dir}/quarantine_raw",
         "runs": f"{out}/runs",
+        "run record": run_record_path(out, config.run_id, started_at),
         "summary": f"{out}/_runs/{config.run_id}.json",
     }
     return summary
+
+
+def unknown_beam_options(beam_args: list[str]) -> list[str]:
+    """Arguments that no registered Beam pipeline option takes (Beam itself would drop them silently)."""
+    options = PipelineOptions(beam_args)
+    known = options.get_all_options()
+    return sorted(f"--{name}" for name in options.get_all_options(retain_unknown_options=True) if name not in known)
 
 
 def _window_label(config: RunConfig) -> str:
@@ -207,6 +215,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
             restricted = publish(stagings[config.restricted_dir], config.restricted_dir, ["quarantine_raw"], config.window_dates)
             summary["published"] = {name: len(getattr(published, name)) + len(getattr(restricted, name))
                                     for name in ("replaced", "unchanged", "removed")}
+            summary["partitions"] = {table: published.partitions.get(table, []) for table in PUBLIC_TABLES}
             with FileSystems.create(summary["outputs"]["summary"]) as handle:
                 handle.write(json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"))
             record["status"] = "succeeded"

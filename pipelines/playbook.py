@@ -76,7 +76,11 @@ class Playbook(_Strict):
     touchpoints: dict[str, TouchpointRule] = Field(default_factory=dict)
     cues: Cues = Field(default_factory=Cues)
     negation: Negation = Field(default_factory=Negation)
+    contrast: LangCues = Field(default_factory=LangCues)  # 但是 / but: end negation and pairing scope
+    intensifiers: LangCues = Field(default_factory=LangCues)  # 很 / very: transparent for negation windows
+    opinion: PolarityCues = Field(default_factory=PolarityCues)  # general opinion words that polarise an aspect
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    quality: dict[str, float | int | str | None] = Field(default_factory=dict)  # pipelines.quality settings
 
     @property
     def ref(self) -> str:
@@ -116,6 +120,38 @@ def _resolve(name_or_path: str) -> Path:
     return builtin
 
 
+def read_lexicon(directory: Path) -> dict:
+    """A lexicon folder as playbook keys: `<lang>/<dimension>.yaml` ({positive, negative, neutral: [cue]}),
+    `<lang>/mot_steps.yaml` ({step: [cue]}), `<lang>/abc.yaml` ({facet: [cue]}) and `<lang>/modifiers.yaml`
+    ({negators, contrast, intensifiers: [word], opinion: {polarity: [word]}}); every file is optional."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"lexicon folder not found: {directory}")
+    out: dict = {"cues": {"mot_step": {}, "pzb": {}, "abc": {}}, "negation": {}, "contrast": {}, "intensifiers": {},
+                 "opinion": {}}
+    for lang_dir in sorted(d for d in directory.iterdir() if d.is_dir()):
+        lang = lang_dir.name
+        for file in sorted(lang_dir.glob("*.yaml")):
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"lexicon file {file} must be a mapping")
+            if file.stem == "mot_steps":
+                for step, cues in data.items():
+                    out["cues"]["mot_step"].setdefault(int(step), {})[lang] = cues
+            elif file.stem == "abc":
+                for facet, cues in data.items():
+                    out["cues"]["abc"].setdefault(facet, {})[lang] = cues
+            elif file.stem == "modifiers":
+                for key, target in (("negators", "negation"), ("contrast", "contrast"), ("intensifiers", "intensifiers")):
+                    if key in data:
+                        out[target][lang] = data[key]
+                for pol, cues in (data.get("opinion") or {}).items():
+                    out["opinion"].setdefault(pol, {})[lang] = cues
+            else:  # a PZB dimension
+                for pol, cues in data.items():
+                    out["cues"]["pzb"].setdefault(file.stem, {}).setdefault(pol, {})[lang] = cues
+    return out
+
+
 def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
     path = _resolve(name_or_path)
     if str(path) in seen:
@@ -123,6 +159,8 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"playbook {path} must be a mapping")
+    if raw.get("lexicon"):
+        raw = _merge(read_lexicon(path.parent / raw["lexicon"]), {k: v for k, v in raw.items() if k != "lexicon"})
     parent = raw.get("extends")
     if not parent:
         return raw

@@ -99,15 +99,27 @@ def output_lock(out: str, run_id: str):
         os.remove(path)
 
 
+def run_record_path(out: str, run_id: str, started_at: datetime) -> str:
+    """Where one execution's row of the `runs` table lives: `out/runs/<started_at>-<run_id>.parquet`."""
+    return FileSystems.join(out, RUNS_TABLE, f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{run_id}.parquet")
+
+
 def write_run_record(out: str, record: dict) -> str:
-    """Append one row to the `runs` table: `out/runs/<started_at>-<run_id>.parquet` (rewritten in place
-    when the same execution updates its record, e.g. with the quality outcome)."""
-    started = record["started_at"].strftime("%Y%m%dT%H%M%S%fZ")
-    path = FileSystems.join(out, RUNS_TABLE, f"{started}-{record['run_id']}.parquet")
+    """Append one execution's row to the `runs` table (or rewrite it, when the same execution updates it)."""
+    path = run_record_path(out, record["run_id"], record["started_at"])
     table = pa.Table.from_pylist([{name: record.get(name) for name in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
     with FileSystems.create(path) as handle:
         pq.write_table(table, handle)
     return path
+
+
+def set_quality(path: str, outcome: str) -> None:
+    """Record the quality checkpoint's outcome in a run's row of the `runs` table."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        table = pq.read_table(pa.BufferReader(handle.read()), schema=RUNS_SCHEMA)
+    table = table.set_column(RUNS_SCHEMA.get_field_index("quality"), "quality", pa.array([outcome], pa.string()))
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle)
 
 
 def read_runs(out: str) -> pa.Table:

@@ -22,7 +22,7 @@ def test_playbooks_lists_the_built_ins():
 
 
 def test_run_prints_counts_and_output_paths(tmp_path):
-    result = runner.invoke(app, ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "cli-run",
+    result = runner.invoke(app, ["run", "--no-check", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "cli-run",
                                  "--direct_num_workers=1"])
     assert result.exit_code == 0, result.output
     assert "events" in result.output and "12" in result.output
@@ -32,7 +32,7 @@ def test_run_prints_counts_and_output_paths(tmp_path):
 
 
 def test_pseudonymize_key_from_environment(tmp_path):
-    result = runner.invoke(app, ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "pseudo"],
+    result = runner.invoke(app, ["run", "--no-check", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "pseudo"],
                            env={"MOTPIPE_PSEUDONYMIZE_KEY": "secret"})
     assert result.exit_code == 0, result.output
     import duckdb
@@ -44,14 +44,14 @@ def test_pseudonymize_key_from_environment(tmp_path):
 
 
 def test_unmatched_input_exits_3_with_one_line(tmp_path):
-    result = runner.invoke(app, ["run", "-t", str(tmp_path / "nothing-*.jsonl"), "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["run", "--no-check", "-t", str(tmp_path / "nothing-*.jsonl"), "--out", str(tmp_path / "out")])
     assert result.exit_code == EXIT_INPUT
     assert "no input file matches" in result.output
 
 
 def test_unknown_input_format_exits_3(tmp_path):
     (tmp_path / "events.parquet").write_bytes(b"x")
-    result = runner.invoke(app, ["run", "-t", str(tmp_path / "events.parquet"), "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["run", "--no-check", "-t", str(tmp_path / "events.parquet"), "--out", str(tmp_path / "out")])
     assert result.exit_code == EXIT_INPUT
     assert "unknown input format" in result.output
 
@@ -59,13 +59,13 @@ def test_unknown_input_format_exits_3(tmp_path):
 def test_truncated_gzip_fails_the_run_instead_of_losing_rows(tmp_path):
     whole = gzip.compress((FIXTURES / "events_a.jsonl").read_bytes())
     (tmp_path / "events.jsonl.gz").write_bytes(whole[: len(whole) // 2])
-    result = runner.invoke(app, ["run", "-t", str(tmp_path / "events.jsonl.gz"), "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["run", "--no-check", "-t", str(tmp_path / "events.jsonl.gz"), "--out", str(tmp_path / "out")])
     assert result.exit_code == EXIT_INPUT
     assert f"cannot read {tmp_path / 'events.jsonl.gz'}" in result.output
 
 
 def test_bad_settings_exit_2(tmp_path):
-    args = ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path)]
+    args = ["run", "--no-check", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path)]
     zone = runner.invoke(app, [*args, "--timezone", "Mars/Olympus"])
     assert zone.exit_code == EXIT_USAGE and "unknown time zone" in zone.output
     book = runner.invoke(app, [*args, "--playbook", "casino"])
@@ -83,3 +83,20 @@ def test_sample_writes_inputs_and_says_how_to_run_them(tmp_path):
     assert "motpipe run -t" in result.output
     bad_start = runner.invoke(app, ["sample", "--events", "500", "--out", str(tmp_path), "--start", "tomorrow"])
     assert bad_start.exit_code == EXIT_USAGE
+
+
+def test_unknown_options_are_reported_not_silently_dropped(tmp_path):
+    result = runner.invoke(app, ["run", "--no-check", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--no-chek"])
+    assert result.exit_code == 0
+    assert "--no_chek is neither a motpipe nor a Beam option" in result.output
+
+
+def test_quality_outcome_is_recorded_in_the_runs_table(tmp_path):
+    from pipelines.runs import read_runs
+
+    result = runner.invoke(app, ["run", "-t", str(FIXTURES / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "q1"])
+    assert result.exit_code == 5, result.output  # 5 of 12 rows quarantined: above the warn threshold
+    (record,) = read_runs(str(tmp_path)).to_pylist()
+    assert record["status"] == "succeeded" and record["quality"].startswith("warn: ")
+    listing = runner.invoke(app, ["runs", "--out", str(tmp_path)])
+    assert listing.exit_code == 0 and "q1" in listing.output and "warn" in listing.output

@@ -176,3 +176,18 @@ def test_portable_runner_output_equals_direct_runner(inputs, tmp_path):
                    ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"])
     assert snapshot(tmp_path / "portable") == snapshot(tmp_path / "direct")
     assert portable["events"] == direct["events"]
+
+
+def test_quality_checkpoint_reconciles_a_rerun_that_kept_partitions(inputs, tmp_path):
+    from pipelines.quality.checkpoint import run_checkpoint
+    from pipelines.quality.settings import load_settings
+
+    out = tmp_path / "out"
+    run(config(inputs, out, start="2026-10-03", end="2026-10-03"))
+    write_events(inputs / "late.jsonl", event("late", "2026-10-01T15:00:00Z", customer="c9"))
+    summary = run(config(inputs, out, start="2026-10-03", end="2026-10-03"))
+    assert summary["published"]["unchanged"] > 0  # partitions still carrying the first run's run_id
+    report = run_checkpoint(out, load_settings(), summary["run_id"])
+    by_check = {r.expectation: r for r in report.results if r.dataset == "run_summary"}
+    assert by_check["input = output + duplicates + quarantine + outside window"].success
+    assert by_check["output rows in tables = run summary"].success
