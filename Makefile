@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## demo: generate sample data, run the pipeline end to end, print the summary and output paths
+## demo: generate sample data, run the pipeline and its quality checks, build the DuckDB views and the report
 demo: $(STAMP)
 	rm -rf demo
 	$(BIN)/motpipe sample --events $(EVENTS) --out demo/input
 	$(BIN)/motpipe run -t 'demo/input/touchpoints/*' -f 'demo/input/feedback/*' --out demo/out
+	$(BIN)/motpipe views --out demo/out
+	$(BIN)/motpipe report --out demo/out
 
 ## demo-real: the pipeline on the real public logs in ../shared/data/events with the example playbooks
 demo-real: $(STAMP)
