@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
+from pipelines import arrow_pickle  # noqa: F401  (registers the IPC pickling of Arrow tables)
 from pipelines.config import RunConfig
 from pipelines.contract import MOT_STEPS
 from pipelines.dedup import deduplicate, split_by_bucket

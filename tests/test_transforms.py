@@ -87,3 +87,15 @@ def _visit_ends_are(got, expected):
     """Stitched visit ids are hashes: compare them by prefix, the given ones exactly."""
     normalised = sorted(((c, v, e) if v == "V1" else (c, e) for c, v, e in got), key=str)
     assert normalised == sorted(expected, key=str) and all(v.startswith("v-") for _, v, _ in got if v != "V1"), got
+
+
+def test_arrow_tables_pickle_only_the_rows_in_view():
+    import pickle
+
+    from pipelines import arrow_pickle  # noqa: F401  (imported by transforms too)
+
+    big = pa.table({"text": ["x" * 1000] * 10_000})
+    one_row = big.slice(5, 1)
+    restored = pickle.loads(pickle.dumps(one_row))
+    assert restored.equals(one_row)
+    assert len(pickle.dumps(one_row)) < 5_000  # pyarrow's own pickling would write the parent's 10 MB
