@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EVENTS ?= 20000
 
-.PHONY: demo demo-real test browser clean
+.PHONY: demo demo-real test browser clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "motpipe needs Python 3.11+"'
@@ -30,6 +30,12 @@ demo-real: $(STAMP)
 ## test: the whole test suite (pytest's exit code 5, "no tests ran", fails the target)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+## bench: motpipe run vs the DuckDB SQL baseline on N generated events (results in benchmarks/results/; docs/performance.md)
+N ?= 1000000
+RUNS ?= motpipe,baseline
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench --events $(N) --runs $(RUNS)
 
 ## browser: Debian's chromium for the Data Docs and report tests (they skip, saying why, where it can't be installed)
 browser:

@@ -1,0 +1,325 @@
+"""Benchmark `motpipe run` against a DuckDB SQL baseline on the same generated files.
+
+    python -m benchmarks.bench --events 1000000                    # make bench N=1000000
+    python -m benchmarks.bench --events 200000 --runs motpipe,motpipe-check,baseline --keep
+
+Generates N touchpoint events and N/10 feedback rows with `motpipe sample` into a temporary work directory, then
+runs each of `--runs` as a subprocess and records its wall time, events per second (input event rows / wall s)
+and peak resident memory of the whole process tree (VmRSS summed over the process and its descendants, sampled
+from /proc every 0.2 s). Runs:
+
+  motpipe          motpipe run --no-check (the pipeline only; DirectRunner)
+  motpipe-check    motpipe run with its Great Expectations checkpoint
+  baseline         benchmarks/baseline.sql rendered from the playbook and executed by DuckDB (events only)
+
+Writes benchmarks/results/<date>-<N>.json and benchmarks/results/latest.md and prints the table. Exits 1 if
+motpipe and the baseline disagree on the events written or the event rows quarantined (or a run fails).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: .venv/bin/python benchmarks/bench.py
+    sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results"
+RUNS = ("motpipe", "motpipe-check", "baseline")
+SAMPLE_INTERVAL_S = 0.2
+
+
+# --- memory of a process tree ---------------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])  # fields after "(comm)": state ppid ...
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def tree_rss_bytes(root: int) -> int:
+    """VmRSS summed over `root` and all its descendants (0 for processes that are gone)."""
+    tree, total, stack = _children(), 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack += tree.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run `cmd`, sampling its process tree's RSS; wall time, peak RSS and exit code."""
+    with open(log, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        peak = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, tree_rss_bytes(proc.pid))
+                stop.wait(SAMPLE_INTERVAL_S)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = proc.wait()
+        wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+    return {"command": " ".join(cmd), "wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1),
+            "exit_code": code, "log": str(log)}
+
+
+# --- counts ------------------------------------------------------------------------------------------
+def motpipe_counts(out: Path) -> dict:
+    summaries = sorted((out / "_runs").glob("*.json"))
+    if not summaries:
+        return {}
+    s = json.loads(summaries[-1].read_text(encoding="utf-8"))
+    ev = s["events"]
+    return {"input_rows": ev["input_rows"], "events_written": ev["output_rows"], "quarantined": ev["quarantine_rows"],
+            "duplicates": ev["duplicate_rows"], "quarantine_by_kind": ev["quarantine_by_kind"],
+            "feedback_written": s["feedback"]["output_rows"], "visits": ev["visits"]}
+
+
+def _parquet(root: Path, table: str, where: str = "") -> str:
+    return f"(SELECT * FROM read_parquet('{root}/{table}/*/*.parquet', hive_partitioning = true) {where})"
+
+
+def baseline_counts(out: Path) -> dict:
+    import duckdb
+
+    con = duckdb.connect()
+    count = lambda table: con.execute(f"SELECT count(*) FROM {_parquet(out, table)}").fetchone()[0]  # noqa: E731
+    by_kind = dict(con.execute(f"SELECT error_kind, count(*) FROM {_parquet(out, 'quarantine')} GROUP BY 1 ORDER BY 1").fetchall())
+    written, quarantined, duplicates = count("events"), count("quarantine"), count("duplicates")
+    return {"input_rows": written + quarantined + duplicates, "events_written": written, "quarantined": quarantined,
+            "duplicates": duplicates, "quarantine_by_kind": by_kind}
+
+
+def agreement(motpipe_out: Path, baseline_out: Path) -> dict:
+    """Row-level agreement of the two outputs: the same quarantined (file, line, kind, field), the same exact
+    duplicates, the same written (event_id, file, line, dt); and the share of events with the same tags."""
+    import duckdb
+
+    con = duckdb.connect()
+    m = lambda t: _parquet(motpipe_out, t, "WHERE dataset = 'events'" if t != "events" else "")  # noqa: E731
+    b = lambda t: _parquet(baseline_out, t)  # noqa: E731
+
+    def differ(table: str, cols: str) -> int:
+        return con.execute(f"SELECT (SELECT count(*) FROM (SELECT {cols} FROM {m(table)} EXCEPT ALL SELECT {cols} FROM {b(table)}))"
+                       f" + (SELECT count(*) FROM (SELECT {cols} FROM {b(table)} EXCEPT ALL SELECT {cols} FROM {m(table)}))").fetchone()[0]
+
+    tags = "list_sort(list_transform({}.pzb_tags, lambda t: t.dimension || ':' || t.polarity))"
+    same = con.execute(
+        f"SELECT avg((m.mot_step IS NOT DISTINCT FROM b.mot_step)::INT), avg((m.abc_facet IS NOT DISTINCT FROM b.abc_facet)::INT),"
+        f" avg((m.polarity = b.polarity)::INT), avg(({tags.format('m')} = {tags.format('b')})::INT)"
+        f" FROM {m('events')} m JOIN {b('events')} b USING (event_id)").fetchone()
+    return {
+        "quarantine_rows_differing": differ("quarantine", "source_file, line_no, error_kind, error_field"),
+        "duplicate_rows_differing": differ("duplicates", "source_file, line_no, kept_source_file, kept_line_no"),
+        "event_rows_differing": differ("events", "event_id, source_file, line_no, dt"),
+        "same_mot_step": round(same[0], 4), "same_abc_facet": round(same[1], 4),
+        "same_polarity": round(same[2], 4), "same_pzb_tags": round(same[3], 4),
+    }
+
+
+# --- the runs ----------------------------------------------------------------------------------------
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+        dirty = [line for line in status.splitlines() if "benchmarks/results/" not in line]  # our own output
+        return f"{head} dirty" if dirty else head
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    mem_kb = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal:")), 0)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    from importlib.metadata import version
+
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "beam": version("apache-beam"), "duckdb": version("duckdb"), "pyarrow": version("pyarrow")}
+
+
+def run_benchmark(events: int, runs: list[str], work: Path, playbook: str) -> dict:
+    bin_dir = Path(sys.executable).parent
+    motpipe = str(bin_dir / "motpipe") if (bin_dir / "motpipe").exists() else "motpipe"
+    data = work / "input"
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "events": events,
+              "feedback": round(events * 0.1), "playbook": playbook, "commit": git_commit(), "machine": machine(),
+              "runs": {}}
+    print(f"generating {events:,} events + {round(events * 0.1):,} feedback rows into {data} ...", flush=True)
+    started = time.perf_counter()
+    subprocess.run([motpipe, "sample", "--events", str(events), "--out", str(data), "--playbook", playbook],
+                   check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    result["generate_s"] = round(time.perf_counter() - started, 1)
+    result["input_bytes"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file() and f.name != "manifest.json")
+    touchpoints, feedback = str(data / "touchpoints" / "*"), str(data / "feedback" / "*")
+
+    for name in runs:
+        out = work / f"out-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        if name.startswith("motpipe"):
+            cmd = [motpipe, "run", "-t", touchpoints, "-f", feedback, "--out", str(out), "--playbook", playbook]
+            if name == "motpipe":
+                cmd.append("--no-check")
+        elif name == "baseline":
+            from benchmarks.baseline import render
+
+            out.mkdir(parents=True)
+            sql = work / "baseline.sql"
+            sql.write_text(render([touchpoints], str(out), playbook), encoding="utf-8")
+            cmd = [sys.executable, "-m", "benchmarks.baseline", "run", str(sql)]
+        else:
+            raise SystemExit(f"unknown run {name!r}; choose from {', '.join(RUNS)}")
+        print(f"running {name}: {' '.join(cmd)}", flush=True)
+        figures = measure(cmd, work / f"{name}.log")
+        # motpipe-check exits 5/6 when quality checks fail: the data is published, the timing holds
+        ok = figures["exit_code"] == 0 or (name == "motpipe-check" and figures["exit_code"] in (5, 6))
+        figures["events_per_s"] = round(events / figures["wall_s"]) if figures["wall_s"] else None
+        figures["counts"] = (baseline_counts(out) if name == "baseline" else motpipe_counts(out)) if ok else {}
+        figures["ok"] = ok
+        result["runs"][name] = figures
+        print(f"  {figures['wall_s']:.1f} s, {figures['events_per_s']:,} events/s, peak {figures['peak_rss_mb']:,.0f} MB,"
+              f" exit {figures['exit_code']}", flush=True)
+
+    mp, base = result["runs"].get("motpipe") or result["runs"].get("motpipe-check"), result["runs"].get("baseline")
+    if mp and base and mp["ok"] and base["ok"]:
+        result["ratio_wall"] = round(mp["wall_s"] / base["wall_s"], 2)
+        result["ratio_peak_rss"] = round(mp["peak_rss_mb"] / base["peak_rss_mb"], 2) if base["peak_rss_mb"] else None
+        mc, bc = mp["counts"], base["counts"]
+        result["counts_agree"] = mc["events_written"] == bc["events_written"] and mc["quarantined"] == bc["quarantined"]
+        motpipe_name = "motpipe" if "motpipe" in result["runs"] else "motpipe-check"
+        result["agreement"] = agreement(work / f"out-{motpipe_name}", work / "out-baseline")
+    return result
+
+
+# --- report ------------------------------------------------------------------------------------------
+COLUMNS = ("run", "wall s", "events/s", "peak RSS MB", "events written", "quarantined", "duplicates", "exit")
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    rows = []
+    for name, r in result["runs"].items():
+        c = r.get("counts") or {}
+        rows.append([name, f"{r['wall_s']:.1f}", f"{r['events_per_s']:,}", f"{r['peak_rss_mb']:,.0f}",
+                     f"{c['events_written']:,}" if c else "-", f"{c['quarantined']:,}" if c else "-",
+                     f"{c['duplicates']:,}" if c else "-", str(r["exit_code"])])
+    return rows
+
+
+def notes(result: dict) -> list[str]:
+    lines = [f"{result['events']:,} events + {result['feedback']:,} feedback rows ({result['input_bytes'] / 2**20:,.0f} MB of "
+             f"input), playbook {result['playbook']}, commit {result['commit']}, {result['date']}",
+             "machine: {cpus} CPUs ({cpu}), {memory_gb} GB RAM; Python {python}, Beam {beam}, DuckDB {duckdb}, "
+             "pyarrow {pyarrow}".format(**result["machine"])]
+    if "ratio_wall" in result:
+        lines.append(f"motpipe / baseline: wall time {result['ratio_wall']}x, peak RSS {result['ratio_peak_rss']}x; "
+                     f"events written and quarantined {'agree' if result['counts_agree'] else 'DIFFER'}")
+        a = result["agreement"]
+        lines.append(f"row-level: {a['quarantine_rows_differing']} quarantine rows, {a['duplicate_rows_differing']} duplicate "
+                     f"rows, {a['event_rows_differing']} event rows differ (file, line, kind / dt); same tags: "
+                     f"mot_step {a['same_mot_step']:.1%}, abc_facet {a['same_abc_facet']:.1%}, polarity "
+                     f"{a['same_polarity']:.1%}, pzb_tags {a['same_pzb_tags']:.1%}")
+    lines.append("motpipe also processes the feedback rows; the baseline reads events only (docs/performance.md)")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    out = [f"# Benchmark: {result['events']:,} events", "", "| " + " | ".join(COLUMNS) + " |",
+           "|" + "|".join("---" if c == "run" else "---:" for c in COLUMNS) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    out += [""] + [f"- {line}" for line in notes(result)]
+    out += ["", "Produced by `make bench N=...` (benchmarks/bench.py); method and profile: docs/performance.md.", ""]
+    return "\n".join(out)
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"motpipe benchmark, {result['events']:,} events", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    console.print(table)
+    for line in notes(result):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, required=True, help="touchpoint events to generate (feedback: N/10)")
+    parser.add_argument("--runs", default="motpipe,baseline", help=f"comma-separated, from {', '.join(RUNS)}")
+    parser.add_argument("--playbook", default="bank_branch")
+    parser.add_argument("--work", help="work directory (default: a new temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (inputs, outputs, logs)")
+    parser.add_argument("--results", default=str(RESULTS), help="where to write <date>-<N>.json and latest.md")
+    args = parser.parse_args(argv)
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="motpipe-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_benchmark(args.events, runs, work, args.playbook)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["work"] = str(work) if args.keep else None
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{result['date'][:10]}-{args.events}.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (results / "latest.md").write_text(markdown(result), encoding="utf-8")
+    print_table(result)
+    print(f"wrote {path} and {results / 'latest.md'}")
+    failed = [name for name, r in result["runs"].items() if not r["ok"]]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} exited with an error (see the logs{' in ' + str(work) if args.keep else ''})",
+              file=sys.stderr)
+        return 1
+    if result.get("counts_agree") is False:
+        m = result["runs"].get("motpipe", result["runs"].get("motpipe-check"))["counts"]
+        b = result["runs"]["baseline"]["counts"]
+        print(f"FAILED: motpipe and the baseline disagree: events written {m['events_written']:,} vs {b['events_written']:,}, "
+              f"quarantined {m['quarantined']:,} vs {b['quarantined']:,}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
