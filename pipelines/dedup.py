@@ -48,9 +48,23 @@ class Deduplicated:
     conflicts: pa.Table  # quarantine rows (REJECTED_SCHEMA)
 
 
+LINEAGE = ("source_file", "line_no")
+
+
 def _differing_fields(kept: dict, other: dict) -> list[str]:
-    ignore = {"source_file", "line_no", "content_hash"}
-    return sorted(k for k in kept if k not in ignore and kept[k] != other[k])
+    return sorted(k for k in kept if k not in LINEAGE and kept[k] != other[k])
+
+
+def _same_values(table: pa.Table, rows: np.ndarray, winners: np.ndarray) -> np.ndarray:
+    """For each repeated row, whether all its validated values equal those of its id's kept row.
+
+    Only repeated rows are compared (a few percent of the input), so plain Python equality of the rows,
+    nested ratings included, is cheap; validation already normalised them (types, case, time zone).
+    """
+    values = table.drop_columns(list(LINEAGE))
+    repeated = values.take(pa.array(rows)).to_pylist()
+    kept = values.take(pa.array(winners)).to_pylist()
+    return np.array([a == b for a, b in zip(repeated, kept)], dtype=bool)
 
 
 def deduplicate(table: pa.Table, dataset: str, timezone: str) -> Deduplicated:
@@ -61,10 +75,11 @@ def deduplicate(table: pa.Table, dataset: str, timezone: str) -> Deduplicated:
     id_column = ID_FIELDS[dataset]
     table = table.sort_by([(id_column, "ascending"), ("source_file", "ascending"), ("line_no", "ascending")])
     ids = table.column(id_column).to_numpy(zero_copy_only=False)
-    hashes = table.column("content_hash").to_numpy(zero_copy_only=False)
     first = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)
     winner = np.flatnonzero(first)[np.cumsum(first) - 1]
-    exact = ~first & (hashes == hashes[winner])
+    repeated = np.flatnonzero(~first)
+    exact = np.zeros(len(ids), dtype=bool)
+    exact[repeated] = _same_values(table, repeated, winner[repeated])
     conflict = ~first & ~exact
 
     kept_source = pc.take(table.column("source_file"), pa.array(winner[exact]))

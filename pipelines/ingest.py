@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
@@ -16,7 +15,7 @@ from pipelines.io import RawRecord, read_records
 from pipelines.validate import ID_FIELDS, TIME_FIELDS, VALIDATORS, Rejection, parse_timestamp
 from schemas.tables import EVENTS, FEEDBACK, QUARANTINE_RAW
 
-_LINEAGE = [("source_file", pa.string()), ("line_no", pa.int64()), ("content_hash", pa.string())]
+_LINEAGE = [("source_file", pa.string()), ("line_no", pa.int64())]
 _EVENT_FIELDS = ["event_id", "occurred_at", "customer_id", "visit_id", "channel", "touchpoint", "staff_id",
                  "location_id", "duration_s", "wait_s", "text", "outcome", "attributes"]
 _FEEDBACK_FIELDS = ["feedback_id", "submitted_at", "customer_id", "visit_id", "touchpoint", "channel", "csat", "nps",
@@ -35,12 +34,6 @@ REJECTED_SCHEMA = pa.schema(
     [f for f in QUARANTINE_RAW if f.name not in ("run_id", "schema_version")]
     + [pa.field("error_field", pa.string()), pa.field("error_message", pa.string()), pa.field("dt", pa.string())]
 )
-
-
-def content_hash(clean: dict) -> str:
-    """Hash of a validated record's values: equal for exact repeats however the line was written."""
-    canonical = repr(sorted(clean.items()))  # values are str/float/int/datetime/list/dict of those
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _record_id(record: RawRecord, dataset: str) -> str | None:
@@ -86,7 +79,6 @@ def read_validated(
         if isinstance(outcome, Rejection):
             rejected.append(rejected_row(record, dataset, path, outcome, _record_date(record, dataset, default_tz, fallback_dt)))
         else:
-            outcome["content_hash"] = content_hash(outcome)
             outcome["source_file"] = path
             outcome["line_no"] = record.line_no
             valid.append(outcome)
@@ -106,7 +98,7 @@ def _tables(dataset: str, valid: list[dict], rejected: list[dict]) -> tuple[pa.T
 
 def record_json(row: dict) -> str:
     """A validated row as contract JSON (for quarantined duplicate losers, replayable as input)."""
-    fields = {k: v for k, v in row.items() if k not in ("source_file", "line_no", "content_hash")}
+    fields = {k: v for k, v in row.items() if k not in ("source_file", "line_no")}
     for key, value in fields.items():
         if isinstance(value, datetime):
             fields[key] = value.isoformat()

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.contract import DEFAULT_CHANNELS
 from pipelines.dedup import bucket_of, deduplicate, split_by_bucket
-from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS, content_hash
+from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS
 from pipelines.validate import Rejection, validate_event, validate_feedback
 
 UTC = timezone.utc
@@ -25,7 +25,7 @@ def event_row(event_id: str, source_file: str, line_no: int, **fields) -> dict:
               "channel": "branch", "touchpoint": "greeting", **fields}
     clean = validate_event(record, CHANNELS, UTC)
     assert not isinstance(clean, Rejection), clean
-    return {**clean, "content_hash": content_hash(clean), "source_file": source_file, "line_no": line_no}
+    return {**clean, "source_file": source_file, "line_no": line_no}
 
 
 def feedback_row(feedback_id: str, source_file: str, line_no: int, **fields) -> dict:
@@ -33,7 +33,7 @@ def feedback_row(feedback_id: str, source_file: str, line_no: int, **fields) -> 
               **fields}
     clean = validate_feedback(record, CHANNELS, UTC)
     assert not isinstance(clean, Rejection), clean
-    return {**clean, "content_hash": content_hash(clean), "source_file": source_file, "line_no": line_no}
+    return {**clean, "source_file": source_file, "line_no": line_no}
 
 
 def events(*rows: dict) -> pa.Table:

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS, content_hash, read_validated
+from pipelines.dedup import deduplicate
+from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated
 from pipelines.io import (
     InputError,
     InputFile,
@@ -381,11 +382,11 @@ def test_read_validated_mixed(tmp_path):
         {"event_id": "e1", "occurred_at": datetime(2026, 10, 1, 1, 0, tzinfo=UTC), "customer_id": "c1",
          "visit_id": None, "channel": "branch", "touchpoint": "greeting", "staff_id": None, "location_id": None,
          "duration_s": None, "wait_s": None, "text": None, "outcome": None, "attributes": None,
-         "source_file": path, "line_no": 1, "content_hash": content_hash(e1)},
+         "source_file": path, "line_no": 1},
         {"event_id": "e5", "occurred_at": datetime(2026, 10, 1, 2, 0, tzinfo=UTC), "customer_id": "c1",
          "visit_id": "v1", "channel": "branch", "touchpoint": "greeting", "staff_id": None, "location_id": None,
          "duration_s": None, "wait_s": 12.0, "text": None, "outcome": None, "attributes": None,
-         "source_file": path, "line_no": 6, "content_hash": content_hash(e5)},
+         "source_file": path, "line_no": 6},
     ]
     lines = jsonl(*MIXED).split("\n")
 
@@ -457,10 +458,10 @@ def test_read_validated_feedback_csv(tmp_path):
     ]
 
 
-# --- content_hash ----------------------------------------------------------------------------
+# --- exact repeats are recognised by their validated values -------------------------------------
 
 
-def test_content_hash_ignores_how_the_line_was_written(tmp_path):
+def test_exact_repeat_however_the_line_was_written(tmp_path):
     path = write(tmp_path / "events.jsonl", "".join([
         '{"event_id": "e1", "occurred_at": "2026-10-01T09:00:00+08:00", "customer_id": "c1", "channel": "branch", '
         '"touchpoint": "greeting", "wait_s": 30, "attributes": {"a": 1, "b": 2}}\n',
@@ -473,21 +474,22 @@ def test_content_hash_ignores_how_the_line_was_written(tmp_path):
     ]))
     [(valid, rejected)] = read_validated(path, "events", CHANNELS, UTC, batch_rows=10, fallback_dt="2026-11-23")
     assert rejected.num_rows == 0
-    hashes = valid.column("content_hash").to_pylist()
-    assert hashes[0] == hashes[1]
-    assert len({hashes[0], hashes[2], hashes[3]}) == 3
-    assert all(len(h) == 32 and int(h, 16) >= 0 for h in hashes)
+    result = deduplicate(valid, "events", "UTC")
+    assert result.duplicates.column("line_no").to_pylist() == [2]
+    assert result.conflicts.column("line_no").to_pylist() == [3, 4]
+    assert [m.split("differs in ")[1] for m in result.conflicts.column("error_message").to_pylist()] == [
+        "touchpoint", "attributes"]
 
 
-def test_content_hash_of_feedback():
+def test_validated_feedback_equal_however_written():
     raw = {"feedback_id": "f1", "submitted_at": "2026-10-01T12:00:00Z", "customer_id": "c1", "csat": 4,
            "ratings": {"Q5": {"perception": 5, "expectation": 7}}}
     rewritten = {"ratings": {"Q5": {"expectation": "7", "perception": "5.0"}}, "csat": "4", "customer_id": "c1",
                  "submitted_at": "2026-10-01 20:00:00+08:00", "feedback_id": "f1"}
     changed = {**raw, "ratings": {"Q5": {"perception": 6, "expectation": 7}}}
     a, b, c = (validate_feedback(r, CHANNELS, UTC) for r in (raw, rewritten, changed))
-    assert content_hash(a) == content_hash(b)
-    assert content_hash(a) != content_hash(c)
+    assert a == b
+    assert a != c
 
 
 def test_publish_keeps_a_partition_whose_rows_differ_only_in_run_id(tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import pipelines.sample as sample
-from pipelines.ingest import content_hash
 from pipelines.io import read_records
 from pipelines.playbook import load_playbook
 from pipelines.pii import id_check_char, luhn_check_digit
@@ -81,10 +80,9 @@ def _read(out: Path, dataset: str, playbook: str = "bank_branch"):
             if isinstance(clean, Rejection):
                 kinds[clean.kind.value] += 1
                 continue
-            clean["content_hash"] = content_hash(clean)
             kept = winners.setdefault(clean[id_field], clean)
             if kept is not clean:
-                if kept["content_hash"] == clean["content_hash"]:
+                if kept == clean:
                     exact += 1
                 else:
                     kinds["conflicting_duplicate"] += 1

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.ingest import VALID_SCHEMAS, content_hash
+from pipelines.ingest import VALID_SCHEMAS
 from pipelines.stitch import link_feedback, stitch_visits, stitched_visit_id, visit_ends
 from pipelines.validate import validate_event
 
@@ -206,7 +206,7 @@ def test_stitch_validated_events():
     for line_no, (event_id, when) in enumerate([("e1", "2026-10-01T18:00:00+08:00"), ("e2", "2026-10-01T10:20:00Z")], 1):
         clean = validate_event({"event_id": event_id, "occurred_at": when, "customer_id": "c1", "channel": "branch",
                                 "touchpoint": "greeting"}, frozenset(DEFAULT_CHANNELS), UTC)
-        rows.append({**clean, "content_hash": content_hash(clean), "source_file": "a.jsonl", "line_no": line_no})
+        rows.append({**clean, "source_file": "a.jsonl", "line_no": line_no})
     stitched = stitch_visits(pa.Table.from_pylist(rows, schema=VALID_SCHEMAS["events"]), GAP_S)
     assert moments(stitched) == {"e1": (v("c1", "e1"), "gap", 1, 2, True, False),
                                  "e2": (v("c1", "e1"), "gap", 2, 2, False, True)}

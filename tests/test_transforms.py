@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.config import RunConfig
 from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.ingest import VALID_SCHEMAS, content_hash
+from pipelines.ingest import VALID_SCHEMAS
 from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,7 +29,7 @@ def rows_of(*columns):
 def event(event_id, minutes, customer="c1", visit_id=None, text=None, line_no=1, source="a.jsonl"):
     clean = {"event_id": event_id, "occurred_at": T0 + timedelta(minutes=minutes), "customer_id": customer,
              "visit_id": visit_id, "channel": "branch", "touchpoint": "greeting", "text": text}
-    return {**clean, "content_hash": content_hash(clean), "source_file": source, "line_no": line_no}
+    return {**clean, "source_file": source, "line_no": line_no}
 
 
 def events_table(*rows):
