@@ -66,8 +66,8 @@ def tree_rss_bytes(root: int) -> int:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024
                         break
-        except OSError:
-            pass
+        except OSError:  # the process ended between listing and reading: it holds no memory any more
+            continue
     return total
 
 

@@ -258,7 +258,7 @@ def build_views(
     except BaseException:
         try:
             con.execute("rollback").fetchall()
-        except duckdb.Error:
+        except duckdb.Error:  # no open transaction to roll back: the original error below is what matters
             pass
         raise
     finally:
