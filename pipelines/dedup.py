@@ -97,8 +97,9 @@ def deduplicate(table: pa.Table, dataset: str, timezone: str) -> Deduplicated:
         }
     )
     conflicts = []
-    loser_dates = local_dates(table.column(TIME_FIELDS[dataset]), timezone)
-    for index in np.flatnonzero(conflict):
+    losers = np.flatnonzero(conflict)
+    loser_dates = local_dates(table.column(TIME_FIELDS[dataset]).take(pa.array(losers)), timezone).to_pylist()
+    for index, loser_date in zip(losers, loser_dates):
         loser = table.slice(int(index), 1).to_pylist()[0]
         kept = table.slice(int(winner[index]), 1).to_pylist()[0]
         fields = ", ".join(_differing_fields(kept, loser))
@@ -113,7 +114,7 @@ def deduplicate(table: pa.Table, dataset: str, timezone: str) -> Deduplicated:
                 "error_field": id_column,
                 "error_message": f"{id_column} {loser[id_column]!r} was kept from {kept['source_file']}:{kept['line_no']}; "
                 f"this row differs in {fields}",
-                "dt": loser_dates[int(index)].as_py(),
+                "dt": loser_date,
             }
         )
     return Deduplicated(table.filter(pa.array(first)), duplicates, pa.Table.from_pylist(conflicts, schema=REJECTED_SCHEMA))
