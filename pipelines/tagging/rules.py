@@ -84,32 +84,32 @@ class Words:
         return {h.family: h for h in self.by_start.get(self.starts[i], ()) if h.end == self.ends[i] or h.family != "neg"
                 or h.cue.startswith("n'")}
 
+    def _walk(self, indices, window: int, gap):
+        """(index, kinds) of the words along `indices` while they stay in the clause (`gap(i)`, the text
+        between the previous position and word i, holds no clause break) and no contrast word comes;
+        intensifiers do not count towards `window`."""
+        counted = 0
+        for i in indices:
+            if counted >= window or CLAUSE_BREAK.search(self.text, *gap(i)):
+                return
+            kinds = self._kind(i)
+            if "contrast" in kinds:
+                return
+            yield i, kinds
+            if "int" not in kinds:
+                counted += 1
+
     def before(self, start: int, window: int):
         """(kind, hit) of the words before `start` in its clause, nearest first, intensifiers not counted."""
-        i, counted, cursor = bisect_right(self.ends, start) - 1, 0, start
-        while i >= 0 and counted < window:
-            if CLAUSE_BREAK.search(self.text, self.starts[i], cursor):
-                return
-            kinds = self._kind(i)
-            if "contrast" in kinds:
-                return
-            yield i, kinds
-            if "int" not in kinds:
-                counted += 1
-            cursor, i = self.starts[i], i - 1
+        first = bisect_right(self.ends, start) - 1
+        return self._walk(range(first, -1, -1), window,
+                          lambda i: (self.starts[i], start if i == first else self.starts[i + 1]))
 
     def after(self, end: int, window: int):
-        i, counted, cursor = bisect_left(self.starts, end), 0, end
-        while i < len(self.tokens) and counted < window:
-            if CLAUSE_BREAK.search(self.text, cursor, self.ends[i]):
-                return
-            kinds = self._kind(i)
-            if "contrast" in kinds:
-                return
-            yield i, kinds
-            if "int" not in kinds:
-                counted += 1
-            cursor, i = self.ends[i], i + 1
+        """(kind, hit) of the words after `end` in its clause, nearest first, intensifiers not counted."""
+        first = bisect_left(self.starts, end)
+        return self._walk(range(first, len(self.tokens)), window,
+                          lambda i: (end if i == first else self.ends[i - 1], self.ends[i]))
 
 
 def analyse(lexicon: Lexicon, text: str) -> tuple[dict[str, list[Hit]], dict[str, Words], list[Hit]]:
