@@ -27,7 +27,7 @@ STAGES = [
                                                            "count_rows"]),
     ("publish + run record", ["publish (pipelines/io.py", "write_run_record"]),
     ("prepare (input checksums, run id)", ["prepare (pipelines/pipeline.py"]),
-    ("Beam coders / pickling", ["apache_beam/coders/", "arrow_pickle", "pickle", "Pickler", "dill"]),
+    ("Beam coders / pickling", ["apache_beam/coders/", "pickle", "Pickler", "dill"]),
 ]
 
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime, timezone
-from operator import itemgetter
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import __version__
@@ -24,17 +21,8 @@ from pipelines.contract import DATASETS
 from pipelines.io import InputFile, file_checksum, match_inputs, publish
 from pipelines.playbook import load_playbook
 from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
-from pipelines.transforms import (
-    NAMESPACE,
-    Deduplicate,
-    Enrich,
-    ReadAndValidate,
-    LinkFeedback,
-    StitchVisits,
-    WritePartitioned,
-    finalise,
-    quarantine_tables,
-)
+from pipelines.spill import read_counts
+from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits, WritePartitions
 
 PUBLIC_TABLES = ("events", "feedback", "quarantine", "duplicates")
 SORT_KEYS = {
@@ -44,60 +32,30 @@ SORT_KEYS = {
     "quarantine_raw": ["dataset", "source_file", "line_no"],
     "duplicates": ["dataset", "source_file", "line_no"],
 }
+COUNT_BY = {"quarantine": ["dataset", "error_kind"], "duplicates": ["dataset"]}
 
 
 class ReconciliationError(RuntimeError):
     """Input rows != output + duplicates + quarantine: a bug, never a data problem."""
 
 
-def build_pipeline(
-    p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[InputFile]], staging: str, restricted_staging: str
-) -> None:
-    """Read, validate, dedup, stitch, link, redact, tag and write every table into the staging directories."""
+def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[InputFile]], roots: dict[str, str],
+                   work: str) -> None:
+    """Read, validate, dedup, stitch, link, redact, tag and write every table into the staging directories.
+
+    `roots`: the public and restricted staging directories; `work`: the directory of spill and count files.
+    """
     channels = load_playbook(config.playbook).allowed_channels
-    unique, rejected, duplicates = {}, [], []
-    for dataset in DATASETS:
-        paths = [f.path for f in inputs[dataset]]
-        if not paths:
-            unique[dataset] = p | f"No {dataset}" >> beam.Create([])
-            continue
-        read = p | f"Read {dataset}" >> ReadAndValidate(dataset, paths, config, channels)
-        deduplicated = read.valid | f"Deduplicate {dataset}" >> Deduplicate(dataset, config)
-        unique[dataset] = deduplicated.unique
-        rejected += [read.rejected, deduplicated.conflicts]
-        duplicates.append(deduplicated.duplicates)
-
-    stitched = unique["events"] | "Stitch visits" >> StitchVisits(config)
-    linked = {"visits": stitched.visits, "feedback": unique["feedback"]} | "Link feedback" >> LinkFeedback(config)
-    tables = {
-        "events": stitched.events | "Enrich events" >> Enrich("events", config),
-        "feedback": linked | "Enrich feedback" >> Enrich("feedback", config),
-    }
-    quarantine = (
-        rejected | "All rejected" >> beam.Flatten() | "Mask quarantine" >> beam.Map(quarantine_tables, config)
+    files = [(dataset, index, f.path) for dataset in DATASETS for index, f in enumerate(inputs[dataset])]
+    read = p | "List files" >> beam.Create(files) | "Read" >> ReadAndValidate(config, work, channels)
+    deduplicated = read | "Deduplicate" >> Deduplicate(config, work)
+    stitched = deduplicated | "Stitch visits" >> StitchVisits(config, work)
+    linked = {"feedback": deduplicated, "visits": stitched} | "Link feedback" >> LinkFeedback(config, work)
+    (
+        (read, deduplicated, stitched, linked)
+        | "All spills" >> beam.Flatten()
+        | "Write" >> WritePartitions(config, work, roots, SORT_KEYS, COUNT_BY)
     )
-    tables["quarantine"] = quarantine | "Analyst quarantine" >> beam.Map(itemgetter(0))
-    restricted = quarantine | "Restricted quarantine" >> beam.Map(itemgetter(1))
-    tables["duplicates"] = (
-        duplicates
-        | "All duplicates" >> beam.Flatten()
-        | "Finalise duplicates" >> beam.Map(finalise, "duplicates", config, "dt")
-    )
-    count_by = {"quarantine": ["dataset", "error_kind"], "duplicates": ["dataset"]}
-    for name, pcoll in tables.items():
-        pcoll | f"Write {name}" >> WritePartitioned(staging, name, SORT_KEYS[name], config, count_by.get(name, ()))
-    restricted | "Write quarantine_raw" >> WritePartitioned(
-        restricted_staging, "quarantine_raw", SORT_KEYS["quarantine_raw"], config, is_copy=True
-    )
-
-
-def counters(result) -> dict[str, int]:
-    """All motpipe counters of a finished run, summed over steps (committed values where the runner has them)."""
-    totals: dict[str, int] = defaultdict(int)
-    for metric in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        value = metric.committed if metric.committed is not None else metric.attempted
-        totals[metric.key.metric.name] += value or 0
-    return dict(totals)
 
 
 def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dict[str, int], started_at: datetime) -> dict:
@@ -178,6 +136,9 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
     return config, inputs
 
 
+WORK_DIR = "_work"
+
+
 def _staging(root: str, run_id: str) -> str:
     return FileSystems.join(root, "_staging", run_id)
 
@@ -191,28 +152,28 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
     """
     started_at = datetime.now(timezone.utc)
     config, inputs = prepare(config)
-    stagings = {config.out: _staging(config.out, config.run_id),
-                config.restricted_dir: _staging(config.restricted_dir, config.run_id)}
+    roots = {"public": _staging(config.out, config.run_id), "restricted": _staging(config.restricted_dir, config.run_id)}
+    work = FileSystems.join(roots["restricted"], WORK_DIR)  # unredacted rows between stages: kept apart with the raw quarantine
     record = {"run_id": config.run_id, "window_start": config.start, "window_end": config.end, "started_at": started_at,
               "status": "failed", "motpipe_version": __version__,
               "input_files": [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                               for d in DATASETS for f in inputs[d]]}
     with output_lock(config.out, config.run_id):
         try:
-            stale = [path for path in stagings.values() if FileSystems.exists(path)]
+            stale = [path for path in roots.values() if FileSystems.exists(path)]
             if stale:
                 FileSystems.delete(stale)  # left by a killed attempt of this run: never publish it
             with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-                build_pipeline(p, config, inputs, stagings[config.out], stagings[config.restricted_dir])
-            summary = summarise(config, inputs, counters(p.result), started_at)
+                build_pipeline(p, config, inputs, roots, work)
+            summary = summarise(config, inputs, read_counts(work), started_at)
             record["counts"] = json.dumps({d: summary[d] for d in DATASETS}, sort_keys=True)
             unreconciled = [d for d in DATASETS if not summary[d]["reconciled"]]
             if unreconciled:
                 raise ReconciliationError(
                     f"counts do not reconcile for {', '.join(unreconciled)}: {record['counts']}; nothing was published"
                 )
-            published = publish(stagings[config.out], config.out, list(PUBLIC_TABLES), config.window_dates)
-            restricted = publish(stagings[config.restricted_dir], config.restricted_dir, ["quarantine_raw"], config.window_dates)
+            published = publish(roots["public"], config.out, list(PUBLIC_TABLES), config.window_dates)
+            restricted = publish(roots["restricted"], config.restricted_dir, ["quarantine_raw"], config.window_dates)
             summary["published"] = {name: len(getattr(published, name)) + len(getattr(restricted, name))
                                     for name in ("replaced", "unchanged", "removed")}
             summary["partitions"] = {table: published.partitions.get(table, []) for table in PUBLIC_TABLES}
@@ -224,5 +185,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
             record["error"] = f"{type(error).__name__}: {error}"
             raise
         finally:
+            if FileSystems.exists(work):
+                FileSystems.delete([work])
             record["finished_at"] = datetime.now(timezone.utc)
             write_run_record(config.out, record)

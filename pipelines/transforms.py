@@ -1,181 +1,47 @@
-"""Beam PTransforms of motpipe. Every element is a pyarrow Table (a batch of rows), never a row:
-the shuffles move a few large batches keyed by hash bucket or partition date.
+"""Beam PTransforms of motpipe. Elements are `(key, path)` pairs of spill files (pipelines/spill.py):
+rows travel as Arrow files in the run's work directory, Beam groups only their paths.
 
-Pipeline shape (see pipelines/pipeline.py):
-    ReadAndValidate -> Deduplicate -> StitchVisits -> LinkFeedback -> Enrich (redact, tag, finalise)
-    -> WritePartitioned
+Pipeline shape (see pipelines/pipeline.py); the key of each shuffle in brackets:
+    ReadAndValidate (input file) -> Deduplicate [dataset, hash of the record id]
+    -> StitchVisits [hash of visit_id, else customer_id] -> LinkFeedback [hash of customer_id]
+    -> WritePartitions [table, dt]
+Redaction and tagging happen where each table's rows are final (after stitching, after linking).
+Quarantined and duplicate rows go straight to WritePartitions from the step that found them.
+
+Every step has one output (no tagged outputs) and keeps its counts in count files, not in Beam
+metrics, so the same pipeline runs on the DirectRunner and on runners without them (DaskRunner).
 """
 from __future__ import annotations
+
+import typing
+from collections import Counter
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.metrics import Metrics
 
-from pipelines import arrow_pickle  # noqa: F401  (registers the IPC pickling of Arrow tables)
 from pipelines.config import RunConfig
-from pipelines.contract import MOT_STEPS
 from pipelines.dedup import deduplicate, split_by_bucket
 from pipelines.ingest import read_validated
 from pipelines.io import local_dates, write_partition
 from pipelines.pii import mask_column, pseudonymize_column
 from pipelines.playbook import load_playbook
+from pipelines.spill import SpillWriter, read_spills, write_counts
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends
 from pipelines.tagging import Tagger
 from pipelines.validate import ID_FIELDS, TIME_FIELDS
 from schemas.tables import SCHEMA_VERSION, table_schema
 
-NAMESPACE = "motpipe"
 TEXT_COLUMNS = {"events": ["text", "attributes"], "feedback": ["comment"]}
-
-
-def count(name: str, value: int) -> None:
-    if value:
-        Metrics.counter(NAMESPACE, name).inc(int(value))
-
-
-def concat(tables) -> pa.Table | None:
-    tables = [t for t in tables if t.num_rows]
-    return pa.concat_tables(tables) if tables else None
-
-
-# --- read and validate ------------------------------------------------------------------------
-class _ReadFile(beam.DoFn):
-    def __init__(self, dataset: str, config: RunConfig, channels: frozenset[str]):
-        self.dataset, self.config, self.channels = dataset, config, channels
-
-    def process(self, path: str):
-        for valid, rejected in read_validated(
-            path, self.dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date
-        ):
-            count(f"{self.dataset}.input_rows", valid.num_rows + rejected.num_rows)
-            if valid.num_rows:
-                yield valid
-            if rejected.num_rows:
-                yield beam.pvalue.TaggedOutput("rejected", rejected)
-
-
-class ReadAndValidate(beam.PTransform):
-    """Input files -> batches of valid rows (main output) and of rejected rows (`rejected`)."""
-
-    def __init__(self, dataset: str, paths: list[str], config: RunConfig, channels: frozenset[str]):
-        super().__init__()
-        self.dataset, self.paths, self.config, self.channels = dataset, paths, config, channels
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "List files" >> beam.Create(self.paths)
-            | "Spread files" >> beam.Reshuffle()
-            | "Parse and validate" >> beam.ParDo(_ReadFile(self.dataset, self.config, self.channels)).with_outputs("rejected", main="valid")
-        )
-
-
-# --- deduplicate ----------------------------------------------------------------------------------
-class _DeduplicateBucket(beam.DoFn):
-    def __init__(self, dataset: str, timezone: str):
-        self.dataset, self.timezone = dataset, timezone
-
-    def process(self, keyed):
-        _, tables = keyed
-        result = deduplicate(concat(tables), self.dataset, self.timezone)
-        yield result.unique
-        if result.duplicates.num_rows:
-            yield beam.pvalue.TaggedOutput("duplicates", result.duplicates)
-        if result.conflicts.num_rows:
-            yield beam.pvalue.TaggedOutput("conflicts", result.conflicts)
-
-
-class Deduplicate(beam.PTransform):
-    """Valid batches -> unique rows (main), exact `duplicates`, conflicting duplicates (`conflicts`)."""
-
-    def __init__(self, dataset: str, config: RunConfig):
-        super().__init__()
-        self.dataset, self.config = dataset, config
-
-    def expand(self, valid):
-        return (
-            valid
-            | "Bucket by id" >> beam.FlatMap(split_by_bucket, ID_FIELDS[self.dataset], self.config.buckets)
-            | "Group id buckets" >> beam.GroupByKey()
-            | "Keep one per id" >> beam.ParDo(_DeduplicateBucket(self.dataset, self.config.timezone)).with_outputs(
-                "duplicates", "conflicts", main="unique"
-            )
-        )
-
-
-# --- stitch visits and link feedback -------------------------------------------------------------
 EMPTY_VISITS = pa.schema([("customer_id", pa.string()), ("visit_id", pa.string()), ("ended_at", pa.timestamp("us", tz="UTC"))])
 
-
-class _StitchBucket(beam.DoFn):
-    def __init__(self, gap_s: float):
-        self.gap_s = gap_s
-
-    def process(self, keyed):
-        _, tables = keyed
-        events = stitch_visits(concat(tables), self.gap_s)
-        count("events.visits", pc.sum(events.column("is_first_moment").cast(pa.int64())).as_py())
-        yield events
-        yield beam.pvalue.TaggedOutput("visits", visit_ends(events))
+# Stages a spill file is addressed to: the first part of its key.
+DEDUP, STITCH, LINK_FEEDBACK, LINK_VISITS, WRITE = "dedup", "stitch", "link_feedback", "link_visits", "write"
+RESTRICTED_TABLES = ("quarantine_raw",)  # written to the restricted staging directory
+COPIES = ("quarantine_raw",)  # copies of another table: their rows outside the window are not counted again
 
 
-class StitchVisits(beam.PTransform):
-    """Unique events -> events with visit_id and position (main) and `visits` (visit_ends rows).
-
-    Rows are keyed by a hash bucket of visit_id, or of customer_id when the event has no visit_id,
-    so every visit, even one whose customer_id changes midway, is complete inside one group.
-    """
-
-    def __init__(self, config: RunConfig):
-        super().__init__()
-        self.config = config
-
-    def expand(self, events):
-        return (
-            events
-            | "Bucket by visit or customer" >> beam.FlatMap(split_by_bucket, ["visit_id", "customer_id"], self.config.buckets)
-            | "Group visit buckets" >> beam.GroupByKey()
-            | "Stitch" >> beam.ParDo(_StitchBucket(self.config.gap_minutes * 60)).with_outputs("visits", main="events")
-        )
-
-
-class _LinkBucket(beam.DoFn):
-    def __init__(self, window_s: float):
-        self.window_s = window_s
-
-    def process(self, keyed):
-        _, grouped = keyed
-        feedback = concat(grouped["feedback"])
-        if feedback is None:
-            return
-        visits = concat(grouped["visits"]) or EMPTY_VISITS.empty_table()
-        linked = link_feedback(feedback, visits, self.window_s)
-        for method, n in zip(*pc.value_counts(linked.column("link_method")).flatten()):
-            count(f"feedback.link.{method}", n.as_py())
-        yield linked
-
-
-class LinkFeedback(beam.PTransform):
-    """{visits, feedback} -> feedback with visit_id and link_method; keyed by a hash bucket of customer_id."""
-
-    def __init__(self, config: RunConfig):
-        super().__init__()
-        self.config = config
-
-    def expand(self, inputs):
-        keyed = {
-            name: pcoll | f"Bucket {name} by customer" >> beam.FlatMap(split_by_bucket, "customer_id", self.config.buckets)
-            for name, pcoll in inputs.items()
-        }
-        return (
-            keyed
-            | "Group customer buckets" >> beam.CoGroupByKey()
-            | "Link" >> beam.ParDo(_LinkBucket(self.config.link_window_days * 86400))
-        )
-
-
-# --- redact, tag, finalise ------------------------------------------------------------------------
+# --- row-level steps (plain functions on Arrow tables) ---------------------------------------------
 def redact(table: pa.Table, text_columns: list[str], key: bytes | None) -> pa.Table:
     """Mask PII in the text columns (count in `pii_masked`) and pseudonymise customer_id when a key is set."""
     masked_total = pa.array([0] * table.num_rows, pa.int32())
@@ -200,77 +66,10 @@ def finalise(table: pa.Table, name: str, config: RunConfig, date_column: str, ex
     return conformed.append_column("dt", dt)
 
 
-class _Tag(beam.DoFn):
-    """Redact then tag one dataset's batches; the playbook is compiled once per worker."""
-
-    def __init__(self, dataset: str, config: RunConfig):
-        self.dataset, self.config = dataset, config
-
-    def setup(self):
-        self.playbook = load_playbook(self.config.playbook)
-        self.tagger = Tagger(self.playbook)
-        self.mapped = frozenset(code for code, rule in self.playbook.touchpoints.items() if rule.mot_step)
-
-    def process(self, table: pa.Table):
-        table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes)
-        count(f"{self.dataset}.pii_masked", pc.sum(table.column("pii_masked")).as_py() or 0)
-        if self.dataset == "events":
-            tags = self.tagger.tag_events(table)
-            unmapped = pc.invert(pc.is_in(table.column("touchpoint"), pa.array(sorted(self.mapped), pa.string())))
-            count("events.unmapped_touchpoint", pc.sum(unmapped.cast(pa.int64())).as_py() or 0)
-            untagged = pc.and_(pc.is_null(tags["mot_step"]), pc.equal(pc.list_value_length(tags["pzb_tags"]), 0))
-            count("events.untagged", pc.sum(untagged.cast(pa.int64())).as_py() or 0)
-        else:
-            tags = self.tagger.tag_feedback(table)
-        for column, values in tags.items():
-            table = table.append_column(column, values)
-        yield finalise(table, self.dataset, self.config, TIME_FIELDS[self.dataset], {"playbook": self.playbook.ref})
-
-
-class Enrich(beam.PTransform):
-    """Stitched rows -> analyst-facing rows: PII masked, tagged, in the table's schema, with `dt`."""
-
-    def __init__(self, dataset: str, config: RunConfig):
-        super().__init__()
-        self.dataset, self.config = dataset, config
-
-    def expand(self, pcoll):
-        return pcoll | "Redact and tag" >> beam.ParDo(_Tag(self.dataset, self.config))
-
-
 def quarantine_tables(rejected: pa.Table, config: RunConfig) -> tuple[pa.Table, pa.Table]:
     """(analyst-facing quarantine with the raw record masked, restricted unmasked copy for replay)."""
     masked = redact(rejected, ["raw_record", "error_message"], None).drop_columns(["pii_masked"])
     return finalise(masked, "quarantine", config, "dt"), finalise(rejected, "quarantine_raw", config, "dt")
-
-
-# --- write --------------------------------------------------------------------------------------
-def count_rows(table: pa.Table, name: str, count_by: list[str]) -> pa.Table:
-    """Count rows into metrics `<name>.rows_written`, or `<name>.<value>[.<value>]` per `count_by` group."""
-    if not count_by:
-        count(f"{name}.rows_written", table.num_rows)
-        return table
-    for row in table.group_by(count_by).aggregate([([], "count_all")]).to_pylist():
-        count(".".join([name, *(str(row[c]) for c in count_by)]), row["count_all"])
-    return table
-
-
-def keep_window(table: pa.Table, name: str, window_dates: list[str] | None, count_outside: bool) -> list[pa.Table]:
-    """Rows whose `dt` is in the run's window (all rows without a window). With `count_outside`, the
-    others are counted in `<dataset>.outside_window`, by the `dataset` column where the table has one,
-    else under `name`."""
-    if window_dates is None:
-        return [table]
-    inside = pc.is_in(table.column("dt"), pa.array(window_dates, pa.string()))
-    outside = table.filter(pc.invert(inside))
-    if outside.num_rows and count_outside:
-        if "dataset" in outside.column_names:
-            for row in outside.group_by("dataset").aggregate([([], "count_all")]).to_pylist():
-                count(f"{row['dataset']}.outside_window", row["count_all"])
-        else:
-            count(f"{name}.outside_window", outside.num_rows)
-    kept = table.filter(inside)
-    return [kept] if kept.num_rows else []
 
 
 def split_by_date(table: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -278,39 +77,275 @@ def split_by_date(table: pa.Table) -> list[tuple[str, pa.Table]]:
     return [(dt, table.filter(pc.equal(dates, dt)).drop_columns(["dt"])) for dt in pc.unique(dates).to_pylist()]
 
 
-class _WriteDate(beam.DoFn):
-    def __init__(self, root: str, name: str, sort_by: list[str], row_group_rows: int):
-        self.root, self.name, self.sort_by, self.row_group_rows = root, name, sort_by, row_group_rows
+def true_count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return pc.sum(mask.cast(pa.int64())).as_py() or 0
+
+
+def counts_by(table: pa.Table, columns: list[str]) -> list[tuple[tuple, int]]:
+    """[(values of `columns`, number of rows)] for each group of rows."""
+    rows = table.group_by(columns).aggregate([([], "count_all")]).to_pylist()
+    return [(tuple(row[c] for c in columns), row["count_all"]) for row in rows]
+
+
+def written_counts(table: pa.Table, name: str, count_by: list[str]) -> Counter:
+    """`<name>.rows_written`, or `<name>.<value>[.<value>]` per group of the `count_by` columns."""
+    if not count_by:
+        return Counter({f"{name}.rows_written": table.num_rows})
+    return Counter({".".join([name, *map(str, values)]): n for values, n in counts_by(table, count_by)})
+
+
+def outside_window_counts(table: pa.Table, name: str) -> Counter:
+    """`<dataset>.outside_window`: by the `dataset` column where the table has one, else under `name`."""
+    if "dataset" in table.column_names:
+        return Counter({f"{dataset}.outside_window": n for (dataset,), n in counts_by(table, ["dataset"])})
+    return Counter({f"{name}.outside_window": table.num_rows})
+
+
+class Enricher:
+    """Redact, tag and finalise one dataset's rows; the playbook is compiled once, on first use."""
+
+    def __init__(self, dataset: str, config: RunConfig):
+        self.dataset, self.config = dataset, config
+        self.tagger = None
+
+    def _compile(self) -> None:
+        self.playbook = load_playbook(self.config.playbook)
+        self.tagger = Tagger(self.playbook)
+        self.mapped = pa.array(sorted(code for code, rule in self.playbook.touchpoints.items() if rule.mot_step), pa.string())
+
+    def __call__(self, table: pa.Table, counts: Counter) -> pa.Table:
+        if self.tagger is None:
+            self._compile()
+        table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes)
+        counts[f"{self.dataset}.pii_masked"] += pc.sum(table.column("pii_masked")).as_py() or 0
+        if self.dataset == "events":
+            tags = self.tagger.tag_events(table)
+            counts["events.unmapped_touchpoint"] += true_count(pc.invert(pc.is_in(table.column("touchpoint"), self.mapped)))
+            counts["events.untagged"] += true_count(
+                pc.and_(pc.is_null(tags["mot_step"]), pc.equal(pc.list_value_length(tags["pzb_tags"]), 0)))
+        else:
+            tags = self.tagger.tag_feedback(table)
+        for column, values in tags.items():
+            table = table.append_column(column, values)
+        return finalise(table, self.dataset, self.config, TIME_FIELDS[self.dataset], {"playbook": self.playbook.ref})
+
+
+# --- DoFns: one group in, spill files out ----------------------------------------------------------
+class _SpillingDoFn(beam.DoFn):
+    """A step that writes spill files into `work` and yields their (key, path) pairs."""
+
+    def __init__(self, config: RunConfig, work: str):
+        self.config, self.work = config, work
+
+    def spill_rows(self, writer: SpillWriter, name: str, table: pa.Table, table_name: str) -> None:
+        """Rows of a finished table, one spill file per partition date, addressed to WritePartitions."""
+        for dt, part in split_by_date(table):
+            writer.write((WRITE, table_name, dt), name, part)
+
+    def spill_rejected(self, writer: SpillWriter, name: str, rejected: pa.Table) -> None:
+        if rejected.num_rows:
+            for table_name, table in zip(("quarantine", "quarantine_raw"), quarantine_tables(rejected, self.config)):
+                self.spill_rows(writer, name, table, table_name)
+
+    def spill_buckets(self, writer: SpillWriter, name: str, table: pa.Table, stage: str, key_columns) -> None:
+        for bucket, part in split_by_bucket(table, key_columns, self.config.buckets):
+            writer.write((stage, bucket), name, part)
+
+
+class _ReadFile(_SpillingDoFn):
+    def __init__(self, config: RunConfig, work: str, channels: frozenset[str]):
+        super().__init__(config, work)
+        self.channels = channels
+
+    def process(self, element):
+        dataset, index, path = element
+        name, writer, counts = f"{dataset}-{index:05d}", SpillWriter(self.work), Counter()
+        for valid, rejected in read_validated(
+            path, dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date
+        ):
+            counts[f"{dataset}.input_rows"] += valid.num_rows + rejected.num_rows
+            for bucket, part in split_by_bucket(valid, ID_FIELDS[dataset], self.config.buckets):
+                writer.write((DEDUP, dataset, bucket), name, part)
+            self.spill_rejected(writer, name, rejected)
+        write_counts(self.work, f"read-{name}", counts)
+        yield from writer.close()
+
+
+class _DeduplicateBucket(_SpillingDoFn):
+    def process(self, keyed):
+        (dataset, bucket), paths = keyed
+        name, writer = f"{dataset}-{bucket:04d}", SpillWriter(self.work)
+        result = deduplicate(read_spills(paths), dataset, self.config.timezone)
+        if dataset == "events":
+            self.spill_buckets(writer, name, result.unique, STITCH, ["visit_id", "customer_id"])
+        else:
+            self.spill_buckets(writer, name, result.unique, LINK_FEEDBACK, "customer_id")
+        if result.duplicates.num_rows:
+            self.spill_rows(writer, name, finalise(result.duplicates, "duplicates", self.config, "dt"), "duplicates")
+        self.spill_rejected(writer, name, result.conflicts)
+        yield from writer.close()
+
+
+class _StitchBucket(_SpillingDoFn):
+    def setup(self):
+        self.enrich = Enricher("events", self.config)
 
     def process(self, keyed):
-        dt, tables = keyed
-        table = pa.concat_tables(tables).sort_by([(c, "ascending") for c in self.sort_by])
-        write_partition(self.root, self.name, dt, table, self.row_group_rows)
-        count(f"{self.name}.files_written", 1)
-        yield self.name, dt, table.num_rows
+        (bucket,), paths = keyed
+        name, writer, counts = f"events-{bucket:04d}", SpillWriter(self.work), Counter()
+        events = stitch_visits(read_spills(paths), self.config.gap_minutes * 60)
+        counts["events.visits"] += true_count(events.column("is_first_moment"))
+        self.spill_buckets(writer, name, visit_ends(events), LINK_VISITS, "customer_id")
+        self.spill_rows(writer, name, self.enrich(events, counts), "events")
+        write_counts(self.work, f"stitch-{name}", counts)
+        yield from writer.close()
 
 
-class WritePartitioned(beam.PTransform):
-    """Batches with a `dt` column -> one Parquet file per partition, `root/<name>/dt=<dt>/part-00000.parquet`.
+class _LinkBucket(_SpillingDoFn):
+    def setup(self):
+        self.enrich = Enricher("feedback", self.config)
 
-    `root` is the run's staging directory; pipeline.publish moves the files into place afterwards.
-    Rows outside the run's window are dropped (and counted, unless the table is a copy of another
-    one, like quarantine_raw). Rows are sorted by `sort_by` inside a partition, so the same input
-    always gives the same bytes.
+    def process(self, keyed):
+        (bucket,), grouped = keyed
+        feedback = read_spills(grouped["feedback"])
+        if feedback is None:
+            return
+        name, writer, counts = f"feedback-{bucket:04d}", SpillWriter(self.work), Counter()
+        visits = read_spills(grouped["visits"]) or EMPTY_VISITS.empty_table()
+        linked = link_feedback(feedback, visits, self.config.link_window_days * 86400)
+        for method, n in zip(*pc.value_counts(linked.column("link_method")).flatten()):
+            counts[f"feedback.link.{method}"] += n.as_py()
+        self.spill_rows(writer, name, self.enrich(linked, counts), "feedback")
+        write_counts(self.work, f"link-{name}", counts)
+        yield from writer.close()
+
+
+class _WritePartition(beam.DoFn):
+    """Sort one partition's rows and write them as one Parquet file; rows outside the window are only counted."""
+
+    def __init__(self, config: RunConfig, work: str, roots: dict[str, str], sort_keys: dict[str, list[str]],
+                 count_by: dict[str, list[str]]):
+        self.config, self.work, self.roots, self.sort_keys, self.count_by = config, work, roots, sort_keys, count_by
+
+    def process(self, keyed):
+        (name, dt), paths = keyed
+        table = read_spills(paths)
+        window = self.config.window_dates
+        if window is not None and dt not in window:
+            counts = Counter() if name in COPIES else outside_window_counts(table, name)
+        else:
+            counts = written_counts(table, name, self.count_by.get(name, []))
+            table = table.sort_by([(c, "ascending") for c in self.sort_keys[name]])
+            root = self.roots["restricted" if name in RESTRICTED_TABLES else "public"]
+            write_partition(root, name, dt, table, self.config.row_group_rows)
+            yield name, dt, table.num_rows
+        write_counts(self.work, f"write-{name}-{dt}", counts)
+
+
+# --- composite transforms ---------------------------------------------------------------------------
+SpillKeyed = typing.Tuple[typing.Tuple, str]  # a key of mixed parts: never let Beam infer a coder from one part
+
+
+class Route(beam.PTransform):
+    """(key, path) pairs addressed to `stage` (the key's first part), with that part removed from the key."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def expand(self, spills):
+        stage = self.stage
+        return (
+            spills
+            | f"Keep {stage}" >> beam.Filter(lambda spill: spill[0][0] == stage)
+            | f"Key by {stage} key" >> beam.Map(lambda spill: (spill[0][1:], spill[1])).with_output_types(SpillKeyed)
+        )
+
+
+class ReadAndValidate(beam.PTransform):
+    """(dataset, file index, path) of the input files -> spills of valid rows by id bucket and of rejected rows."""
+
+    def __init__(self, config: RunConfig, work: str, channels: frozenset[str]):
+        super().__init__()
+        self.config, self.work, self.channels = config, work, channels
+
+    def expand(self, files):
+        return (
+            files
+            | "Spread files" >> beam.Reshuffle()
+            | "Parse and validate" >> beam.ParDo(_ReadFile(self.config, self.work, self.channels))
+        )
+
+
+class Deduplicate(beam.PTransform):
+    """Spills -> unique rows (by stitch or link bucket), exact duplicates and conflicting duplicates."""
+
+    def __init__(self, config: RunConfig, work: str):
+        super().__init__()
+        self.config, self.work = config, work
+
+    def expand(self, spills):
+        return (
+            spills
+            | "Route to dedup" >> Route(DEDUP)
+            | "Group id buckets" >> beam.GroupByKey()
+            | "Keep one per id" >> beam.ParDo(_DeduplicateBucket(self.config, self.work))
+        )
+
+
+class StitchVisits(beam.PTransform):
+    """Spills of unique events -> finished events by date, and visit ends by customer bucket.
+
+    Events are keyed by a hash bucket of visit_id, or of customer_id when the event has no visit_id,
+    so every visit, even one whose customer_id changes midway, is complete inside one group.
     """
 
-    def __init__(self, root: str, name: str, sort_by: list[str], config: RunConfig, count_by: list[str] = (),
-                 is_copy: bool = False):
+    def __init__(self, config: RunConfig, work: str):
         super().__init__()
-        self.root, self.name, self.sort_by, self.config = root, name, sort_by, config
-        self.count_by, self.is_copy = list(count_by), is_copy
+        self.config, self.work = config, work
 
-    def expand(self, pcoll):
+    def expand(self, spills):
         return (
-            pcoll
-            | "Keep window" >> beam.FlatMap(keep_window, self.name, self.config.window_dates, not self.is_copy)
-            | "Count rows" >> beam.Map(count_rows, self.name, self.count_by)
-            | "Split by date" >> beam.FlatMap(split_by_date)
-            | "Group by date" >> beam.GroupByKey()
-            | "Write partition" >> beam.ParDo(_WriteDate(self.root, self.name, self.sort_by, self.config.row_group_rows))
+            spills
+            | "Route to stitch" >> Route(STITCH)
+            | "Group visit buckets" >> beam.GroupByKey()
+            | "Stitch, redact and tag" >> beam.ParDo(_StitchBucket(self.config, self.work))
+        )
+
+
+class LinkFeedback(beam.PTransform):
+    """{feedback: spills, visits: spills} -> finished feedback rows by date, linked to visits by customer bucket."""
+
+    def __init__(self, config: RunConfig, work: str):
+        super().__init__()
+        self.config, self.work = config, work
+
+    def expand(self, inputs):
+        return (
+            {"feedback": inputs["feedback"] | "Route feedback" >> Route(LINK_FEEDBACK),
+             "visits": inputs["visits"] | "Route visits" >> Route(LINK_VISITS)}
+            | "Group customer buckets" >> beam.CoGroupByKey()
+            | "Link, redact and tag" >> beam.ParDo(_LinkBucket(self.config, self.work))
+        )
+
+
+class WritePartitions(beam.PTransform):
+    """Spills of finished rows -> one sorted Parquet file per (table, dt): `root/<table>/dt=<dt>/part-00000.parquet`.
+
+    `roots` holds the run's staging directories ("public", "restricted"); pipeline.publish moves the
+    files into place afterwards. Rows are sorted by the table's `sort_keys`, so the same input always
+    gives the same bytes. Yields (table, dt, rows written).
+    """
+
+    def __init__(self, config: RunConfig, work: str, roots: dict[str, str], sort_keys: dict[str, list[str]],
+                 count_by: dict[str, list[str]]):
+        super().__init__()
+        self.write = _WritePartition(config, work, roots, sort_keys, count_by)
+
+    def expand(self, spills):
+        return (
+            spills
+            | "Route to writers" >> Route(WRITE)
+            | "Group by partition" >> beam.GroupByKey()
+            | "Write partition" >> beam.ParDo(self.write)
         )

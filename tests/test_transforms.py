@@ -1,29 +1,55 @@
-"""The Beam PTransforms on small inputs, with TestPipeline and assert_that/equal_to."""
+"""The Beam PTransforms on small inputs, with TestPipeline and assert_that/equal_to.
+
+Transforms exchange (key, path) pairs of spill files; `rows_of` reads the rows behind them.
+"""
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.config import RunConfig
 from pipelines.contract import DEFAULT_CHANNELS
+from pipelines.dedup import split_by_bucket
 from pipelines.ingest import VALID_SCHEMAS
-from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits
+from pipelines.spill import SpillWriter, read_counts, read_spills, write_counts
+from pipelines.transforms import (
+    DEDUP,
+    WRITE,
+    Deduplicate,
+    LinkFeedback,
+    ReadAndValidate,
+    Route,
+    StitchVisits,
+    WritePartitions,
+    finalise,
+    split_by_date,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = datetime(2026, 10, 1, 1, 0, tzinfo=timezone.utc)
-CONFIG = RunConfig(touchpoints=["unused"], out="unused", buckets=3)
+CONFIG = RunConfig(touchpoints=["unused"], out="unused", buckets=3, run_id="r1")
 
 
-def rows_of(*columns):
-    """A Map turning each Arrow batch into tuples of the given columns (FlatMap over its rows)."""
-    return f"rows of {', '.join(columns)}" >> beam.FlatMap(
-        lambda table: [tuple(row[c] for c in columns) for row in table.to_pylist()]
-    )
+@pytest.fixture
+def work(tmp_path):
+    return str(tmp_path / "work")
+
+
+def rows_of(stage, *columns):
+    """Spills addressed to `stage` -> (key, *columns) tuples of the rows in them."""
+    def rows(spill):
+        key, path = spill
+        return [(key, *(row[c] for c in columns)) for row in read_spills([path]).to_pylist()]
+
+    return f"{stage} rows of {', '.join(columns)}" >> (Route(stage) | beam.FlatMap(rows))
 
 
 def event(event_id, minutes, customer="c1", visit_id=None, text=None, line_no=1, source="a.jsonl"):
@@ -32,32 +58,64 @@ def event(event_id, minutes, customer="c1", visit_id=None, text=None, line_no=1,
     return {**clean, "source_file": source, "line_no": line_no}
 
 
+def spills(root, key, *tables):
+    """Spill files for `key`, one per table, as the upstream step would have written them."""
+    written = []
+    for index, table in enumerate(tables):
+        writer = SpillWriter(root)
+        writer.write(key, f"t{index}", table)
+        written += writer.close()
+    return written
+
+
 def events_table(*rows):
     return pa.Table.from_pylist(list(rows), schema=VALID_SCHEMAS["events"])
 
 
-def test_read_and_validate_splits_valid_and_rejected_rows():
+def test_spill_files_round_trip_and_counts_add_up(work):
+    writer = SpillWriter(work)
+    writer.write(("dedup", "events", 2), "f1", events_table(event("e1", 0)))
+    writer.write(("dedup", "events", 2), "f1", events_table(event("e2", 1)))
+    writer.write(("dedup", "events", 5), "f1", events_table())  # no rows: no file
+    [(key, path)] = writer.close()
+    assert key == ("dedup", "events", 2) and path.endswith("/dedup/events/2/f1.arrow")
+    assert read_spills([path]).column("event_id").to_pylist() == ["e1", "e2"]
+    assert not list(Path(work).rglob("*.tmp"))
+    assert read_spills([]) is None
+
+    write_counts(work, "a", Counter({"x": 2, "y": 0}))
+    write_counts(work, "b", Counter({"x": 3, "z": 1}))
+    write_counts(work, "a", Counter({"x": 2}))  # a retried step replaces its own file
+    assert read_counts(work) == {"x": 5, "z": 1}
+
+
+def test_read_and_validate_splits_valid_and_rejected_rows(work):
+    files = [("events", 0, str(FIXTURES / "events_a.jsonl"))]
     with test_pipeline.TestPipeline() as p:
-        read = p | ReadAndValidate("events", [str(FIXTURES / "events_a.jsonl")], CONFIG, frozenset(DEFAULT_CHANNELS))
-        assert_that(read.valid | rows_of("event_id", "line_no"), equal_to(
+        read = p | beam.Create(files) | ReadAndValidate(CONFIG, work, frozenset(DEFAULT_CHANNELS))
+        assert_that(read | rows_of(DEDUP, "event_id", "line_no") | beam.Map(lambda r: r[1:]), equal_to(
             [("e01", 1), ("e02", 2), ("e03", 3), ("e04", 5), ("e05", 6), ("e06", 7), ("e07", 8)]), label="valid")
-        assert_that(read.rejected | rows_of("line_no", "error_kind"), equal_to(
-            [(9, "bad_timestamp"), (10, "unknown_channel"), (11, "wrong_type"), (12, "unparseable_line"),
-             (13, "unparseable_line")]), label="rejected")
+        quarantined = read | rows_of(WRITE, "line_no", "error_kind") | beam.Map(lambda r: (r[0][0], *r[1:]))
+        assert_that(quarantined, equal_to(
+            [(table, line, kind) for table in ("quarantine", "quarantine_raw") for line, kind in
+             [(9, "bad_timestamp"), (10, "unknown_channel"), (11, "wrong_type"), (12, "unparseable_line"),
+              (13, "unparseable_line")]]), label="rejected")
+    assert read_counts(work) == {"events.input_rows": 12}
 
 
-def test_deduplicate_keeps_the_earliest_row_across_batches():
+def test_deduplicate_keeps_the_earliest_row_across_files(work):
     first = events_table(event("e1", 0, line_no=5), event("e2", 1, line_no=6))
     later = events_table(event("e1", 0, line_no=9), event("e2", 1, text="changed", line_no=10), event("e3", 2, line_no=11))
     with test_pipeline.TestPipeline() as p:
-        result = p | beam.Create([later, first]) | Deduplicate("events", CONFIG)
-        assert_that(result.unique | rows_of("event_id", "line_no"), equal_to([("e1", 5), ("e2", 6), ("e3", 11)]), label="unique")
-        assert_that(result.duplicates | rows_of("record_id", "kept_line_no", "line_no"), equal_to([("e1", 5, 9)]), label="dups")
-        assert_that(result.conflicts | rows_of("record_id", "error_kind", "line_no"),
-                    equal_to([("e2", "conflicting_duplicate", 10)]), label="conflicts")
+        result = p | beam.Create(spills(work, (DEDUP, "events", 0), later, first)) | Deduplicate(CONFIG, work)
+        assert_that(result | rows_of("stitch", "event_id", "line_no") | beam.Map(lambda r: r[1:]),
+                    equal_to([("e1", 5), ("e2", 6), ("e3", 11)]), label="unique")
+        assert_that(result | rows_of(WRITE, "record_id", "line_no"),
+                    equal_to([(("duplicates", "2026-10-01"), "e1", 9), (("quarantine", "2026-10-01"), "e2", 10),
+                              (("quarantine_raw", "2026-10-01"), "e2", 10)]), label="duplicates and conflicts")
 
 
-def test_stitch_visits_and_link_feedback():
+def test_stitch_visits_and_link_feedback(work):
     events = events_table(
         event("e1", 0), event("e2", 30), event("e3", 61),  # c1: gap of 31 min splits e3 off
         event("e4", 0, customer="c2", visit_id="V1"), event("e5", 300, customer="c3", visit_id="V1"),
@@ -69,18 +127,23 @@ def test_stitch_visits_and_link_feedback():
         schema=VALID_SCHEMAS["feedback"],
     )
     with test_pipeline.TestPipeline() as p:
-        stitched = p | "events" >> beam.Create([events]) | StitchVisits(CONFIG)
-        linked = {"visits": stitched.visits, "feedback": p | "feedback" >> beam.Create([feedback])} | LinkFeedback(CONFIG)
-        assert_that(stitched.events | rows_of("event_id", "position_in_visit", "moments_in_visit", "visit_id_source"),
-                    equal_to([("e1", 1, 2, "gap"), ("e2", 2, 2, "gap"), ("e3", 1, 1, "gap"),
-                              ("e4", 1, 2, "input"), ("e5", 2, 2, "input")]), label="events")
+        stitched = p | "events" >> beam.Create(spills(work, ("stitch", 0), events)) | StitchVisits(CONFIG, work)
+        feedback_spills = [spill for bucket, part in split_by_bucket(feedback, "customer_id", CONFIG.buckets)
+                           for spill in spills(work, ("link_feedback", bucket), part)]  # as Deduplicate spills them
+        linked = {"visits": stitched, "feedback": p | "feedback" >> beam.Create(feedback_spills)} | LinkFeedback(CONFIG, work)
+        assert_that(stitched | rows_of(WRITE, "event_id", "position_in_visit", "moments_in_visit", "visit_id_source"),
+                    equal_to([(("events", "2026-10-01"), *row) for row in
+                              [("e1", 1, 2, "gap"), ("e2", 2, 2, "gap"), ("e3", 1, 1, "gap"),
+                               ("e4", 1, 2, "input"), ("e5", 2, 2, "input")]]), label="events")
         # a visit whose customer changes midway (V1: c2 then c3) stays one visit, ending for both customers
         end = T0 + timedelta(minutes=300)
-        assert_that(stitched.visits | rows_of("customer_id", "visit_id", "ended_at"),
+        assert_that(stitched | rows_of("link_visits", "customer_id", "visit_id", "ended_at") | beam.Map(lambda r: r[1:]),
                     lambda got: _visit_ends_are(got, [("c1", T0 + timedelta(minutes=30)), ("c1", T0 + timedelta(minutes=61)),
                                                       ("c2", "V1", end), ("c3", "V1", end)]), label="visits")
-        assert_that(linked | rows_of("feedback_id", "link_method"),
+        assert_that(linked | rows_of(WRITE, "feedback_id", "link_method") | beam.Map(lambda r: r[1:]),
                     equal_to([("f1", "latest_visit"), ("f2", "unlinked"), ("f3", "visit_id")]), label="linked")
+    assert read_counts(work) == {"events.visits": 3, "feedback.link.latest_visit": 1,
+                                 "feedback.link.unlinked": 1, "feedback.link.visit_id": 1}
 
 
 def _visit_ends_are(got, expected):
@@ -89,13 +152,21 @@ def _visit_ends_are(got, expected):
     assert normalised == sorted(expected, key=str) and all(v.startswith("v-") for _, v, _ in got if v != "V1"), got
 
 
-def test_arrow_tables_pickle_only_the_rows_in_view():
-    import pickle
-
-    from pipelines import arrow_pickle  # noqa: F401  (imported by transforms too)
-
-    big = pa.table({"text": ["x" * 1000] * 10_000})
-    one_row = big.slice(5, 1)
-    restored = pickle.loads(pickle.dumps(one_row))
-    assert restored.equals(one_row)
-    assert len(pickle.dumps(one_row)) < 5_000  # pyarrow's own pickling would write the parent's 10 MB
+def test_write_partitions_sorts_writes_the_window_and_counts_the_rest(tmp_path, work):
+    config = CONFIG.model_copy(update={"start": datetime(2026, 10, 2).date(), "end": datetime(2026, 10, 2).date(),
+                                       "lookback_days": 0})
+    rows = [("d1", 2, "2026-10-02"), ("d2", 1, "2026-10-02"), ("d3", 3, "2026-10-01")]
+    duplicates = pa.table({"dataset": ["events"] * 3, "record_id": [r[0] for r in rows], "kept_source_file": ["a"] * 3,
+                           "kept_line_no": [1] * 3, "source_file": ["b"] * 3, "line_no": [r[1] for r in rows],
+                           "dt": [r[2] for r in rows]})
+    finished = finalise(duplicates, "duplicates", config, "dt")
+    inputs = [spill for dt, part in split_by_date(finished) for spill in spills(work, (WRITE, "duplicates", dt), part)]
+    roots = {"public": str(tmp_path / "public"), "restricted": str(tmp_path / "restricted")}
+    with test_pipeline.TestPipeline() as p:
+        written = (p | beam.Create(inputs)
+                   | WritePartitions(config, work, roots, {"duplicates": ["line_no"]}, {"duplicates": ["dataset"]}))
+        assert_that(written, equal_to([("duplicates", "2026-10-02", 2)]))
+    table = pq.read_table(tmp_path / "public" / "duplicates" / "dt=2026-10-02" / "part-00000.parquet")
+    assert table.column("record_id").to_pylist() == ["d2", "d1"]  # sorted by line_no
+    assert not (tmp_path / "public" / "duplicates" / "dt=2026-10-01").exists()
+    assert read_counts(work) == {"duplicates.events": 2, "events.outside_window": 1}

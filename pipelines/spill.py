@@ -1,0 +1,99 @@
+"""The run's work directory: Arrow spill files that carry rows between Beam stages, and count files.
+
+Beam moves only `(key, path)` pairs; the rows themselves go through files, as in the shuffle of
+Spark or Dataflow. So memory stays bounded by one group (a hash bucket, a partition), whatever the
+runner keeps of a shuffle, and every stage can run on any Beam runner whose workers see the work
+directory (a local path on one machine, or a bucket / shared filesystem on a cluster).
+
+Every file name is derived from what produced it (stage, key, producer), so a retried or repeated
+step rewrites the same files with the same bytes, and a file appears whole or not at all (written
+under a temporary name, then renamed).
+
+    >>> writer = SpillWriter("/tmp/work")                                    # doctest: +SKIP
+    >>> writer.write(("dedup", "events", 3), "f00001", table)                # doctest: +SKIP
+    >>> writer.close()                                                       # doctest: +SKIP
+    [(('dedup', 'events', 3), '/tmp/work/dedup/events/3/f00001.arrow')]
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+COUNTS_DIR = "_counts"
+
+
+def _create(path: str):
+    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _commit(temporary: str, final: str) -> None:
+    """Move a finished file to its final name (replacing an earlier attempt's file of the same name)."""
+    if FileSystems.exists(final):
+        FileSystems.delete([final])
+    FileSystems.rename([temporary], [final])
+
+
+class SpillWriter:
+    """Appends Arrow tables to one spill file per key; `close()` commits them and returns (key, path) pairs.
+
+    A key is a tuple whose parts name the directory, e.g. ("dedup", "events", 3) -> `<root>/dedup/events/3/`.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        self._open: dict[tuple, tuple[str, str, object, pa.ipc.RecordBatchStreamWriter]] = {}
+
+    def write(self, key: tuple, name: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if key not in self._open:
+            final = FileSystems.join(self.root, *map(str, key), f"{name}.arrow")
+            temporary = f"{final}.{uuid.uuid4().hex}.tmp"
+            handle = _create(temporary)
+            self._open[key] = (final, temporary, handle, pa.ipc.new_stream(handle, table.schema, options=_OPTIONS))
+        self._open[key][3].write_table(table)
+
+    def close(self) -> list[tuple[tuple, str]]:
+        written = []
+        for key, (final, temporary, handle, writer) in self._open.items():
+            writer.close()
+            handle.close()
+            _commit(temporary, final)
+            written.append((key, final))
+        self._open.clear()
+        return written
+
+
+def read_spills(paths) -> pa.Table | None:
+    """All rows of the given spill files, in the order of their sorted paths; None if there are none."""
+    tables = []
+    for path in sorted(paths):
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            tables.append(pa.ipc.open_stream(handle.read()).read_all())
+    tables = [t for t in tables if t.num_rows]
+    return pa.concat_tables(tables) if tables else None
+
+
+def write_counts(root: str, name: str, counts: Counter) -> None:
+    """Store one step's counts as `<root>/_counts/<name>.json` (a retried step overwrites its own file)."""
+    final = FileSystems.join(root, COUNTS_DIR, f"{name}.json")
+    temporary = f"{final}.{uuid.uuid4().hex}.tmp"
+    with _create(temporary) as handle:
+        handle.write(json.dumps({k: int(v) for k, v in sorted(counts.items()) if v}).encode("utf-8"))
+    _commit(temporary, final)
+
+
+def read_counts(root: str) -> dict[str, int]:
+    """The sum of every count file under `<root>/_counts/`."""
+    totals: Counter = Counter()
+    pattern = FileSystems.join(root, COUNTS_DIR, "*.json")
+    for meta in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            totals.update(json.loads(handle.read()))
+    return dict(totals)
