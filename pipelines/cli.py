@@ -23,6 +23,8 @@ from pipelines.playbook import list_playbooks, load_playbook
 EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_RECONCILIATION = 1, 2, 3, 4
 EXIT_QUALITY_WARN, EXIT_QUALITY_ERROR = 5, 6
 EXIT_LOCKED = 7
+RUNNER_HELP = ("Beam runner: dask (Beam's DaskRunner; a local cluster unless --dask-address is given), "
+               "DirectRunner (the default), PortableRunner, DataflowRunner, FlinkRunner, SparkRunner, ...")
 THRESHOLD_HELP = "Override a quality setting of pipelines/quality/thresholds.yaml, e.g. unmapped_touchpoint_share=0.1 (repeatable)."
 
 app = typer.Typer(help="motpipe: Moments-of-Truth customer-journey pipeline (Apache Beam -> Parquet -> DuckDB).",
@@ -89,16 +91,27 @@ def run(
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,
+    runner: Annotated[Optional[str], typer.Option(help=RUNNER_HELP)] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="With --runner dask: scheduler of an existing Dask cluster, "
+                            "e.g. tcp://scheduler:8786 (its workers must see --out and the inputs).")] = None,
+    dask_workers: Annotated[Optional[int], typer.Option(help="With --runner dask and no --dask-address: worker processes "
+                            "of the local cluster started for this run (default: the number of CPUs).")] = None,
 ) -> None:
-    """Run the pipeline, then the quality checkpoint. Arguments it does not know (e.g. --runner=...) go to Beam."""
+    """Run the pipeline, then the quality checkpoint. Arguments it does not know (e.g. --job_endpoint=...) go to Beam."""
     logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)  # failures are reported below
     from pipelines.io import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline
     from pipelines.pipeline import unknown_beam_options
+    from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
     from pipelines.runs import LockedError
 
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)  # set on import of distributed
+    try:
+        check_runner_options(runner, dask_address, dask_workers, ctx.args)
+    except RunnerOptionsError as error:
+        _fail(EXIT_USAGE, str(error))
     settings = dict(touchpoints=touchpoints, feedback=feedback or [], out=out, playbook=playbook, gap_minutes=gap_minutes,
                     timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
                     restricted_out=restricted_out, buckets=buckets, lookback_days=lookback_days,
@@ -118,8 +131,9 @@ def run(
     for unknown in unknown_beam_options(ctx.args):
         err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
     try:
-        with console.status(f"running pipeline ({config.playbook}) on {config.out} ..."):
-            summary = run_pipeline(config, ctx.args)
+        with console.status(f"running pipeline ({config.playbook}) on {config.out} ..."), \
+                runner_options(runner, dask_address, dask_workers, ctx.args) as beam_args:
+            summary = run_pipeline(config, beam_args)
     except InputError as error:
         _fail(EXIT_INPUT, str(error))
     except ReconciliationError as error:

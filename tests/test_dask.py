@@ -1,0 +1,254 @@
+"""motpipe on Beam's DaskRunner: the runner options (pure functions), the local cluster's lifecycle, the Beam
+features the pipeline relies on, measured on a 2-worker distributed.LocalCluster (separate worker processes),
+and the full pipeline's output on that cluster compared row for row with the DirectRunner's."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from distributed import Client
+from typer.testing import CliRunner
+
+from pipelines.cli import EXIT_USAGE, app
+from pipelines.config import RunConfig
+from pipelines.pipeline import run
+from pipelines.runners import (
+    DASK_RUNNER,
+    RunnerOptionsError,
+    beam_runner_args,
+    check_runner_options,
+    dask_args,
+    is_dask,
+    local_cluster,
+    runner_options,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PUBLISHED = ("events", "feedback", "quarantine", "duplicates", "_restricted/quarantine_raw")
+SUMMARY_COUNTS = ("events", "feedback", "published", "partitions")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One 2-worker local cluster (two worker processes) for the whole module; yields its scheduler address."""
+    with local_cluster(2) as address:
+        yield address
+
+
+def worker_pids(address: str) -> set[int]:
+    with Client(address, set_as_default=False) as client:
+        return set(client.run(os.getpid).values())
+
+
+def is_reachable(address: str) -> bool:
+    try:
+        with Client(address, timeout=2, set_as_default=False):
+            return True
+    except OSError:
+        return False
+
+
+# --- options: pure functions ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["dask", "Dask", "DaskRunner", DASK_RUNNER])
+def test_dask_is_recognised_by_short_name_class_name_and_path(name):
+    assert is_dask(name)
+
+
+@pytest.mark.parametrize("name", [None, "DirectRunner", "PortableRunner", "DataflowRunner"])
+def test_other_runners_are_not_dask(name):
+    assert not is_dask(name)
+
+
+@pytest.mark.parametrize("runner, address, workers, args, message", [
+    (None, "tcp://s:8786", None, [], "--dask-address needs --runner dask"),
+    ("DirectRunner", None, 2, [], "--dask-workers needs --runner dask"),
+    (None, "tcp://s:8786", 2, [], "--dask-address and --dask-workers need --runner dask"),
+    ("dask", "tcp://s:8786", 2, [], "not both"),
+    ("dask", None, 0, [], "at least 1"),
+    ("dask", " ", None, [], "is empty"),
+    ("dask", None, None, ["--dask_client_address=tcp://s:8786"], "with --dask-address, not"),
+])
+def test_contradicting_runner_options_are_refused(runner, address, workers, args, message):
+    with pytest.raises(RunnerOptionsError, match=message):
+        check_runner_options(runner, address, workers, args)
+
+
+@pytest.mark.parametrize("runner, address, workers", [
+    (None, None, None), ("PortableRunner", None, None), ("dask", None, None), ("dask", None, 3),
+    ("dask", "tcp://s:8786", None),
+])
+def test_consistent_runner_options_pass(runner, address, workers):
+    check_runner_options(runner, address, workers, ["--dask_npartitions=4"])
+
+
+def test_other_runners_get_their_name_before_the_users_beam_arguments():
+    assert beam_runner_args(None, ["--direct_num_workers=2"]) == ["--direct_num_workers=2"]
+    assert beam_runner_args("PortableRunner", ["--job_endpoint=embed"]) == ["--runner=PortableRunner", "--job_endpoint=embed"]
+
+
+def test_dask_arguments_name_the_runner_scheduler_and_partitions():
+    args = dask_args("tcp://s:8786", 4, ["--dask_connection_timeout=5"])
+    assert args == [f"--runner={DASK_RUNNER}", "--dask_client_address=tcp://s:8786", "--dask_npartitions=4",
+                    "--dask_connection_timeout=5"]
+    options = PipelineOptions(args).get_all_options()
+    assert (options["runner"], options["address"], options["npartitions"], options["timeout"]) == (
+        DASK_RUNNER, "tcp://s:8786", 4, 5)
+
+
+@pytest.mark.parametrize("own", ["--dask_npartitions=16", "--dask_partition_size=100"])
+def test_the_users_own_partitioning_is_kept(own):
+    assert dask_args("tcp://s:8786", 4, [own]) == [f"--runner={DASK_RUNNER}", "--dask_client_address=tcp://s:8786", own]
+
+
+def test_non_dask_runner_options_pass_through_the_context_manager():
+    with runner_options("PortableRunner", None, None, ["--job_endpoint=embed"]) as args:
+        assert args == ["--runner=PortableRunner", "--job_endpoint=embed"]
+
+
+@pytest.mark.parametrize("extra", [["--dask-workers", "2"], ["--runner", "dask", "--dask-workers", "0"],
+                                   ["--runner", "dask", "--dask-workers", "2", "--dask-address", "tcp://s:8786"]])
+def test_cli_refuses_bad_dask_options_with_the_usage_exit_code(tmp_path, extra):
+    result = CliRunner().invoke(app, ["run", "--no-check", "-t", str(FIXTURES / "events_a.jsonl"),
+                                      "--out", str(tmp_path), *extra])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "error:" in result.output and not (tmp_path / "_runs").exists()
+
+
+# --- the local cluster's lifecycle ----------------------------------------------------------------------
+def test_local_cluster_is_closed_after_the_run_also_on_error():
+    with pytest.raises(RuntimeError, match="the run failed"):
+        with runner_options("dask", None, 1, []) as args:
+            address = dict(arg[2:].split("=", 1) for arg in args)["dask_client_address"]
+            assert worker_pids(address) and "--dask_npartitions=1" in args
+            raise RuntimeError("the run failed")
+    assert not is_reachable(address)
+
+
+def test_an_existing_cluster_is_used_and_left_running(cluster):
+    with runner_options("dask", cluster, None, []) as args:
+        assert args[:3] == [f"--runner={DASK_RUNNER}", f"--dask_client_address={cluster}", "--dask_npartitions=2"]
+    assert is_reachable(cluster)
+
+
+# --- Beam on the 2-worker cluster: what the pipeline relies on --------------------------------------------
+class WriteGroup(beam.DoFn):
+    """Writes one JSON file per key (its sorted values, the writer's pid and its setup() count)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def setup(self):
+        self.setups = getattr(self, "setups", 0) + 1
+
+    def process(self, keyed):
+        key, values = keyed
+        record = {"values": sorted(values), "pid": os.getpid(), "setups": self.setups}
+        Path(self.directory, f"{key}.json").write_text(json.dumps(record))
+        yield key
+
+
+def written(directory: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+
+def run_on(address: str, build) -> None:
+    with runner_options("dask", address, None, []) as args, beam.Pipeline(options=PipelineOptions(args)) as p:
+        build(p)
+
+
+def test_groupbykey_and_a_file_writing_dofn_run_in_the_worker_processes(cluster, tmp_path):
+    run_on(cluster, lambda p: p | beam.Create(range(40)) | beam.Map(lambda x: (f"k{x % 4}", x))
+           | beam.GroupByKey() | beam.ParDo(WriteGroup(str(tmp_path))))
+    files = written(tmp_path)
+    assert {k: f["values"] for k, f in files.items()} == {f"k{r}": list(range(r, 40, 4)) for r in range(4)}
+    pids = {f["pid"] for f in files.values()}
+    assert pids <= worker_pids(cluster) and os.getpid() not in pids
+
+
+def test_create_with_many_elements_loses_and_repeats_nothing(cluster, tmp_path):
+    run_on(cluster, lambda p: p | beam.Create(range(5000)) | beam.Map(lambda x: ("all", x)) | beam.GroupByKey()
+           | beam.ParDo(WriteGroup(str(tmp_path))))
+    assert written(tmp_path)["all"]["values"] == list(range(5000))
+
+
+def test_flatten_and_cogroupbykey(cluster, tmp_path):
+    def build(p):
+        left = p | "Left" >> beam.Create([("a", 1), ("b", 2)])
+        right = p | "Right" >> beam.Create([("a", 3), ("c", 4)])
+        flat = (left, right) | beam.Flatten() | beam.Map(lambda kv: ("flat", kv[1]))
+        joined = {"l": left, "r": right} | beam.CoGroupByKey() | beam.Map(
+            lambda kv: ("cogbk", f"{kv[0]}:{sorted(kv[1]['l'])}:{sorted(kv[1]['r'])}"))
+        (flat, joined) | "Both" >> beam.Flatten() | beam.GroupByKey() | beam.ParDo(WriteGroup(str(tmp_path)))
+
+    run_on(cluster, build)
+    files = written(tmp_path)
+    assert files["flat"]["values"] == [1, 2, 3, 4]
+    assert files["cogbk"]["values"] == ["a:[1]:[3]", "b:[2]:[]", "c:[]:[4]"]
+
+
+def test_reshuffle_and_side_inputs(cluster, tmp_path):
+    def build(p):
+        offset = p | "Offset" >> beam.Create([100])
+        extra = p | "Extra" >> beam.Create([1, 2])
+        (p | beam.Create([("k", 1), ("k", 2)]) | beam.Reshuffle()
+         | beam.Map(lambda kv, o, e: (kv[0], kv[1] + o + sum(e)), o=beam.pvalue.AsSingleton(offset),
+                    e=beam.pvalue.AsList(extra))
+         | beam.GroupByKey() | beam.ParDo(WriteGroup(str(tmp_path))))
+
+    run_on(cluster, build)
+    assert written(tmp_path)["k"]["values"] == [104, 105]
+
+
+def test_setup_runs_before_process_in_every_bundle(cluster, tmp_path):
+    run_on(cluster, lambda p: p | beam.Create([(f"k{i}", i) for i in range(300)]) | beam.GroupByKey()
+           | beam.ParDo(WriteGroup(str(tmp_path))))
+    files = written(tmp_path)
+    assert len(files) == 300 and all(f["setups"] >= 1 for f in files.values())
+
+
+def test_a_worker_error_fails_the_run(cluster):
+    def fail(x):
+        raise ValueError(f"bad element {x}")
+
+    with pytest.raises(ValueError, match="bad element 1"):
+        run_on(cluster, lambda p: p | beam.Create([1]) | beam.Map(fail))
+
+
+# --- the full pipeline: Dask output == DirectRunner output ---------------------------------------------
+def fixture_config(out: Path, run_id: str) -> RunConfig:
+    """The hand-written fixture of tests/test_pipeline.py: bad rows of every kind, exact and conflicting duplicates."""
+    return RunConfig(touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")],
+                     out=str(out), timezone="Asia/Shanghai", run_id=run_id, buckets=4)
+
+
+def published_rows(out: Path) -> dict[str, list[dict]]:
+    """Rows of every published partition file, in file order, without run_id (the one per-run column)."""
+    return {str(p.relative_to(out)): pq.read_table(p).drop_columns(["run_id"]).to_pylist()
+            for table in PUBLISHED for p in sorted((out / table).rglob("*.parquet"))}
+
+
+def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path):
+    direct = run(fixture_config(tmp_path / "direct", "direct-run"))
+    with runner_options("dask", cluster, None, []) as args:
+        dask = run(fixture_config(tmp_path / "dask", "dask-run"), args)
+    expected, got = published_rows(tmp_path / "direct"), published_rows(tmp_path / "dask")
+    assert {Path(name).parts[0] for name in expected} >= {"events", "feedback", "quarantine", "duplicates", "_restricted"}
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+    assert {k: dask[k] for k in SUMMARY_COUNTS} == {k: direct[k] for k in SUMMARY_COUNTS}
+    assert dask["events"]["reconciled"] and dask["feedback"]["reconciled"]
+
+
+def test_cli_runs_on_the_dask_cluster_it_is_given(cluster, tmp_path):
+    result = CliRunner().invoke(app, ["run", "--no-check", "-t", str(FIXTURES / "events_*"), "-f",
+                                      str(FIXTURES / "feedback.jsonl"), "--out", str(tmp_path), "--run-id", "cli-dask",
+                                      "--timezone", "Asia/Shanghai", "--runner", "dask", "--dask-address", cluster])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "_runs" / "cli-dask.json").read_text())
+    assert summary["events"]["reconciled"] and summary["events"]["output_rows"] == 9
