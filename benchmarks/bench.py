@@ -10,6 +10,7 @@ from /proc every 0.2 s). Runs:
 
   motpipe          motpipe run --no-check (the pipeline only; DirectRunner)
   motpipe-check    motpipe run with its Great Expectations checkpoint
+  motpipe-dask     motpipe run --no-check --runner dask (a local Dask cluster of one worker process per CPU)
   baseline         benchmarks/baseline.sql rendered from the playbook and executed by DuckDB (events only)
 
 Writes benchmarks/results/<date>-<N>.json and benchmarks/results/latest.md and prints the table. Exits 1 if
@@ -34,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: .venv/bin/python benchmarks/bench.py
     sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
-RUNS = ("motpipe", "motpipe-check", "baseline")
+RUNS = ("motpipe", "motpipe-check", "motpipe-dask", "baseline")
+RUN_OPTIONS = {"motpipe": ["--no-check"], "motpipe-check": [], "motpipe-dask": ["--no-check", "--runner", "dask"]}
 SAMPLE_INTERVAL_S = 0.2
 
 
@@ -189,9 +191,8 @@ def run_benchmark(events: int, runs: list[str], work: Path, playbook: str) -> di
         out = work / f"out-{name}"
         shutil.rmtree(out, ignore_errors=True)
         if name.startswith("motpipe"):
-            cmd = [motpipe, "run", "-t", touchpoints, "-f", feedback, "--out", str(out), "--playbook", playbook]
-            if name == "motpipe":
-                cmd.append("--no-check")
+            cmd = [motpipe, "run", "-t", touchpoints, "-f", feedback, "--out", str(out), "--playbook", playbook,
+                   *RUN_OPTIONS[name]]
         elif name == "baseline":
             from benchmarks.baseline import render
 
