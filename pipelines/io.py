@@ -190,11 +190,17 @@ def partition_file(root: str, table: str, dt: str) -> str:
     return FileSystems.join(root, table, f"dt={dt}", PART_FILE)
 
 
-def write_partition(root: str, table_name: str, dt: str, table: pa.Table, row_group_rows: int) -> str:
-    """Write one Hive partition as the single file `root/table_name/dt=<dt>/part-00000.parquet`."""
+def write_partition(root: str, table_name: str, dt: str, table: pa.Table, row_group_rows: int,
+                    sort_by: list[str] = ()) -> str:
+    """Write one Hive partition as the single file `root/table_name/dt=<dt>/part-00000.parquet`, rows in the
+    order of the `sort_by` columns. Only the key columns are sorted; the rows are gathered one row group at a
+    time, so a partition needs about its own size in memory, not twice that."""
     path = partition_file(root, table_name, dt)
-    with FileSystems.create(path) as handle:
-        pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows)
+    order = pc.sort_indices(table.select(list(sort_by)), [(c, "ascending") for c in sort_by]) if sort_by else None
+    with FileSystems.create(path) as handle, pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
+        for start in range(0, table.num_rows, row_group_rows):
+            rows = table.slice(start, row_group_rows) if order is None else table.take(order[start:start + row_group_rows])
+            writer.write_table(rows, row_group_size=row_group_rows)
     return path
 
 

@@ -235,9 +235,8 @@ class _WritePartition(beam.DoFn):
             counts = Counter() if name in COPIES else outside_window_counts(table, name)
         else:
             counts = written_counts(table, name, self.count_by.get(name, []))
-            table = table.sort_by([(c, "ascending") for c in self.sort_keys[name]])
             root = self.roots["restricted" if name in RESTRICTED_TABLES else "public"]
-            write_partition(root, name, dt, table, self.config.row_group_rows)
+            write_partition(root, name, dt, table, self.config.row_group_rows, self.sort_keys[name])
             yield name, dt, table.num_rows
         write_counts(self.work, f"write-{name}-{dt}", counts)
 
