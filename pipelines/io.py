@@ -77,7 +77,9 @@ def _open(path: str):
     return FileSystems.open(path)
 
 
-def _lines(path: str) -> Iterator[bytes]:
+def _read_guarded(path: str, read) -> Iterator[bytes]:
+    """Call `read(handle)` on the opened file until it returns b"": a corrupt or truncated stream or an
+    I/O error becomes an InputError."""
     try:
         handle = _open(path)
     except Exception as err:
@@ -85,32 +87,54 @@ def _lines(path: str) -> Iterator[bytes]:
     with handle:
         while True:
             try:
-                line = handle.readline()
+                data = read(handle)
             except (OSError, EOFError, zlib.error) as err:  # corrupt or truncated stream, I/O error
                 raise InputError(f"cannot read {path}: {err}") from err
-            if not line:
+            if not data:
                 return
-            yield line
+            yield data
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    return _read_guarded(path, lambda handle: handle.readline())
+
+
+def read_line_blocks(path: str, block_bytes: int = 8 << 20) -> Iterator[bytes]:
+    """The decompressed file in blocks of whole lines (each block but the last ends with a newline)."""
+    rest = b""
+    for chunk in _read_guarded(path, lambda handle: handle.read(block_bytes)):
+        end = chunk.rfind(b"\n") + 1
+        if end:
+            yield rest + chunk[:end]
+            rest = chunk[end:]
+        else:
+            rest += chunk
+    if rest:
+        yield rest
+
+
+def jsonl_record(line_no: int, line: bytes) -> RawRecord | None:
+    """One JSON Lines line (with or without its line break) as a RawRecord; None for a blank line."""
+    if not line.strip():
+        return None  # blank lines are not rows
+    try:
+        raw = line.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        return RawRecord(line_no, line.decode("utf-8", "replace").rstrip("\r\n"), None, f"not UTF-8: {err.reason}")
+    try:
+        fields = json.loads(raw)
+    except ValueError as err:
+        return RawRecord(line_no, raw, None, f"invalid JSON: {err}")
+    if isinstance(fields, dict):
+        return RawRecord(line_no, raw, fields)
+    return RawRecord(line_no, raw, None, f"a JSON {type(fields).__name__} is not an object")
 
 
 def _read_jsonl(path: str) -> Iterator[RawRecord]:
     for line_no, line in enumerate(_lines(path), start=1):
-        if not line.strip():
-            continue  # blank lines are not rows
-        try:
-            raw = line.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            yield RawRecord(line_no, line.decode("utf-8", "replace").rstrip("\r\n"), None, f"not UTF-8: {err.reason}")
-            continue
-        try:
-            fields = json.loads(raw)
-        except ValueError as err:
-            yield RawRecord(line_no, raw, None, f"invalid JSON: {err}")
-            continue
-        if isinstance(fields, dict):
-            yield RawRecord(line_no, raw, fields)
-        else:
-            yield RawRecord(line_no, raw, None, f"a JSON {type(fields).__name__} is not an object")
+        record = jsonl_record(line_no, line)
+        if record is not None:
+            yield record
 
 
 def unflatten_csv_row(row: dict[str, str]) -> dict:
@@ -144,7 +168,17 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
     return fields
 
 
-def _read_csv(path: str) -> Iterator[RawRecord]:
+@dataclass(frozen=True)
+class CsvRow:
+    """One non-blank CSV row: its first physical line, its cells and the first "not UTF-8" reason, if any."""
+
+    line_no: int
+    cells: list[str]
+    not_utf8: str | None
+
+
+def read_csv_rows(path: str) -> tuple[list[str], Iterator[CsvRow]]:
+    """The header (stripped, without a byte-order mark; empty for an empty file) and the non-blank rows."""
     not_utf8: dict[int, str] = {}  # physical line number -> decoding error
 
     def decoded() -> Iterator[str]:
@@ -158,24 +192,37 @@ def _read_csv(path: str) -> Iterator[RawRecord]:
     reader = csv.reader(decoded())
     header = next(reader, None)
     if header is None:
-        return
-    header = [h.strip().lstrip("\ufeff") for h in header]  # spreadsheet exports start with a byte-order mark
-    last_line = reader.line_num
-    for cells in reader:
-        line_no, last_line = last_line + 1, reader.line_num
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        raw_row = dict(zip(header, cells))
-        errors = [not_utf8[n] for n in range(line_no, last_line + 1) if n in not_utf8]
-        if errors:  # the contract's "not UTF-8" unparseable line, as for JSON Lines
-            raw = json.dumps(raw_row if len(cells) == len(header) else cells, ensure_ascii=False)
-            yield RawRecord(line_no, raw, None, f"not UTF-8: {errors[0]}")
-            continue
-        if len(cells) != len(header):
-            raw = json.dumps(cells, ensure_ascii=False)
-            yield RawRecord(line_no, raw, None, f"{len(cells)} fields where the header has {len(header)}")
-            continue
-        yield RawRecord(line_no, json.dumps(raw_row, ensure_ascii=False), unflatten_csv_row(raw_row))
+        return [], iter(())
+
+    def rows() -> Iterator[CsvRow]:
+        last_line = reader.line_num
+        for cells in reader:
+            line_no, last_line = last_line + 1, reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            errors = [not_utf8[n] for n in range(line_no, last_line + 1) if n in not_utf8]
+            yield CsvRow(line_no, cells, errors[0] if errors else None)
+
+    # spreadsheet exports start with a byte-order mark
+    return [h.strip().lstrip("\ufeff") for h in header], rows()
+
+
+def csv_record(header: list[str], row: CsvRow) -> RawRecord:
+    """A CSV row as a RawRecord: the row as a JSON object (or its cells as a list when they do not fit the header)."""
+    raw_row = dict(zip(header, row.cells))
+    if row.not_utf8:  # the contract's "not UTF-8" unparseable line, as for JSON Lines
+        raw = json.dumps(raw_row if len(row.cells) == len(header) else row.cells, ensure_ascii=False)
+        return RawRecord(row.line_no, raw, None, f"not UTF-8: {row.not_utf8}")
+    if len(row.cells) != len(header):
+        raw = json.dumps(row.cells, ensure_ascii=False)
+        return RawRecord(row.line_no, raw, None, f"{len(row.cells)} fields where the header has {len(header)}")
+    return RawRecord(row.line_no, json.dumps(raw_row, ensure_ascii=False), unflatten_csv_row(raw_row))
+
+
+def _read_csv(path: str) -> Iterator[RawRecord]:
+    header, rows = read_csv_rows(path)
+    for row in rows:
+        yield csv_record(header, row)
 
 
 def read_records(path: str) -> Iterator[RawRecord]:

@@ -187,6 +187,14 @@ def parse_ratings(ratings: dict) -> list[dict]:
     return items
 
 
+def check_ratings(ratings: dict) -> list[dict] | Rejection:
+    """`parse_ratings`, with the Rejection returned instead of raised (for the vectorised reader)."""
+    try:
+        return parse_ratings(ratings)
+    except _Reject as err:
+        return err.rejection
+
+
 def servqual_by_dimension(items: list[dict]) -> dict[str, float | None]:
     """Per dimension: mean expectation, mean perception and gap = perception - expectation (None when unrated)."""
     columns: dict[str, float | None] = {}
