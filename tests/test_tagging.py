@@ -162,7 +162,7 @@ def test_polar_tag_replaces_neutral_of_same_dimension(bank):
         ("the agent wasn't rude at all", ("assurance", "positive"), "cue:en:rude+neg:n't"),
         ("They didn't care", ("empathy", "negative"), "cue:en:didn't care"),
         ("they didn’t care", ("empathy", "negative"), "cue:en:didn't care"),  # curly apostrophe
-        ("she was not helpful", ("assurance", "negative"), "cue:en:not helpful"),
+        ("she was not helpful", ("responsiveness", "negative"), "cue:en:not helpful"),  # SERVQUAL Q12
         ("we never waited", ("responsiveness", "positive"), "cue:en:waited+neg:never"),
         ("not only polite but fast", ("responsiveness", "positive"), "cue:en:fast"),
     ],

@@ -81,6 +81,55 @@ def test_modifiers(base, text, expected, rule):
         assert rule in rules(m)
 
 
+# --- cues from SERVQUAL wording: willingness to help and reachability are responsiveness (Q10-Q13) ---
+@pytest.mark.parametrize(
+    ("text", "expected", "rule"),
+    [
+        ("she was not helpful", [("responsiveness", "negative")], "cue:en:not helpful"),
+        # the agent is the subject of the cue, not an assurance mention of its own
+        ("the gate agent was helpful", [("responsiveness", "positive")], "cue:en:helpful"),
+        ("they refused to help us", [("responsiveness", "negative")], "cue:en:refused to help"),
+        ("I can't reach anyone", [("responsiveness", "negative")], "cue:en:can't reach"),
+        ("still no update on my refund", [("responsiveness", "negative")], "cue:en:no update"),
+        ("the rep was helpful and polite", [("responsiveness", "positive"), ("assurance", "positive")],
+         "cue:en:polite"),
+        # "couldn't be more X" says "very X": a stop phrase, so the negator flips nothing
+        ("they couldn't be more helpful", [("responsiveness", "positive")], "cue:en:helpful+int:more"),
+        ("you couldn't be more unhelpful", [("responsiveness", "negative")], "cue:en:unhelpful+int:more"),
+        ("not more helpful than last time", [("responsiveness", "negative")], "cue:en:helpful+int:more+neg:not"),
+        ("no more delays please", [("reliability", "positive")], "cue:en:delays+int:more+neg:no"),
+        # courtesy: "snapped at" someone is rude; seats "snapped up" are not
+        ("the attendant snapped at me", [("assurance", "negative")], "cue:en:snapped at"),
+        ("the cheap seats were snapped up", [("tangibles", "neutral")], "cue:en:seats"),
+        # a failure of the system is reliability (Q7, right the first time); broken equipment is tangibles
+        ("the app crashed twice", [("reliability", "negative")], "cue:en:crashed"),
+        ("the wifi was not working", [("tangibles", "negative")], "cue:en:wifi+op:not working"),
+        ("the TV didn't work", [("tangibles", "negative")], "cue:en:tv+op:didn't work"),
+        ("the website is not working again", [], None),  # no aspect: "not working" alone names no dimension
+        # recovery after a failure is responsiveness (domain primer); 补偿 likewise
+        ("is my refund on its way?", [("responsiveness", "neutral")], "cue:en:refund"),
+        ("我们会给您补偿", [("responsiveness", "neutral")], "cue:zh:补偿"),
+    ],
+)
+def test_servqual_wording_cues(base, text, expected, rule):
+    m = base.tag_comment(text)
+    assert tags(m) == expected, rules(m)
+    assert rule is None or rule in rules(m)
+
+
+def test_airline_disruption_cues():
+    airline = Tagger(load_playbook("airline"))
+    m = airline.tag_comment("Another gate change, then denied boarding")
+    assert tags(m) == [("reliability", "negative")]
+    assert m.evidence == [
+        {"tag": "reliability:negative", "rule": "cue:en:gate change", "field": "comment", "span": "gate change",
+         "start": 8, "end": 19},
+        {"tag": "reliability:negative", "rule": "cue:en:denied boarding", "field": "comment",
+         "span": "denied boarding", "start": 26, "end": 41},
+    ]
+    assert tags(airline.tag_comment("I changed the gate code")) == []  # not the phrase "gate change"
+
+
 def test_contrast_later_clause_decides_polarity(base):
     m = base.tag_comment("环境很干净，但是上菜太慢了")
     assert tags(m) == [("responsiveness", "negative"), ("tangibles", "positive")]

@@ -15,7 +15,8 @@ STOP_PHRASES = {
            "不一会", "没想到", "忍不住", "了不起", "不好意思", "不用说", "少不了", "特别", "别人", "别的", "别说",
            "分别", "区别", "级别", "无论", "无比", "无线", "慢慢", "慢工", "没关系", "没问题", "未来"],
     "en": ["not only", "not just", "no doubt", "no matter", "never mind", "no wonder", "if not",
-           "kind of", "can't wait", "cant wait", "no problem", "not sure", "whether or not", "no worries"],
+           "kind of", "can't wait", "cant wait", "no problem", "not sure", "whether or not", "no worries",
+           "couldn't be more", "could not be more", "couldnt be more", "can't be more", "cannot be more"],
 }
 CUE_FAMILIES = ("mot_step", "pzb", "abc")
 
