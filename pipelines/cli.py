@@ -87,7 +87,8 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="First day of a backfill window (YYYY-MM-DD).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Last day of a backfill window (YYYY-MM-DD).")] = None,
     lookback_days: Annotated[int, typer.Option(help="Days before the window that are rebuilt too (late data).")] = 3,
-    buckets: Annotated[int, typer.Option(help="Hash buckets of the dedup and stitching shuffles.")] = 16,
+    buckets: Annotated[Optional[int], typer.Option(help="Hash buckets of the shuffles [default: one per 20 MiB of "
+                       "input, at least 16].")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,

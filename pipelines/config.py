@@ -25,7 +25,7 @@ class RunConfig(BaseModel):
     start: date | None = None  # first and last day (local dates) of the window; both or neither
     end: date | None = None
     lookback_days: int = Field(default=3, ge=0)  # a windowed run also rebuilds this many days before `start`
-    buckets: int = Field(default=16, ge=1, le=4096)  # hash buckets for the dedup and stitching shuffles
+    buckets: int | None = Field(default=None, ge=1, le=4096)  # hash buckets of the shuffles; None: by input size
     batch_rows: int = Field(default=50_000, ge=1)  # input rows per Arrow batch
     row_group_rows: int = Field(default=250_000, ge=1)  # rows per Parquet row group (and per sorted gather)
 

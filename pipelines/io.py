@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -237,18 +238,31 @@ def partition_file(root: str, table: str, dt: str) -> str:
     return FileSystems.join(root, table, f"dt={dt}", PART_FILE)
 
 
-def write_partition(root: str, table_name: str, dt: str, table: pa.Table, row_group_rows: int,
-                    sort_by: list[str] = ()) -> str:
-    """Write one Hive partition as the single file `root/table_name/dt=<dt>/part-00000.parquet`, rows in the
-    order of the `sort_by` columns. Only the key columns are sorted; the rows are gathered one row group at a
-    time, so a partition needs about its own size in memory, not twice that."""
+def write_partition(root: str, table_name: str, dt: str, chunks: Iterable[pa.Table], row_group_rows: int) -> str:
+    """Write one Hive partition as the single file `root/table_name/dt=<dt>/part-00000.parquet` from tables
+    already in the partition's row order (an iterable, so a partition need not fit in memory), in row groups
+    of `row_group_rows`. No rows (but a first, empty table): a valid file without row groups."""
     path = partition_file(root, table_name, dt)
-    order = pc.sort_indices(table.select(list(sort_by)), [(c, "ascending") for c in sort_by]) if sort_by else None
-    with FileSystems.create(path) as handle, pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
-        for start in range(0, table.num_rows, row_group_rows):
-            rows = table.slice(start, row_group_rows) if order is None else table.take(order[start:start + row_group_rows])
+    chunks = iter(chunks)
+    first = next(chunks)
+    with FileSystems.create(path) as handle, pq.ParquetWriter(handle, first.schema, compression="zstd") as writer:
+        for rows in _row_groups(itertools.chain([first], chunks), row_group_rows):
             writer.write_table(rows, row_group_size=row_group_rows)
     return path
+
+
+def _row_groups(chunks: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
+    """Tables of exactly `size` rows (the last one fewer) from tables of any size, in order."""
+    pending, rows = [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        rows += chunk.num_rows
+        while rows >= size:
+            table = pa.concat_tables(pending)
+            yield table.slice(0, size)
+            pending, rows = [table.slice(size)], table.num_rows - size
+    if rows:
+        yield pa.concat_tables(pending)
 
 
 def _digest(path: str) -> str:

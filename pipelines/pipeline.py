@@ -20,18 +20,12 @@ from pipelines.config import RunConfig
 from pipelines.contract import DATASETS
 from pipelines.io import InputFile, file_checksum, match_inputs, publish
 from pipelines.playbook import load_playbook
+from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits, WritePartitions
 
 PUBLIC_TABLES = ("events", "feedback", "quarantine", "duplicates")
-SORT_KEYS = {
-    "events": ["occurred_at", "event_id"],
-    "feedback": ["submitted_at", "feedback_id"],
-    "quarantine": ["dataset", "source_file", "line_no"],
-    "quarantine_raw": ["dataset", "source_file", "line_no"],
-    "duplicates": ["dataset", "source_file", "line_no"],
-}
 COUNT_BY = {"quarantine": ["dataset", "error_kind"], "duplicates": ["dataset"]}
 
 
@@ -54,7 +48,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
     (
         (read, deduplicated, stitched, linked)
         | "All spills" >> beam.Flatten()
-        | "Write" >> WritePartitions(config, work, roots, SORT_KEYS, COUNT_BY)
+        | "Write" >> WritePartitions(config, work, roots, COUNT_BY)
     )
 
 
@@ -119,13 +113,33 @@ def _window_label(config: RunConfig) -> str:
     return str(config.start) if config.start == config.end else f"{config.start}_{config.end}"
 
 
+BUCKET_INPUT_BYTES = 20 * 2**20  # input bytes per hash bucket when the config does not set `buckets`
+MIN_BUCKETS, MAX_BUCKETS = 16, 1024
+
+
+def input_bytes(inputs: dict[str, list[InputFile]]) -> int:
+    return sum(f.size_bytes for files in inputs.values() for f in files)
+
+
+def auto_buckets(input_bytes: int) -> int:
+    """Hash buckets for an input of this size: one per 20 MiB (about 150k events), at least 16, at most 1024,
+    so the rows of one bucket (what a dedup or stitching step holds in memory) stay about the same size.
+
+    >>> auto_buckets(128 * 2**20), auto_buckets(1300 * 2**20)
+    (16, 65)
+    """
+    return max(MIN_BUCKETS, min(MAX_BUCKETS, -(-input_bytes // BUCKET_INPUT_BYTES)))
+
+
 def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
-    """Match and checksum the inputs, and give the config its run id (derived when not set).
+    """Match and checksum the inputs, and give the config its buckets and run id (derived when not set).
 
     Raises InputError when an input pattern matches nothing or a file cannot be read.
     """
     matched = {"events": match_inputs(config.touchpoints), "feedback": match_inputs(config.feedback) if config.feedback else []}
     inputs = {d: [replace(f, checksum=file_checksum(f.path)) for f in files] for d, files in matched.items()}
+    if config.buckets is None:
+        config = config.model_copy(update={"buckets": auto_buckets(input_bytes(inputs))})
     if config.run_id is None:
         described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                      for d in DATASETS for f in inputs[d]]
@@ -163,7 +177,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
             stale = [path for path in roots.values() if FileSystems.exists(path)]
             if stale:
                 FileSystems.delete(stale)  # left by a killed attempt of this run: never publish it
-            with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+            with beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args or [], input_bytes(inputs)))) as p:
                 build_pipeline(p, config, inputs, roots, work)
             summary = summarise(config, inputs, read_counts(work), started_at)
             record["counts"] = json.dumps({d: summary[d] for d in DATASETS}, sort_keys=True)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 COUNTS_DIR = "_counts"
+SPILL_BATCH_ROWS = 2048  # record batches of a spill file: the unit that merge_sorted holds per file
 
 
 def _create(path: str):
@@ -57,7 +60,7 @@ class SpillWriter:
             temporary = f"{final}.{uuid.uuid4().hex}.tmp"
             handle = _create(temporary)
             self._open[key] = (final, temporary, handle, pa.ipc.new_stream(handle, table.schema, options=_OPTIONS))
-        self._open[key][3].write_table(table)
+        self._open[key][3].write_table(table, max_chunksize=SPILL_BATCH_ROWS)
 
     def close(self) -> list[tuple[tuple, str]]:
         written = []
@@ -78,6 +81,48 @@ def read_spills(paths) -> pa.Table | None:
             tables.append(pa.ipc.open_stream(handle.read()).read_all())
     tables = [t for t in tables if t.num_rows]
     return pa.concat_tables(tables) if tables else None
+
+
+def _batches(path: str) -> Iterator[pa.RecordBatch]:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        yield from pa.ipc.open_stream(handle)
+
+
+def _not_after(batch: pa.RecordBatch, keys: list[str], cutoff: tuple) -> int:
+    """How many leading rows of a batch sorted by `keys` are <= `cutoff` (lexicographic on the key columns)."""
+    before = pa.array([False] * batch.num_rows)
+    equal = pa.array([True] * batch.num_rows)
+    for key, value in zip(keys, cutoff):
+        column = batch.column(key)
+        before = pc.or_(before, pc.and_(equal, pc.less(column, value)))
+        equal = pc.and_(equal, pc.equal(column, value))
+    return pc.sum(pc.or_(before, equal).cast(pa.int64())).as_py() or 0
+
+
+def merge_sorted(paths, keys: list[str]) -> Iterator[pa.Table]:
+    """The rows of spill files that are each sorted by `keys`, as tables in global `keys` order (no nulls in
+    keys). Holds one record batch per file at a time, so memory does not grow with the files' size.
+
+    Each round takes, from every file's current batch, the rows up to the smallest last key among those
+    batches: no row still unread can come before them, so sorting just these rows gives the next rows.
+    """
+    readers = {path: _batches(path) for path in sorted(paths)}
+    current = {path: batch for path, reader in readers.items() if (batch := next(reader, None)) is not None}
+    while current:
+        last = {path: tuple(batch.column(k)[batch.num_rows - 1].as_py() for k in keys) for path, batch in current.items()}
+        cutoff = min(last.values())
+        pieces = []
+        for path, batch in list(current.items()):
+            taken = batch.num_rows if last[path] == cutoff else _not_after(batch, keys, cutoff)
+            pieces.append(batch.slice(0, taken))
+            rest = batch.slice(taken)
+            if rest.num_rows == 0:
+                rest = next((b for b in readers[path] if b.num_rows), None)
+            if rest is None:
+                del current[path]
+            else:
+                current[path] = rest
+        yield pa.Table.from_batches([b for b in pieces if b.num_rows]).sort_by([(k, "ascending") for k in keys])
 
 
 def write_counts(root: str, name: str, counts: Counter) -> None:

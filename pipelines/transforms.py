@@ -26,7 +26,7 @@ from pipelines.ingest import read_validated
 from pipelines.io import local_dates, write_partition
 from pipelines.pii import mask_column, pseudonymize_column
 from pipelines.playbook import load_playbook
-from pipelines.spill import SpillWriter, read_spills, write_counts
+from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends
 from pipelines.tagging import Tagger
 from pipelines.validate import ID_FIELDS, TIME_FIELDS
@@ -37,6 +37,13 @@ EMPTY_VISITS = pa.schema([("customer_id", pa.string()), ("visit_id", pa.string()
 
 # Stages a spill file is addressed to: the first part of its key.
 DEDUP, STITCH, LINK_FEEDBACK, LINK_VISITS, WRITE = "dedup", "stitch", "link_feedback", "link_visits", "write"
+SORT_KEYS = {  # row order inside a partition: the same input always gives the same bytes
+    "events": ["occurred_at", "event_id"],
+    "feedback": ["submitted_at", "feedback_id"],
+    "quarantine": ["dataset", "source_file", "line_no"],
+    "quarantine_raw": ["dataset", "source_file", "line_no"],
+    "duplicates": ["dataset", "source_file", "line_no"],
+}
 RESTRICTED_TABLES = ("quarantine_raw",)  # written to the restricted staging directory
 COPIES = ("quarantine_raw",)  # copies of another table: their rows outside the window are not counted again
 
@@ -138,9 +145,10 @@ class _SpillingDoFn(beam.DoFn):
         self.config, self.work = config, work
 
     def spill_rows(self, writer: SpillWriter, name: str, table: pa.Table, table_name: str) -> None:
-        """Rows of a finished table, one spill file per partition date, addressed to WritePartitions."""
+        """Rows of a finished table, one spill file per partition date sorted by the table's SORT_KEYS,
+        addressed to WritePartitions (which merges the sorted files)."""
         for dt, part in split_by_date(table):
-            writer.write((WRITE, table_name, dt), name, part)
+            writer.write((WRITE, table_name, dt), name, part.sort_by([(c, "ascending") for c in SORT_KEYS[table_name]]))
 
     def spill_rejected(self, writer: SpillWriter, name: str, rejected: pa.Table) -> None:
         if rejected.num_rows:
@@ -221,24 +229,31 @@ class _LinkBucket(_SpillingDoFn):
 
 
 class _WritePartition(beam.DoFn):
-    """Sort one partition's rows and write them as one Parquet file; rows outside the window are only counted."""
+    """Merge one partition's sorted spills into one Parquet file; rows outside the window are only counted."""
 
-    def __init__(self, config: RunConfig, work: str, roots: dict[str, str], sort_keys: dict[str, list[str]],
-                 count_by: dict[str, list[str]]):
-        self.config, self.work, self.roots, self.sort_keys, self.count_by = config, work, roots, sort_keys, count_by
+    def __init__(self, config: RunConfig, work: str, roots: dict[str, str], count_by: dict[str, list[str]]):
+        self.config, self.work, self.roots, self.count_by = config, work, roots, count_by
 
     def process(self, keyed):
         (name, dt), paths = keyed
-        table = read_spills(paths)
+        chunks = merge_sorted(paths, SORT_KEYS[name])
         window = self.config.window_dates
+        counts = Counter()
         if window is not None and dt not in window:
-            counts = Counter() if name in COPIES else outside_window_counts(table, name)
+            if name not in COPIES:
+                for chunk in chunks:
+                    counts += outside_window_counts(chunk, name)
         else:
-            counts = written_counts(table, name, self.count_by.get(name, []))
             root = self.roots["restricted" if name in RESTRICTED_TABLES else "public"]
-            write_partition(root, name, dt, table, self.config.row_group_rows, self.sort_keys[name])
-            yield name, dt, table.num_rows
+            write_partition(root, name, dt, self.counted(chunks, name, counts), self.config.row_group_rows)
+            yield name, dt
         write_counts(self.work, f"write-{name}-{dt}", counts)
+
+    def counted(self, chunks, name: str, counts: Counter):
+        """The chunks, unchanged, adding their rows to `counts` (by the table's `count_by` columns)."""
+        for chunk in chunks:
+            counts.update(written_counts(chunk, name, self.count_by.get(name, [])))
+            yield chunk
 
 
 # --- composite transforms ---------------------------------------------------------------------------
@@ -276,40 +291,38 @@ class ReadAndValidate(beam.PTransform):
         )
 
 
-class Deduplicate(beam.PTransform):
-    """Spills -> unique rows (by stitch or link bucket), exact duplicates and conflicting duplicates."""
+class GroupSpills(beam.PTransform):
+    """Spills addressed to `stage`, grouped by their key; each (key, paths) group goes to `step` (a DoFn)."""
 
-    def __init__(self, config: RunConfig, work: str):
+    def __init__(self, stage: str, step: beam.DoFn):
         super().__init__()
-        self.config, self.work = config, work
+        self.stage, self.step = stage, step
 
     def expand(self, spills):
         return (
             spills
-            | "Route to dedup" >> Route(DEDUP)
-            | "Group id buckets" >> beam.GroupByKey()
-            | "Keep one per id" >> beam.ParDo(_DeduplicateBucket(self.config, self.work))
+            | f"Route to {self.stage}" >> Route(self.stage)
+            | f"Group {self.stage} keys" >> beam.GroupByKey()
+            | f"Process {self.stage} groups" >> beam.ParDo(self.step)
         )
 
 
-class StitchVisits(beam.PTransform):
-    """Spills of unique events -> finished events by date, and visit ends by customer bucket.
+class Deduplicate(GroupSpills):
+    """Spills -> unique rows (by stitch or link bucket), exact duplicates and conflicting duplicates."""
+
+    def __init__(self, config: RunConfig, work: str):
+        super().__init__(DEDUP, _DeduplicateBucket(config, work))
+
+
+class StitchVisits(GroupSpills):
+    """Spills of unique events -> finished (stitched, redacted, tagged) events by date, visit ends by customer bucket.
 
     Events are keyed by a hash bucket of visit_id, or of customer_id when the event has no visit_id,
     so every visit, even one whose customer_id changes midway, is complete inside one group.
     """
 
     def __init__(self, config: RunConfig, work: str):
-        super().__init__()
-        self.config, self.work = config, work
-
-    def expand(self, spills):
-        return (
-            spills
-            | "Route to stitch" >> Route(STITCH)
-            | "Group visit buckets" >> beam.GroupByKey()
-            | "Stitch, redact and tag" >> beam.ParDo(_StitchBucket(self.config, self.work))
-        )
+        super().__init__(STITCH, _StitchBucket(config, work))
 
 
 class LinkFeedback(beam.PTransform):
@@ -328,23 +341,15 @@ class LinkFeedback(beam.PTransform):
         )
 
 
-class WritePartitions(beam.PTransform):
+class WritePartitions(GroupSpills):
     """Spills of finished rows -> one sorted Parquet file per (table, dt): `root/<table>/dt=<dt>/part-00000.parquet`.
 
     `roots` holds the run's staging directories ("public", "restricted"); pipeline.publish moves the
-    files into place afterwards. Rows are sorted by the table's `sort_keys`, so the same input always
-    gives the same bytes. Yields (table, dt, rows written).
+    files into place afterwards. Every producer spills its rows of a partition sorted by the table's
+    SORT_KEYS; the writer merges those files, holding one small batch per file, so a partition of any size
+    is written in bounded memory and the same input always gives the same bytes. Rows outside the run's
+    window are only counted. Yields the (table, dt) partitions written.
     """
 
-    def __init__(self, config: RunConfig, work: str, roots: dict[str, str], sort_keys: dict[str, list[str]],
-                 count_by: dict[str, list[str]]):
-        super().__init__()
-        self.write = _WritePartition(config, work, roots, sort_keys, count_by)
-
-    def expand(self, spills):
-        return (
-            spills
-            | "Route to writers" >> Route(WRITE)
-            | "Group by partition" >> beam.GroupByKey()
-            | "Write partition" >> beam.ParDo(self.write)
-        )
+    def __init__(self, config: RunConfig, work: str, roots: dict[str, str], count_by: dict[str, list[str]]):
+        super().__init__(WRITE, _WritePartition(config, work, roots, count_by))

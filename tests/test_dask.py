@@ -23,6 +23,7 @@ from pipelines.runners import (
     beam_runner_args,
     check_runner_options,
     dask_args,
+    direct_worker_args,
     is_dask,
     local_cluster,
     runner_options,
@@ -89,6 +90,16 @@ def test_consistent_runner_options_pass(runner, address, workers):
 def test_other_runners_get_their_name_before_the_users_beam_arguments():
     assert beam_runner_args(None, ["--direct_num_workers=2"]) == ["--direct_num_workers=2"]
     assert beam_runner_args("PortableRunner", ["--job_endpoint=embed"]) == ["--runner=PortableRunner", "--job_endpoint=embed"]
+
+
+def test_direct_runner_gets_a_worker_process_per_cpu_for_inputs_of_8_mib_and_more():
+    parallel = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    assert direct_worker_args([], 8 * 2**20, cpus=2) == parallel
+    assert direct_worker_args(["--save_main_session"], 8 * 2**20, cpus=2) == ["--save_main_session", *parallel]
+    assert direct_worker_args([], 8 * 2**20 - 1, cpus=2) == []  # small input: one process starts faster
+    assert direct_worker_args([], 2**30, cpus=1) == []
+    for chosen in (["--direct_num_workers=4"], ["--direct_running_mode=in_memory"], ["--runner=PortableRunner"]):
+        assert direct_worker_args(chosen, 2**30, cpus=2) == chosen  # the user's choice stands
 
 
 def test_dask_arguments_name_the_runner_scheduler_and_partitions():

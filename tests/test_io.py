@@ -282,7 +282,7 @@ def test_unflatten_csv_row():
 
 def test_write_partition_writes_one_file_with_bounded_row_groups(tmp_path):
     table = pa.table({"id": ["a", "b", "c", "d", "e"], "n": [1, 2, 3, 4, 5]})
-    written = write_partition(str(tmp_path), "events", "2026-10-01", table, row_group_rows=2)
+    written = write_partition(str(tmp_path), "events", "2026-10-01", [table.slice(0, 3), table.slice(3)], row_group_rows=2)
     assert written == str(tmp_path / "events" / "dt=2026-10-01" / "part-00000.parquet")
     meta = pq.ParquetFile(written).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [2, 2, 1]
@@ -292,14 +292,14 @@ def test_write_partition_writes_one_file_with_bounded_row_groups(tmp_path):
 
 def test_write_partition_empty_table_writes_one_empty_file(tmp_path):
     schema = pa.schema([("id", pa.string()), ("at", pa.timestamp("us", tz="UTC"))])
-    written = write_partition(str(tmp_path), "t", "2026-10-01", schema.empty_table(), 10)
+    written = write_partition(str(tmp_path), "t", "2026-10-01", [schema.empty_table()], 10)
     result = pq.read_table(written)
     assert result.num_rows == 0 and result.schema == schema
 
 
 def staged(root: Path, **partitions: list[int]) -> None:
     for dt, values in partitions.items():
-        write_partition(str(root), "t", dt.replace("_", "-"), pa.table({"n": values}), 10)
+        write_partition(str(root), "t", dt.replace("_", "-"), [pa.table({"n": values})], 10)
 
 
 def published(out: Path) -> dict[str, list[int]]:
@@ -494,10 +494,10 @@ def test_validated_feedback_equal_however_written():
 
 def test_publish_keeps_a_partition_whose_rows_differ_only_in_run_id(tmp_path):
     out, staging = tmp_path / "out", tmp_path / "stage"
-    write_partition(str(staging), "t", "2026-10-01", pa.table({"n": [1], "run_id": ["r1"]}), 10)
+    write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [1], "run_id": ["r1"]})], 10)
     publish(str(staging), str(out), ["t"], None)
-    write_partition(str(staging), "t", "2026-10-01", pa.table({"n": [1], "run_id": ["r2"]}), 10)
+    write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [1], "run_id": ["r2"]})], 10)
     assert [Path(p).parent.name for p in publish(str(staging), str(out), ["t"], None).unchanged] == ["dt=2026-10-01"]
     assert pq.read_table(out / "t" / "dt=2026-10-01" / "part-00000.parquet").column("run_id").to_pylist() == ["r1"]
-    write_partition(str(staging), "t", "2026-10-01", pa.table({"n": [2], "run_id": ["r3"]}), 10)
+    write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [2], "run_id": ["r3"]})], 10)
     assert len(publish(str(staging), str(out), ["t"], None).replaced) == 1

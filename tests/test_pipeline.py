@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import RunConfig
-from pipelines.pipeline import run
+from pipelines.pipeline import auto_buckets, run
 from pipelines.runs import read_runs
 from schemas.tables import SCHEMA_VERSION, TABLES
 
@@ -173,3 +173,8 @@ def test_rerun_changes_nothing_and_is_recorded(finished):
     assert json.loads(history[1]["counts"])["events"]["output_rows"] == 9
     assert [Path(f["path"]).name for f in history[1]["input_files"]] == ["events_a.jsonl", "events_b.csv", "feedback.jsonl"]
     assert all(f["checksum"].startswith("sha256:") for f in history[1]["input_files"])
+
+
+@pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (320, 16), (321, 17), (1300, 65), (10**6, 1024)])
+def test_buckets_grow_with_the_input_so_a_bucket_stays_about_20_mib(size_mib, buckets):
+    assert auto_buckets(size_mib * 2**20) == buckets

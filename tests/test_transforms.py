@@ -152,21 +152,38 @@ def _visit_ends_are(got, expected):
     assert normalised == sorted(expected, key=str) and all(v.startswith("v-") for _, v, _ in got if v != "V1"), got
 
 
-def test_write_partitions_sorts_writes_the_window_and_counts_the_rest(tmp_path, work):
+def test_write_partitions_merges_sorted_spills_writes_the_window_and_counts_the_rest(tmp_path, work):
     config = CONFIG.model_copy(update={"start": datetime(2026, 10, 2).date(), "end": datetime(2026, 10, 2).date(),
-                                       "lookback_days": 0})
-    rows = [("d1", 2, "2026-10-02"), ("d2", 1, "2026-10-02"), ("d3", 3, "2026-10-01")]
-    duplicates = pa.table({"dataset": ["events"] * 3, "record_id": [r[0] for r in rows], "kept_source_file": ["a"] * 3,
-                           "kept_line_no": [1] * 3, "source_file": ["b"] * 3, "line_no": [r[1] for r in rows],
-                           "dt": [r[2] for r in rows]})
-    finished = finalise(duplicates, "duplicates", config, "dt")
-    inputs = [spill for dt, part in split_by_date(finished) for spill in spills(work, (WRITE, "duplicates", dt), part)]
+                                       "lookback_days": 0, "row_group_rows": 2})
+
+    def duplicates(*rows):  # (record_id, line_no, dt) -> finished duplicates rows, sorted as producers spill them
+        table = pa.table({"dataset": ["events"] * len(rows), "record_id": [r[0] for r in rows],
+                          "kept_source_file": ["a"] * len(rows), "kept_line_no": [1] * len(rows),
+                          "source_file": ["b"] * len(rows), "line_no": [r[1] for r in rows], "dt": [r[2] for r in rows]})
+        return finalise(table, "duplicates", config, "dt").drop_columns(["dt"]).sort_by("line_no")
+
+    inputs = (spills(work, (WRITE, "duplicates", "2026-10-02"), duplicates(("d1", 1, "2026-10-02"), ("d3", 3, "2026-10-02"),
+                                                                           ("d5", 5, "2026-10-02")),
+                     duplicates(("d2", 2, "2026-10-02"), ("d4", 4, "2026-10-02")))
+              + spills(work, (WRITE, "duplicates", "2026-10-01"), duplicates(("d0", 9, "2026-10-01"))))
     roots = {"public": str(tmp_path / "public"), "restricted": str(tmp_path / "restricted")}
     with test_pipeline.TestPipeline() as p:
-        written = (p | beam.Create(inputs)
-                   | WritePartitions(config, work, roots, {"duplicates": ["line_no"]}, {"duplicates": ["dataset"]}))
-        assert_that(written, equal_to([("duplicates", "2026-10-02", 2)]))
-    table = pq.read_table(tmp_path / "public" / "duplicates" / "dt=2026-10-02" / "part-00000.parquet")
-    assert table.column("record_id").to_pylist() == ["d2", "d1"]  # sorted by line_no
+        written = p | beam.Create(inputs) | WritePartitions(config, work, roots, {"duplicates": ["dataset"]})
+        assert_that(written, equal_to([("duplicates", "2026-10-02")]))
+    parquet = pq.ParquetFile(tmp_path / "public" / "duplicates" / "dt=2026-10-02" / "part-00000.parquet")
+    assert parquet.read().column("record_id").to_pylist() == ["d1", "d2", "d3", "d4", "d5"]  # merged by line_no
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [2, 2, 1]
     assert not (tmp_path / "public" / "duplicates" / "dt=2026-10-01").exists()
-    assert read_counts(work) == {"duplicates.events": 2, "events.outside_window": 1}
+    assert read_counts(work) == {"duplicates.events": 5, "events.outside_window": 1}
+
+
+def test_merge_sorted_interleaves_files_on_compound_keys(work, monkeypatch):
+    from pipelines import spill
+
+    runs = [pa.table({"t": [1, 1, 2, 5], "id": ["a", "c", "a", "a"]}), pa.table({"t": [1, 1, 3], "id": ["b", "d", "a"]}),
+            pa.table({"t": [0, 9], "id": ["z", "z"]})]
+    monkeypatch.setattr(spill, "SPILL_BATCH_ROWS", 2)  # several batches per file
+    paths = [path for i, run in enumerate(runs) for _, path in spills(work, ("m", i), run)]
+    merged = pa.concat_tables(spill.merge_sorted(paths, ["t", "id"]))
+    assert list(zip(merged.column("t").to_pylist(), merged.column("id").to_pylist())) == [
+        (0, "z"), (1, "a"), (1, "b"), (1, "c"), (1, "d"), (2, "a"), (3, "a"), (5, "a"), (9, "z")]
