@@ -87,7 +87,7 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="First day of a backfill window (YYYY-MM-DD).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Last day of a backfill window (YYYY-MM-DD).")] = None,
     lookback_days: Annotated[int, typer.Option(help="Days before the window that are rebuilt too (late data).")] = 3,
-    buckets: Annotated[Optional[int], typer.Option(help="Hash buckets of the shuffles [default: one per 20 MiB of "
+    buckets: Annotated[Optional[int], typer.Option(help="Hash buckets of the shuffles [default: one per 10 MiB of "
                        "input, at least 16].")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,

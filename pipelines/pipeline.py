@@ -113,7 +113,7 @@ def _window_label(config: RunConfig) -> str:
     return str(config.start) if config.start == config.end else f"{config.start}_{config.end}"
 
 
-BUCKET_INPUT_BYTES = 20 * 2**20  # input bytes per hash bucket when the config does not set `buckets`
+BUCKET_INPUT_BYTES = 10 * 2**20  # input bytes per hash bucket when the config does not set `buckets`
 MIN_BUCKETS, MAX_BUCKETS = 16, 1024
 
 
@@ -122,11 +122,11 @@ def input_bytes(inputs: dict[str, list[InputFile]]) -> int:
 
 
 def auto_buckets(input_bytes: int) -> int:
-    """Hash buckets for an input of this size: one per 20 MiB (about 150k events), at least 16, at most 1024,
+    """Hash buckets for an input of this size: one per 10 MiB (about 75k events), at least 16, at most 1024,
     so the rows of one bucket (what a dedup or stitching step holds in memory) stay about the same size.
 
     >>> auto_buckets(128 * 2**20), auto_buckets(1300 * 2**20)
-    (16, 65)
+    (16, 130)
     """
     return max(MIN_BUCKETS, min(MAX_BUCKETS, -(-input_bytes // BUCKET_INPUT_BYTES)))
 

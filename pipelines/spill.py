@@ -22,13 +22,12 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 COUNTS_DIR = "_counts"
-SPILL_BATCH_ROWS = 2048  # record batches of a spill file: the unit that merge_sorted holds per file
+SPILL_BATCH_ROWS = 1024  # record batches of a spill file: the unit that merge_sorted holds per file
 
 
 def _create(path: str):
@@ -89,14 +88,16 @@ def _batches(path: str) -> Iterator[pa.RecordBatch]:
 
 
 def _not_after(batch: pa.RecordBatch, keys: list[str], cutoff: tuple) -> int:
-    """How many leading rows of a batch sorted by `keys` are <= `cutoff` (lexicographic on the key columns)."""
-    before = pa.array([False] * batch.num_rows)
-    equal = pa.array([True] * batch.num_rows)
-    for key, value in zip(keys, cutoff):
-        column = batch.column(key)
-        before = pc.or_(before, pc.and_(equal, pc.less(column, value)))
-        equal = pc.and_(equal, pc.equal(column, value))
-    return pc.sum(pc.or_(before, equal).cast(pa.int64())).as_py() or 0
+    """How many leading rows of a batch sorted by `keys` are <= `cutoff`: a binary search over its rows."""
+    columns = [batch.column(k) for k in keys]
+    low, high = 0, batch.num_rows
+    while low < high:
+        middle = (low + high) // 2
+        if tuple(column[middle].as_py() for column in columns) <= cutoff:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def merge_sorted(paths, keys: list[str]) -> Iterator[pa.Table]:

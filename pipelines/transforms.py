@@ -13,6 +13,10 @@ metrics, so the same pipeline runs on the DirectRunner and on runners without th
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import itertools
+import sys
 import typing
 from collections import Counter
 
@@ -79,9 +83,13 @@ def quarantine_tables(rejected: pa.Table, config: RunConfig) -> tuple[pa.Table, 
     return finalise(masked, "quarantine", config, "dt"), finalise(rejected, "quarantine_raw", config, "dt")
 
 
-def split_by_date(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    dates = table.column("dt")
-    return [(dt, table.filter(pc.equal(dates, dt)).drop_columns(["dt"])) for dt in pc.unique(dates).to_pylist()]
+def split_by_date(table: pa.Table, sort_keys: list[str] = ()) -> list[tuple[str, pa.Table]]:
+    """[(dt, its rows without the dt column, sorted by `sort_keys`)]: one sort, then slices."""
+    table = table.sort_by([(c, "ascending") for c in ("dt", *sort_keys)])
+    counts = table.group_by("dt", use_threads=False).aggregate([([], "count_all")])
+    starts = [0, *itertools.accumulate(counts.column("count_all").to_pylist())]
+    rows = table.drop_columns(["dt"])
+    return [(dt, rows.slice(start, end - start)) for dt, start, end in zip(counts.column("dt").to_pylist(), starts, starts[1:])]
 
 
 def true_count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -138,7 +146,28 @@ class Enricher:
 
 
 # --- DoFns: one group in, spill files out ----------------------------------------------------------
-class _SpillingDoFn(beam.DoFn):
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc malloc_trim; nothing elsewhere)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+class _GroupStep(beam.DoFn):
+    """A step over one input file or one group of spills: `step(element)` does the work. Afterwards the memory
+    the step freed goes back to the system: pyarrow's allocator (mimalloc) and the C heap would otherwise keep
+    every step's high-water mark, and a worker would hold the most it ever needed (1M events: 1,546 -> 1,359 MB
+    peak for the process tree)."""
+
+    def process(self, element):
+        yield from self.step(element)
+        pa.default_memory_pool().release_unused()
+        _trim_heap()
+
+
+class _SpillingDoFn(_GroupStep):
     """A step that writes spill files into `work` and yields their (key, path) pairs."""
 
     def __init__(self, config: RunConfig, work: str):
@@ -147,8 +176,8 @@ class _SpillingDoFn(beam.DoFn):
     def spill_rows(self, writer: SpillWriter, name: str, table: pa.Table, table_name: str) -> None:
         """Rows of a finished table, one spill file per partition date sorted by the table's SORT_KEYS,
         addressed to WritePartitions (which merges the sorted files)."""
-        for dt, part in split_by_date(table):
-            writer.write((WRITE, table_name, dt), name, part.sort_by([(c, "ascending") for c in SORT_KEYS[table_name]]))
+        for dt, part in split_by_date(table, SORT_KEYS[table_name]):
+            writer.write((WRITE, table_name, dt), name, part)
 
     def spill_rejected(self, writer: SpillWriter, name: str, rejected: pa.Table) -> None:
         if rejected.num_rows:
@@ -165,7 +194,7 @@ class _ReadFile(_SpillingDoFn):
         super().__init__(config, work)
         self.channels = channels
 
-    def process(self, element):
+    def step(self, element):
         dataset, index, path = element
         name, writer, counts = f"{dataset}-{index:05d}", SpillWriter(self.work), Counter()
         for valid, rejected in read_validated(
@@ -180,7 +209,7 @@ class _ReadFile(_SpillingDoFn):
 
 
 class _DeduplicateBucket(_SpillingDoFn):
-    def process(self, keyed):
+    def step(self, keyed):
         (dataset, bucket), paths = keyed
         name, writer = f"{dataset}-{bucket:04d}", SpillWriter(self.work)
         result = deduplicate(read_spills(paths), dataset, self.config.timezone)
@@ -198,7 +227,7 @@ class _StitchBucket(_SpillingDoFn):
     def setup(self):
         self.enrich = Enricher("events", self.config)
 
-    def process(self, keyed):
+    def step(self, keyed):
         (bucket,), paths = keyed
         name, writer, counts = f"events-{bucket:04d}", SpillWriter(self.work), Counter()
         events = stitch_visits(read_spills(paths), self.config.gap_minutes * 60)
@@ -213,7 +242,7 @@ class _LinkBucket(_SpillingDoFn):
     def setup(self):
         self.enrich = Enricher("feedback", self.config)
 
-    def process(self, keyed):
+    def step(self, keyed):
         (bucket,), grouped = keyed
         feedback = read_spills(grouped["feedback"])
         if feedback is None:
@@ -228,13 +257,13 @@ class _LinkBucket(_SpillingDoFn):
         yield from writer.close()
 
 
-class _WritePartition(beam.DoFn):
+class _WritePartition(_GroupStep):
     """Merge one partition's sorted spills into one Parquet file; rows outside the window are only counted."""
 
     def __init__(self, config: RunConfig, work: str, roots: dict[str, str], count_by: dict[str, list[str]]):
         self.config, self.work, self.roots, self.count_by = config, work, roots, count_by
 
-    def process(self, keyed):
+    def step(self, keyed):
         (name, dt), paths = keyed
         chunks = merge_sorted(paths, SORT_KEYS[name])
         window = self.config.window_dates

@@ -175,6 +175,6 @@ def test_rerun_changes_nothing_and_is_recorded(finished):
     assert all(f["checksum"].startswith("sha256:") for f in history[1]["input_files"])
 
 
-@pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (320, 16), (321, 17), (1300, 65), (10**6, 1024)])
-def test_buckets_grow_with_the_input_so_a_bucket_stays_about_20_mib(size_mib, buckets):
+@pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (160, 16), (161, 17), (1300, 130), (10**6, 1024)])
+def test_buckets_grow_with_the_input_so_a_bucket_stays_about_10_mib(size_mib, buckets):
     assert auto_buckets(size_mib * 2**20) == buckets
