@@ -1,27 +1,32 @@
-"""Vectorised fast path of `ingest.read_validated`: whole blocks of rows parsed and checked with DuckDB.
+"""Vectorised fast path of `ingest.read_validated`: whole blocks of rows parsed and checked with Arrow.
 
-For a block of input rows it computes a conservative "certainly valid" mask and, for those rows only, the
-typed contract columns. A row is certainly valid only when every field has a plain form on which DuckDB's
-JSON reader and SQL give exactly what `json.loads` + `pipelines.validate` give (strings, plain decimal
-numbers, `YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]` timestamps, ASCII channel and outcome, no duplicate
-keys, no token Python's JSON reader refuses). Every other row is left to the per-row Python reference
-path (`fallback`), which gives its exact rejection or its exact clean row; `ingest` merges both in line order.
+JSON Lines blocks are parsed by `pyarrow.json` with an explicit schema (strings, float64 numbers, the
+object field as an empty struct); a line whose types differ fails the parse, is reported by row and is
+left out (the parse goes on around it). CSV rows come from Python's csv module. On the typed columns
+`check` computes, with `pyarrow.compute`, a conservative "certainly valid" mask and the contract columns:
+a row is certainly valid only when every field has a plain form on which Arrow gives exactly what
+`json.loads` + `pipelines.validate` give (strings, finite non-negative numbers,
+`YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]` timestamps, ASCII channel and outcome). Lines that Arrow's
+JSON reader might read differently from Python's (not `{...}`, the file's first line, not UTF-8, NaN/Inf
+spellings, several values on a line) never count as parsed. Every other row is left to the per-row
+Python reference path, which gives its exact rejection or its exact clean row; `ingest` merges both in
+line order.
 
-Objects (`attributes`, feedback `ratings`) and naive timestamps outside UTC are finished in Python, once
-per distinct value, with the reference functions themselves.
+Objects (`attributes`, feedback `ratings`), CSV numbers and naive timestamps outside UTC are finished in
+Python, once per distinct value, with the reference functions themselves.
 """
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 
 from pipelines.contract import DIMENSIONS, OUTCOMES, SCORE_RANGES
 from pipelines.io import CsvRow, unflatten_csv_row
@@ -30,14 +35,10 @@ from pipelines.validate import Rejection, check_ratings, parse_timestamp, servqu
 # The characters Python's str.strip() removes (str.isspace()); tests/test_ingest_fast.py checks the list.
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
     "\u2028\u2029\u202f\u205f\u3000"
-# DuckDB threads per reading process: two Beam workers may read at once on a 2-core machine.
-THREADS = int(os.environ.get("MOTPIPE_READ_THREADS", "1"))
 
-_NUMBER = r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"  # no sign: negative values and -0 are left to Python
-_TIMESTAMP = r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?"
-# JSON that DuckDB reads and Python does not: trailing commas, and NaN/Infinity spellings (Python's own
-# NaN/Infinity are caught as well, harmlessly: those rows take the reference path)
-_LENIENT_JSON = r",\s*[\]}]|[:,\[]\s*-?[nNiI][aAnN]"
+_TIMESTAMP = (r"^(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
+              r"(?:\.(?P<f>\d{1,6}))?(?P<z>Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$")
+_NULL = pa.scalar(None, pa.string())
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,14 @@ class Spec:
         coded = ["channel", "outcome"] if self.outcome else ["channel"]
         return [self.timestamp, *self.required, *coded, *self.optional, self.text, *self.numbers, *self.scores, self.obj]
 
+    @property
+    def json_schema(self) -> pa.Schema:
+        """The explicit `pyarrow.json` schema: numbers float64, the object an empty struct (its text is taken
+        from the line), everything else string."""
+        numeric = {*self.numbers, *self.scores}
+        return pa.schema([(f, pa.float64() if f in numeric else pa.struct([]) if f == self.obj else pa.string())
+                          for f in self.fields])
+
 
 SPECS = {
     "events": Spec("occurred_at", ("event_id", "customer_id", "touchpoint"), ("visit_id", "staff_id", "location_id"),
@@ -69,183 +78,71 @@ SPECS = {
 }
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+@dataclass
+class Cells:
+    """Rows of a block as typed cells: strings, float64 numbers, the object field as JSON text (null when
+    absent or null); `ok` is False for rows whose cells do not all have those types."""
+
+    ok: np.ndarray
+    columns: dict[str, pa.Array]
 
 
-def _in_list(values) -> str:
-    return "(" + ", ".join(_lit(v) for v in sorted(values)) + ")"
+def _mask(condition: pa.Array) -> np.ndarray:
+    """A boolean Arrow array as numpy, null as False."""
+    return pc.fill_null(condition, False).to_numpy(zero_copy_only=False)
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-process DuckDB connection with the helper macros (Python's strip, ASCII test)."""
-    con = duckdb.connect(config={"threads": THREADS})
-    con.execute(f"""
-        CREATE MACRO pystrip(s) AS CASE WHEN ord(s[1]) BETWEEN 33 AND 126 AND ord(s[-1]) BETWEEN 33 AND 126 THEN s
-                                        ELSE nullif(trim(s, {_lit(WHITESPACE)}), '') END;
-        CREATE MACRO is_ascii(s) AS strlen(s) = length(s);
-        CREATE MACRO is_plain_number(k, s) AS k IN ('n', 's') AND regexp_full_match(s, {_lit(_NUMBER)});
-    """)
-    return con
+# --- the checks, on typed cells ---------------------------------------------------------------------------------
+
+def stripped(values: pa.Array) -> pa.Array:
+    """Python's `str.strip()`, a blank result as null."""
+    trimmed = pc.utf8_trim(values, WHITESPACE)
+    return pc.if_else(pc.equal(pc.binary_length(trimmed), 0), _NULL, trimmed)
 
 
-# --- the checks, on cells: k_<field> (s string, n number, o object, x other, NULL absent/null), v_<field> ---------
+def _coded(values: pa.Array, allowed, required: bool) -> tuple[np.ndarray, pa.Array]:
+    """A channel or outcome: stripped, lower-cased ASCII in `allowed` (or absent when not required)."""
+    value = stripped(values)
+    lowered = pc.ascii_lower(value)
+    known = _mask(pc.and_(pc.string_is_ascii(value), pc.is_in(lowered, pa.array(sorted(allowed), pa.string()))))
+    return (known if required else known | _mask(pc.is_null(value))), lowered
 
-def _string_checks(spec: Spec, channels) -> tuple[list[str], list[str]]:
-    """SQL conditions and output columns of the string fields."""
-    ok, out = [], []
+
+def _strings(spec: Spec, columns: dict, channels) -> tuple[list[np.ndarray], dict]:
+    """Conditions and output columns of the string fields."""
+    ok, out = [], {}
     for field in spec.required:
-        ok.append(f"k_{field} = 's' AND p_{field} IS NOT NULL")
-        out.append(f"p_{field} AS {field}")
+        out[field] = stripped(columns[field])
+        ok.append(_mask(pc.is_valid(out[field])))
     for field in spec.optional:
-        ok.append(f"(k_{field} IS NULL OR k_{field} = 's')")
-        out.append(f"p_{field} AS {field}")
-    coded = [("channel", _in_list(channels), spec.channel_required)] + \
-            ([("outcome", _in_list(OUTCOMES), False)] if spec.outcome else [])
+        out[field] = stripped(columns[field])
+    coded = [("channel", channels, spec.channel_required)] + ([("outcome", OUTCOMES, False)] if spec.outcome else [])
     for field, allowed, required in coded:
-        value = f"p_{field}"
-        known = f"is_ascii({value}) AND lower({value}) IN {allowed}"
-        ok.append(f"k_{field} = 's' AND {known}" if required else
-                  f"(k_{field} IS NULL OR (k_{field} = 's' AND ({value} IS NULL OR {known})))")
-        out.append(f"lower({value}) AS {field}")
-    ok.append(f"(k_{spec.text} IS NULL OR k_{spec.text} = 's')")
-    out.append(f"CASE WHEN pystrip(v_{spec.text}) IS NOT NULL THEN v_{spec.text} END AS {spec.text}")
+        known, out[field] = _coded(columns[field], allowed, required)
+        ok.append(known)
+    text = columns[spec.text]
+    out[spec.text] = pc.if_else(pc.is_valid(stripped(text)), text, _NULL)
     return ok, out
 
 
-def _number_checks(spec: Spec) -> tuple[list[str], list[str]]:
-    """Non-negative numbers (float) and scores (integer in range); a blank string is null."""
-    ok, out = [], []
+def _non_negative(values: pa.Array) -> np.ndarray:
+    """Null, or finite without a sign bit (-0.0 and negatives are left to Python: JSON's -0 is the integer 0)."""
+    numbers = values.to_numpy(zero_copy_only=False)
+    return _mask(pc.is_null(values)) | (np.isfinite(numbers) & ~np.signbit(numbers))
+
+
+def _numbers(spec: Spec, columns: dict) -> tuple[list[np.ndarray], dict]:
+    """Non-negative numbers (float) and scores (integer in range)."""
+    ok, out = [], {}
     for field in spec.numbers:
-        value = f"TRY_CAST(p_{field} AS DOUBLE)"
-        absent = f"(k_{field} IS NULL OR (k_{field} = 's' AND p_{field} IS NULL))"
-        ok.append(f"({absent} OR (is_plain_number(k_{field}, p_{field}) AND isfinite({value})))")
-        out.append(f"CASE WHEN NOT {absent} THEN {value} END AS {field}")
+        out[field] = columns[field]
+        ok.append(_non_negative(columns[field]))
     for field, (low, high) in spec.scores.items():
-        value = f"TRY_CAST(p_{field} AS INTEGER)"
-        absent = f"(k_{field} IS NULL OR (k_{field} = 's' AND p_{field} IS NULL))"
-        ok.append(f"({absent} OR (k_{field} IN ('n', 's') AND regexp_full_match(p_{field}, '[0-9]{{1,3}}') "
-                  f"AND {value} BETWEEN {low} AND {high}))")
-        out.append(f"CASE WHEN NOT {absent} THEN {value}::TINYINT END AS {field}")
+        value = columns[field]
+        whole = pc.and_(pc.equal(pc.floor(value), value), pc.and_(pc.greater_equal(value, low), pc.less_equal(value, high)))
+        ok.append(_non_negative(value) & (_mask(whole) | _mask(pc.is_null(value))))
+        out[field] = pc.if_else(whole, value, pa.scalar(None, pa.float64())).cast(pa.int8())
     return ok, out
-
-
-def _timestamp_checks(spec: Spec, utc_default: bool) -> tuple[list[str], list[str], str]:
-    """The timestamp as UTC microseconds (conditions, outputs, the regexp parts); naive ones outside UTC are
-    left as text for Python (`finish`)."""
-    field = spec.timestamp
-    parts = f"regexp_extract(p_{field}, {_lit('^' + _TIMESTAMP + '$')}, ['d', 't', 'f', 'z'])"
-    naive = "ts.z = ''"
-    local_us = ("epoch_us(try_strptime(ts.d || ' ' || ts.t, '%Y-%m-%d %H:%M:%S')) "
-                "+ CASE WHEN ts.f = '' THEN 0 ELSE rpad(ts.f, 6, '0')::BIGINT END")
-    offset_s = ("CASE WHEN ts.z IN ('', 'Z') THEN 0 ELSE (CASE WHEN ts.z[1] = '-' THEN -1 ELSE 1 END) "
-                "* (ts.z[2:3]::BIGINT * 3600 + ts.z[5:6]::BIGINT * 60) END")
-    in_range = "ts.d[1:4] BETWEEN '1000' AND '9998'"  # no overflow at either end of Python's range
-    aware = "TRUE" if utc_default else f"NOT {naive}"
-    ok = [f"k_{field} = 's' AND ts.d <> '' AND {in_range} AND ({local_us}) IS NOT NULL"]
-    out = [f"CASE WHEN {aware} THEN {local_us} - ({offset_s}) * 1000000 END AS {field}",
-           f"CASE WHEN NOT ({aware}) THEN p_{field} END AS naive_{field}"]
-    return ok, out, parts
-
-
-def check_sql(spec: Spec, cells: str, channels, utc_default: bool) -> str:
-    """SELECT over relation `cells`: idx, ok and the typed output columns (for rows where ok)."""
-    string_ok, string_out = _string_checks(spec, channels)
-    number_ok, number_out = _number_checks(spec)
-    ts_ok, ts_out, ts_parts = _timestamp_checks(spec, utc_default)
-    obj_ok = [f"(k_{spec.obj} IS NULL OR k_{spec.obj} = 'o')"]
-    conditions = " AND ".join(f"({c})" for c in string_ok + number_ok + ts_ok + obj_ok)
-    columns = ", ".join(string_out + number_out + ts_out + [f"v_{spec.obj} AS {spec.obj}"])
-    stripped = ", ".join(f"pystrip(v_{f}) AS p_{f}" for f in spec.fields if f not in (spec.text, spec.obj))
-    return f"""
-        SELECT idx, coalesce({conditions}, false) AS ok, {columns}
-        FROM (SELECT *, {ts_parts} AS ts FROM (SELECT *, {stripped} FROM {cells}))
-    """
-
-
-# --- front ends: JSON Lines blocks and CSV rows -> cells -------------------------------------------------------
-
-def jsonl_cells_sql(spec: Spec, lines: str) -> str:
-    """Relation `lines(idx, line)` -> cells; lines DuckDB cannot safely read the way Python does get no cells."""
-    fields = spec.fields
-    struct = json.dumps({f: "JSON" for f in fields})
-    kinds = ", ".join(
-        f"CASE WHEN r_{f} IS NOT NULL THEN CASE r_{f}[1] WHEN '\"' THEN 's' WHEN '{{' THEN 'o' WHEN '[' THEN 'x' "
-        f"WHEN 't' THEN 'x' WHEN 'f' THEN 'x' ELSE 'n' END END AS k_{f}" for f in fields)  # JSON null is SQL NULL
-    values = ", ".join(
-        f"CASE WHEN r_{f}[1] <> '\"' THEN r_{f} WHEN contains(r_{f}, '\\') THEN r_{f}::JSON ->> '$' "
-        f"ELSE r_{f}[2:-2] END AS v_{f}" for f in fields)
-    texts = ", ".join(f"j.{f}::VARCHAR AS r_{f}" for f in fields)
-    return f"""
-        SELECT idx, {kinds}, {values}
-        FROM (SELECT idx, {texts}
-              FROM (SELECT idx, json_transform(line, {_lit(struct)}) AS j
-                    FROM (SELECT idx, line, json_keys(line) AS keys FROM {lines}
-                          WHERE prefix(line, '{{') AND suffix(line, '}}') AND json_valid(line)
-                            AND NOT regexp_matches(line, {_lit(_LENIENT_JSON)}))
-                    WHERE len(keys) = len(list_distinct(keys))))
-    """
-
-
-def csv_cells(spec: Spec, header: list[str], rows: list[CsvRow]) -> pa.Table:
-    """CSV rows (all of the header's width, valid UTF-8) -> cells: a non-blank cell is a string, `attributes`
-    an object candidate; feedback's `rating.*` columns become one ratings object per row (JSON text)."""
-    column_of = {name: i for i, name in enumerate(header)}  # a repeated name: the last column wins, as dict(zip())
-    columns = list(zip(*(row.cells for row in rows)))
-    table = {"idx": pa.array(np.arange(len(rows)))}
-    for field in spec.fields:
-        if field == "ratings":
-            kinds, values = _csv_ratings(header, rows)
-        else:
-            values = _csv_column(columns[column_of[field]]) if field in column_of else pa.nulls(len(rows), pa.string())
-            kinds = pc.if_else(pc.is_null(values), pa.scalar(None, pa.string()), "o" if field == spec.obj else "s")
-        table[f"k_{field}"], table[f"v_{field}"] = kinds, values
-    return pa.table(table)
-
-
-def _csv_column(cells: tuple[str, ...]) -> pa.Array:
-    """A CSV column as strings, blank cells (Python's strip) as null."""
-    values = pa.array(cells, pa.string())
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim(values, WHITESPACE)), 0)
-    return pc.if_else(blank, pa.scalar(None, pa.string()), values)
-
-
-def _csv_ratings(header: list[str], rows: list[CsvRow]) -> tuple[pa.Array, pa.Array]:
-    """Kinds and JSON texts of each feedback CSV row's ratings, folded by `unflatten_csv_row` as the reference
-    does (a plain `ratings` column stays text, which the reference rejects)."""
-    positions = [i for i, name in enumerate(header) if name.startswith("rating.") or name == "ratings"]
-    names = [header[i] for i in positions]
-    kinds, texts = [], []
-    for row in rows:
-        ratings = unflatten_csv_row(dict(zip(names, (row.cells[i] for i in positions)))).get("ratings")
-        kinds.append(None if ratings is None else "o" if isinstance(ratings, dict) else "x")
-        texts.append(json.dumps(ratings) if isinstance(ratings, dict) else ratings)
-    return pa.array(kinds, pa.string()), pa.array(texts, pa.string())
-
-
-# --- finishing in Python, once per distinct value --------------------------------------------------------------
-
-def _per_distinct(values: pa.Array, function: Callable, out_type: pa.DataType) -> pa.Array:
-    """`function(value)` for each distinct non-null value, spread back over the array (null stays null)."""
-    distinct = pc.unique(values).drop_null()
-    mapped = pa.array([function(v) for v in distinct.to_pylist()], out_type)
-    return mapped.take(pc.index_in(values, distinct))
-
-
-def canonical_object(text: str) -> str | None:
-    """The JSON object `text` as validate.py stores it (keys sorted), None when it is not an object."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    canonical = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    try:
-        canonical.encode("utf-8")  # a lone surrogate: left to the reference path
-    except UnicodeEncodeError:
-        return None
-    return canonical
 
 
 def _utc_micros(text: str, default_tz: tzinfo) -> int | None:
@@ -257,127 +154,337 @@ def _utc_micros(text: str, default_tz: tzinfo) -> int | None:
 
 
 def is_utc(default_tz: tzinfo) -> bool:
-    """Whether naive timestamps are read as UTC (then SQL converts them too)."""
+    """Whether naive timestamps are read as UTC (then they are converted vectorised too)."""
     return default_tz is timezone.utc or getattr(default_tz, "key", None) in ("UTC", "Etc/UTC")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _parts(text: pa.Array) -> tuple[np.ndarray, dict[str, np.ndarray], pa.Array]:
+    """The plain timestamps among `text`: matched mask, the integer parts (y, mo, d, h, mi, s, f = microseconds,
+    z = offset seconds) and the zone text ('' when naive)."""
+    parts = pc.extract_regex(text, _TIMESTAMP)
+    matched = _mask(pc.is_valid(parts))
+    ints = {name: pc.struct_field(parts, name).cast(pa.int64()).fill_null(1).to_numpy()
+            for name in ("y", "mo", "d", "h", "mi", "s")}
+    ints["f"] = pc.utf8_rpad(pc.struct_field(parts, "f"), width=6, padding="0").cast(pa.int64()).fill_null(0).to_numpy()
+    zone_text = pc.struct_field(parts, "z")
+    zone = pc.if_else(pc.equal(pc.binary_length(zone_text), 6), zone_text, "+00:00")
+    minutes = pc.add(pc.multiply(pc.utf8_slice_codeunits(zone, 1, 3).cast(pa.int64()), 60),
+                     pc.utf8_slice_codeunits(zone, 4, 6).cast(pa.int64())).to_numpy(zero_copy_only=False)
+    ints["z"] = np.where(_mask(pc.starts_with(zone, "-")), -60, 60) * minutes
+    return matched, ints, zone_text
+
+
+def _timestamps(spec: Spec, columns: dict, default_tz: tzinfo, out_type: pa.DataType) -> tuple[np.ndarray, pa.Array]:
+    """The timestamp as UTC (condition, output); naive ones outside UTC are read by `_utc_micros`."""
+    text = stripped(columns[spec.timestamp])
+    matched, p, zone = _parts(text)
+    months = (p["y"] - 1970) * 12 + p["mo"] - 1
+    first_day = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    month_days = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first_day
+    ok = matched & (p["y"] >= 1000) & (p["y"] <= 9998) & (p["mo"] >= 1) & (p["mo"] <= 12) & (p["d"] >= 1) & \
+        (p["d"] <= month_days) & (p["h"] <= 23) & (p["mi"] <= 59) & (p["s"] <= 59)  # no overflow at either end
+    seconds = (first_day + p["d"] - 1) * 86400 + p["h"] * 3600 + p["mi"] * 60 + p["s"] - p["z"]
+    micros = np.where(ok, seconds * 1_000_000 + p["f"], 0)
+    if not is_utc(default_tz):
+        naive = ok & _mask(pc.equal(zone, ""))
+        local = _per_distinct(pc.if_else(naive, text, _NULL), lambda t: _utc_micros(t, default_tz), pa.int64())
+        micros = np.where(naive, local.fill_null(0).to_numpy(), micros)
+        ok &= ~naive | _mask(pc.is_valid(local))
+    return ok, pa.array(micros, pa.int64()).cast(pa.timestamp("us")).cast(out_type)
+
+
+# --- objects, CSV numbers and naive timestamps in Python, once per distinct value ---------------------------------
+
+def _per_distinct(values: pa.Array, function: Callable, out_type: pa.DataType) -> pa.Array:
+    """`function(value)` for each distinct non-null value, spread back over the array (null stays null)."""
+    distinct = pc.unique(values).drop_null()
+    mapped = pa.array([function(v) for v in distinct.to_pylist()], out_type)
+    return mapped.take(pc.index_in(values, distinct))
+
+
+def json_object(text: str) -> dict | None:
+    """`text` as Python's JSON reader reads it when it is exactly one object, else None."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
+def canonical_object(text: str) -> str | None:
+    """The JSON object `text` as validate.py stores it (keys sorted), None when it is not an object."""
+    value = json_object(text)
+    if value is None:
+        return None
+    canonical = _CANONICAL(value)
+    try:
+        canonical.encode("utf-8")  # a lone surrogate: left to the reference path
+    except UnicodeEncodeError:
+        return None
+    return canonical
+
+
 _SERVQUAL = [f"{d}_{m}" for d in DIMENSIONS for m in ("expectation", "perception", "gap")]
 _NO_RATINGS = {"ratings": [], **servqual_by_dimension([])}
 
 
 def _ratings(text: str) -> dict | None:
     """A ratings object (JSON text) -> `ratings` items and the SERVQUAL columns; None when it is rejected."""
-    ratings = json.loads(text)
+    ratings = json_object(text)
+    if ratings is None:
+        return None
     if not ratings:
         return _NO_RATINGS
     items = check_ratings(ratings)
     return None if isinstance(items, Rejection) else {"ratings": items, **servqual_by_dimension(items)}
 
 
-def _finish_ratings(columns: dict, ok: pa.Array, schema: pa.Schema) -> pa.Array:
+def _finish_ratings(texts: pa.Array, out: dict, ok: np.ndarray, schema: pa.Schema) -> np.ndarray:
     """Feedback: ratings items, SERVQUAL columns and "at least one signal"; returns the narrowed mask."""
-    texts = columns["ratings"].to_pylist()
-    parsed = [_ratings(t) if t is not None and keep else _NO_RATINGS for t, keep in zip(texts, ok.to_pylist())]
+    parsed = [_ratings(t) if t is not None and keep else _NO_RATINGS for t, keep in zip(texts.to_pylist(), ok)]
     for name in ["ratings", *_SERVQUAL]:
-        columns[name] = pa.array([(r or _NO_RATINGS)[name] for r in parsed], schema.field(name).type)
-    signal = pc.greater(pc.list_value_length(columns["ratings"]), 0)
+        out[name] = pa.array([(r or _NO_RATINGS)[name] for r in parsed], schema.field(name).type)
+    signal = pc.greater(pc.list_value_length(out["ratings"]), 0)
     for name in ("csat", "nps", "ces", "comment"):
-        signal = pc.or_(signal, pc.is_valid(columns[name]))
-    return pc.and_(pc.and_(ok, pa.array([r is not None for r in parsed])), signal)
+        signal = pc.or_(signal, pc.is_valid(out[name]))
+    return ok & np.array([r is not None for r in parsed], bool) & _mask(signal)
 
 
-def _finish(spec: Spec, checked: pa.Table, default_tz: tzinfo, schema: pa.Schema) -> tuple[pa.Array, dict]:
-    """Naive timestamps outside UTC, the object field and (feedback) the signal check, in Python:
-    the final mask and the typed columns."""
-    columns = {name: checked.column(name).combine_chunks() for name in checked.column_names}
-    ok = columns.pop("ok")
-    ts = spec.timestamp
-    naive = columns.pop(f"naive_{ts}")
-    if naive.null_count < len(naive):
-        local = _per_distinct(naive, lambda text: _utc_micros(text, default_tz), pa.int64())
-        columns[ts] = pc.coalesce(columns[ts], local)
-        ok = pc.and_(ok, pc.or_(pc.is_null(naive), pc.is_valid(local)))
-    columns[ts] = columns[ts].cast(pa.timestamp("us")).cast(schema.field(ts).type)
-    if spec.obj == "attributes":
-        canonical = _per_distinct(columns["attributes"], canonical_object, pa.string())
-        ok = pc.and_(ok, pc.or_(pc.is_null(columns["attributes"]), pc.is_valid(canonical)))
-        columns["attributes"] = canonical
-    else:
-        ok = _finish_ratings(columns, ok, schema)
-    return ok, columns
-
-
-def _check(con, dataset: str, cells: str, channels, default_tz: tzinfo, schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
-    """Run the checks on relation `cells`: the `idx` of the certainly valid rows and their contract columns."""
+def check(dataset: str, cells: Cells, channels, default_tz: tzinfo, schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
+    """The certainly valid rows of `cells`: their positions and their contract columns (types of `schema`)."""
     spec = SPECS[dataset]
-    checked = con.sql(check_sql(spec, cells, channels, is_utc(default_tz))).to_arrow_table()
-    ok, columns = _finish(spec, checked, default_tz, schema)
-    names = [f.name for f in schema if f.name in columns]
-    table = pa.table({n: columns[n] for n in names}, schema=pa.schema([schema.field(n) for n in names])).filter(ok)
-    return columns["idx"].filter(ok).to_numpy(), table
+    string_ok, out = _strings(spec, cells.columns, channels)
+    number_ok, numbers = _numbers(spec, cells.columns)
+    ts_ok, out[spec.timestamp] = _timestamps(spec, cells.columns, default_tz, schema.field(spec.timestamp).type)
+    out.update(numbers)
+    ok = np.logical_and.reduce([cells.ok, ts_ok, *string_ok, *number_ok])
+    texts = cells.columns[spec.obj]
+    if spec.obj == "attributes":
+        out["attributes"] = _per_distinct(texts, canonical_object, pa.string())
+        ok &= _mask(pc.or_(pc.is_null(texts), pc.is_valid(out["attributes"])))
+    else:
+        ok = _finish_ratings(texts, out, ok, schema)
+    names = [f.name for f in schema if f.name in out]
+    table = pa.table([out[n] for n in names], schema=pa.schema([schema.field(n) for n in names])).filter(ok)
+    return np.flatnonzero(ok), table
 
 
-def check_lines(con, dataset: str, block: LineBlock, channels, default_tz: tzinfo,
-                schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
-    """The block's certainly valid rows: their positions in the block and their contract columns."""
-    positions = np.flatnonzero(block.simple)
-    con.register("lines", pa.table({"idx": positions, "line": block.text.take(positions)}))
-    try:
-        return _check(con, dataset, f"({jsonl_cells_sql(SPECS[dataset], 'lines')})", channels, default_tz, schema)
-    finally:
-        con.unregister("lines")
-
-
-def check_csv(con, dataset: str, header: list[str], rows: list[CsvRow], channels, default_tz: tzinfo,
-              schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
-    """The certainly valid ones of CSV rows that fit the header and are UTF-8: positions and contract columns."""
-    con.register("cells", csv_cells(SPECS[dataset], header, rows))
-    try:
-        return _check(con, dataset, "cells", channels, default_tz, schema)
-    finally:
-        con.unregister("cells")
-
-
-# --- splitting JSON Lines blocks ----------------------------------------------------------------------------
+# --- front ends: JSON Lines blocks and CSV rows -> cells ------------------------------------------------------
 
 @dataclass
 class LineBlock:
     """The physical lines of a block of a JSON Lines file."""
 
     first_line_no: int
+    data: bytes
+    offsets: np.ndarray  # where each line starts, then the block's end
     lines: pa.Array  # large_binary, each line with its line break, as `readline` returns it
-    text: pa.Array  # the line decoded, trailing CR/LF removed; "" where the bytes are not UTF-8
     rows: np.ndarray  # bool: the line is a row (not blank; invalid UTF-8 counts as a row)
-    simple: np.ndarray  # bool: a row the fast path may try (valid UTF-8, not the file's first line)
+    simple: np.ndarray  # bool: a row the fast path may try (see `split_lines`)
 
 
-def split_lines(block: bytes, first_line_no: int) -> LineBlock:
-    """Split a block of whole lines without a Python loop; a block not ending in a line break ends the file."""
-    breaks = np.flatnonzero(np.frombuffer(block, np.uint8) == 10) + 1
-    if not block.endswith(b"\n"):
-        breaks = np.append(breaks, len(block))
-    offsets = np.concatenate([[0], breaks]).astype(np.int64)
-    lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(breaks), [None, pa.py_buffer(offsets),
-                                                                               pa.py_buffer(block)])
-    bad = np.zeros(len(lines), bool)
-    bad[_not_utf8(lines)] = True
-    text = pc.if_else(pa.array(bad), b"", lines).cast(pa.large_string())
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim(text, " \t\n\r\x0b\x0c")), 0).to_numpy(zero_copy_only=False)
-    rows = ~blank | bad
-    simple = rows & ~bad
+def split_lines(data: bytes, first_line_no: int) -> LineBlock:
+    """Split a block of whole lines without a Python loop over them; a block not ending in a line break ends the
+    file. A simple line is `{...}` (then a line break, maybe after CR), valid UTF-8, without the letters `NaN` or
+    `Inf` (Arrow reads Inf and -NaN, Python does not) and not the file's first line (a byte-order mark is
+    allowed there)."""
+    array = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(array == 10)
+    ends = breaks if data.endswith(b"\n") else np.append(breaks, len(data))
+    starts = np.concatenate([[0], breaks + 1])[:len(ends)].astype(np.int64)
+    last = ends - 1 - (array[ends - 1] == 13)
+    simple = (last > starts) & (array[starts] == ord("{")) & (array[last] == ord("}"))
+    offsets = np.append(starts, len(data))
+    lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    for position in _not_utf8(data, starts) + _lenient_tokens(array, starts):
+        simple[position] = False
     if first_line_no == 1 and len(simple):
-        simple[0] = False  # a byte-order mark is allowed there: the reference path reads it
-    return LineBlock(first_line_no, lines, pc.utf8_rtrim(text, "\r\n"), rows, simple)
+        simple[0] = False
+    rows = simple.copy()
+    for position in np.flatnonzero(~simple):
+        rows[position] = bool(data[offsets[position]:offsets[position + 1]].strip())
+    return LineBlock(first_line_no, data, offsets, lines, rows, simple)
 
 
-def _not_utf8(lines: pa.Array, start: int = 0) -> list[int]:
-    """Positions of the lines that are not valid UTF-8, found by bisecting the block (they are rare)."""
-    try:
-        lines.cast(pa.large_string())
-        return []
-    except pa.ArrowInvalid:
+def _line_of(starts: np.ndarray, offset: int) -> int:
+    return int(np.searchsorted(starts, offset, side="right")) - 1
+
+
+def _not_utf8(data: bytes, starts: np.ndarray) -> list[int]:
+    """Positions of the lines that are not valid UTF-8 (rare: one decoding of the block when there are none)."""
+    bad, view, offset = [], memoryview(data), 0
+    while True:
+        try:
+            str(view[offset:], "utf-8")
+            return bad
+        except UnicodeDecodeError as err:
+            bad.append(_line_of(starts, offset + err.start))
+            if bad[-1] + 1 == len(starts):
+                return bad
+            offset = int(starts[bad[-1] + 1])
+
+
+def _lenient_tokens(array: np.ndarray, starts: np.ndarray) -> list[int]:
+    """Positions of the lines containing `Inf` or `NaN` anywhere (Arrow reads Inf, -Inf and -NaN, Python does not)."""
+    first = np.flatnonzero((array[:-2] == ord("I")) | (array[:-2] == ord("N")))
+    found = ((array[first] == ord("I")) & (array[first + 1] == ord("n")) & (array[first + 2] == ord("f"))) | \
+            ((array[first] == ord("N")) & (array[first + 1] == ord("a")) & (array[first + 2] == ord("N")))
+    return list(np.searchsorted(starts, first[found], side="right") - 1)
+
+
+_ERROR_ROW = re.compile(r" in row (\d+)")
+
+
+def parse_lines(spec: Spec, block: LineBlock, block_bytes: int = 64 << 10) -> tuple[np.ndarray, pa.Table]:
+    """The simple lines of `block` that `pyarrow.json` reads with `spec.json_schema`: their positions and rows.
+    The lines are parsed in place, every other line blanked (pyarrow skips blank lines), in Arrow blocks of
+    `block_bytes` (or the longest line) so that a failing line costs at most one block parsed twice."""
+    longest = int(np.diff(block.offsets).max(initial=0))
+    parser = _LineParser(np.frombuffer(block.data, np.uint8).copy(), block.offsets,
+                         pj.ParseOptions(explicit_schema=spec.json_schema, unexpected_field_behavior="ignore"),
+                         pj.ReadOptions(use_threads=False, block_size=max(block_bytes, longest + 1)))
+    for position in np.flatnonzero(~block.simple):
+        parser.blank(position)
+    batches, failed = parser.parse(np.flatnonzero(block.simple))
+    parsed = np.setdiff1d(np.flatnonzero(block.simple), failed, assume_unique=True)
+    return parsed, pa.Table.from_batches(batches, spec.json_schema)
+
+
+@dataclass
+class _LineParser:
+    """`pyarrow.json` over ranges of the lines of a block; a line that fails is blanked and parsed around."""
+
+    buffer: np.ndarray  # the block, writable
+    offsets: np.ndarray  # where each line starts, then the block's end
+    parse_options: pj.ParseOptions
+    read_options: pj.ReadOptions
+
+    def parse(self, lines: np.ndarray) -> tuple[list[pa.RecordBatch], list[int]]:
+        """Batches of the rows of `lines` (ascending, not blank) that parse, in order, and the lines that do not.
+        Arrow stops at the first row whose types differ and reports it: that line is blanked, the lines before it
+        in its Arrow block parsed again and the parse goes on after it (an error naming no row blames the first
+        line not read). Rows are lines only if no line holds two JSON values: when the count differs, the range
+        is parsed again in halves."""
+        batches, failed, rest = [], [], lines
+        while len(rest):
+            read, row = self._stream(rest, batches)
+            if row is None and read >= len(rest):
+                break
+            bad = min(read if row is None else row, len(rest) - 1)
+            self.blank(int(rest[bad]))
+            failed.append(int(rest[bad]))
+            head_batches, head_failed = self.parse(rest[min(read, bad):bad])
+            batches += head_batches
+            failed += head_failed
+            rest = rest[bad + 1:]
+        if sum(b.num_rows for b in batches) == len(lines) - len(failed):
+            return batches, failed
         if len(lines) == 1:
-            return [start]
-        half = len(lines) // 2
-        return _not_utf8(lines.slice(0, half), start) + _not_utf8(lines.slice(half), start + half)
+            self.blank(int(lines[0]))
+            return [], [int(lines[0])]
+        live = np.setdiff1d(lines, failed, assume_unique=True)
+        halves = [self.parse(half) for half in (live[:len(live) // 2], live[len(live) // 2:])]
+        return [b for bs, _ in halves for b in bs], failed + [f for _, fs in halves for f in fs]
+
+    def _stream(self, lines: np.ndarray, batches: list[pa.RecordBatch]) -> tuple[int, int | None]:
+        """Parse `lines`, appending the batch of each Arrow block that parses: (rows read, the failing row when an
+        error reports one)."""
+        data = pa.py_buffer(self.buffer[self.offsets[lines[0]]:self.offsets[lines[-1] + 1]])
+        read = 0
+        try:
+            for batch in pj.open_json(data, read_options=self.read_options, parse_options=self.parse_options):
+                batches.append(batch)
+                read += batch.num_rows
+        except pa.ArrowInvalid as err:
+            reported = _ERROR_ROW.search(str(err))
+            return read, read + int(reported.group(1)) if reported else None
+        return read, None
+
+    def blank(self, line: int) -> None:
+        """Overwrite a line with spaces, its line break kept."""
+        start, end = self.offsets[line], self.offsets[line + 1]
+        self.buffer[start:end - (self.buffer[end - 1] == 10)] = 32
+
+
+def jsonl_cells(spec: Spec, block: LineBlock, parsed: np.ndarray, table: pa.Table) -> Cells:
+    """The parsed rows of a block as cells; the object field's text is cut from the line after the last
+    `"<field>":` that follows `{` or `,` (a real key) up to the line's closing brace. That is the field's value
+    when it is the line's last member; any other cut holds more than one value and `json_object` refuses it."""
+    columns = {f: table.column(f).combine_chunks() for f in spec.fields if f != spec.obj}
+    present = pc.is_valid(table.column(spec.obj))
+    lines = block.lines.take(parsed).view(pa.large_string())
+    parts = pc.split_pattern(lines, f'"{spec.obj}":', max_splits=1, reverse=True)
+    first = parts.offsets.to_numpy()[:-1]
+    split = np.diff(parts.offsets.to_numpy()) == 2
+    before, value = parts.flatten().take(first), parts.flatten().take(first + split)
+    value = pc.utf8_rtrim(value, " \t\r\n")
+    cut = split & _mask(pc.or_(pc.ends_with(before, ","), pc.ends_with(before, "{"))) & _mask(pc.ends_with(value, "}"))
+    columns[spec.obj] = pc.if_else(pc.and_(present, cut), pc.utf8_slice_codeunits(value, 0, -1), _NULL)
+    return Cells(_mask(pc.invert(present)) | cut, columns)
+
+
+def csv_cells(spec: Spec, header: list[str], rows: list[CsvRow]) -> Cells:
+    """CSV rows (all of the header's width, valid UTF-8) -> cells: a non-blank cell is a string, a number cell
+    read by Python's `float` (once per distinct text); feedback's `rating.*` columns become one ratings object
+    per row (JSON text)."""
+    column_of = {name: i for i, name in enumerate(header)}  # a repeated name: the last column wins, as dict(zip())
+    ok, cells = np.ones(len(rows), bool), {}
+    for field in spec.fields:
+        if field == "ratings":
+            is_object, cells[field] = _csv_ratings(header, rows)
+            ok &= is_object
+            continue
+        values = _csv_column([row.cells[column_of[field]] for row in rows]) if field in column_of else \
+            pa.nulls(len(rows), pa.string())
+        if field in spec.numbers or field in spec.scores:
+            numbers = _per_distinct(values, _float, pa.float64())
+            ok &= _mask(pc.or_(pc.is_null(values), pc.is_valid(numbers)))
+            values = numbers
+        cells[field] = values
+    return Cells(ok, cells)
+
+
+def _float(text: str) -> float | None:
+    """`float(text)` as validate.py reads a number cell, None when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _csv_column(cells: list[str]) -> pa.Array:
+    """A CSV column as strings, blank cells (Python's strip) as null."""
+    values = pa.array(cells, pa.string())
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim(values, WHITESPACE)), 0)
+    return pc.if_else(blank, _NULL, values)
+
+
+def _csv_ratings(header: list[str], rows: list[CsvRow]) -> tuple[np.ndarray, pa.Array]:
+    """Whether each feedback CSV row's ratings are absent or an object, and the objects as JSON text, folded by
+    `unflatten_csv_row` as the reference does (a plain `ratings` column stays text, which the reference rejects)."""
+    positions = [i for i, name in enumerate(header) if name.startswith("rating.") or name == "ratings"]
+    names = [header[i] for i in positions]
+    ratings = [unflatten_csv_row(dict(zip(names, (row.cells[i] for i in positions)))).get("ratings") for row in rows]
+    is_object = np.array([r is None or isinstance(r, dict) for r in ratings], bool)
+    return is_object, pa.array([json.dumps(r) if isinstance(r, dict) else None for r in ratings], pa.string())
+
+
+def check_lines(dataset: str, block: LineBlock, channels, default_tz: tzinfo,
+                schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
+    """The block's certainly valid rows: their positions in the block and their contract columns."""
+    spec = SPECS[dataset]
+    parsed, table = parse_lines(spec, block)
+    positions, valid = check(dataset, jsonl_cells(spec, block, parsed, table), channels, default_tz, schema)
+    return parsed[positions], valid
+
+
+def check_csv(dataset: str, header: list[str], rows: list[CsvRow], channels, default_tz: tzinfo,
+              schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
+    """The certainly valid ones of CSV rows that fit the header and are UTF-8: positions and contract columns."""
+    return check(dataset, csv_cells(SPECS[dataset], header, rows), channels, default_tz, schema)

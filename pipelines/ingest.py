@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from itertools import islice
 
@@ -121,7 +121,6 @@ class _Reader:
     channels: frozenset[str]
     default_tz: tzinfo
     fallback_dt: str
-    con: object = field(default_factory=fastparse.connect)
 
     def jsonl_blocks(self) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
         next_line_no = 1
@@ -129,7 +128,7 @@ class _Reader:
             block = fastparse.split_lines(data, next_line_no)
             next_line_no += len(block.lines)
             positions, fast = fastparse.check_lines(
-                self.con, self.dataset, block, self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
+                self.dataset, block, self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
             slow = np.setdiff1d(np.flatnonzero(block.rows), positions, assume_unique=True)
             records = (jsonl_record(block.first_line_no + i, block.lines[i].as_py()) for i in slow)
             yield (*self._merge(fast, block.first_line_no + positions, records),
@@ -139,7 +138,7 @@ class _Reader:
         header, rows = read_csv_rows(self.path)
         while block := list(islice(rows, block_rows)):
             fits = [i for i, row in enumerate(block) if row.not_utf8 is None and len(row.cells) == len(header)]
-            positions, fast = fastparse.check_csv(self.con, self.dataset, header, [block[i] for i in fits],
+            positions, fast = fastparse.check_csv(self.dataset, header, [block[i] for i in fits],
                                                   self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
             positions = np.asarray(fits, np.int64)[positions]
             line_nos = np.array([row.line_no for row in block], np.int64)

@@ -201,3 +201,28 @@ def test_lone_surrogate_fails_alike(tmp_path):
     for read in (read_validated, read_validated_reference):
         with pytest.raises(UnicodeEncodeError):
             list(read(str(path), "events", CHANNELS, timezone.utc, 10, "2026-11-23"))
+
+
+def test_typed_parse_failures(tmp_path):
+    """Lines that fail pyarrow.json's typed parse, scattered over several of its blocks (consecutive ones, at a
+    block's start and end, a line longer than a block, two values on a line, Arrow-only Inf/-NaN) go to the
+    reference path and every other line stays in place."""
+    wrong = [ev(event_id=7), ev(wait_s="12"), ev(attributes="x"), ev(duration_s=True), ev(text=["t"])]
+    lines = []
+    for i in range(3000):
+        kind = i % 37
+        if kind < len(wrong):
+            lines.append(json.dumps(wrong[kind]))
+        elif kind == 10:
+            lines.append(json.dumps(ev(event_id=f"long{i}", attributes={"blob": "x" * 70_000})))
+        elif kind == 11:
+            lines.append(json.dumps(ev(event_id=f"two{i}")) + json.dumps(ev()))
+        elif kind == 12:
+            lines.append(json.dumps(ev(event_id=f"inf{i}"))[:-1] + ', "x": Inf}')
+        elif kind == 13:
+            lines.append(json.dumps(ev(event_id=f"nan{i}"))[:-1] + ', "x": -NaN}')
+        else:
+            lines.append(json.dumps(ev(event_id=f"e{i}", duration_s=i / 7, attributes={"n": i, "a": "x"}),
+                                    separators=(",", ":")))
+    path = write_lines(tmp_path / "typed.jsonl", lines, invalid_utf8=False)
+    assert_same(path, "events", 1000, timezone.utc)
