@@ -1,18 +1,22 @@
 """The run's work directory: Arrow spill files that carry rows between Beam stages, and count files.
 
-Beam moves only `(key, path)` pairs; the rows themselves go through files, as in the shuffle of
-Spark or Dataflow. So memory stays bounded by one group (a hash bucket, a partition), whatever the
-runner keeps of a shuffle, and every stage can run on any Beam runner whose workers see the work
-directory (a local path on one machine, or a bucket / shared filesystem on a cluster).
+Beam moves only `(key, segment)` pairs; the rows themselves go through files, as in the shuffle of Spark or
+Dataflow. So memory stays bounded by one group (a hash bucket, a partition), whatever the runner keeps of a
+shuffle, and every stage can run on any Beam runner whose workers see the work directory (a local path on one
+machine, or a bucket / shared filesystem on a cluster).
 
-Every file name is derived from what produced it (stage, key, producer), so a retried or repeated
-step rewrites the same files with the same bytes, and a file appears whole or not at all (written
-under a temporary name, then renamed).
+Like Spark's sort-based shuffle, a producer writes ONE file per stream (what it sends to one stage), with the
+rows of all its keys as record batches, and hands out per key a segment: (path, indices of that key's batches).
+So the number of files grows with the number of producers, not with producers x consumers (at 10M events
+and 130 buckets: hundreds of files instead of ~50,000 small ones).
+
+Every file name is derived from what produced it, so a retried or repeated step rewrites the same files with
+the same bytes, and a file appears whole or not at all (written under a temporary name, then renamed).
 
     >>> writer = SpillWriter("/tmp/work")                                    # doctest: +SKIP
-    >>> writer.write(("dedup", "events", 3), "f00001", table)                # doctest: +SKIP
+    >>> writer.write(("dedup", "events", 3), "read-events-00001", table)     # doctest: +SKIP
     >>> writer.close()                                                       # doctest: +SKIP
-    [(('dedup', 'events', 3), '/tmp/work/dedup/events/3/f00001.arrow')]
+    [(('dedup', 'events', 3), ('/tmp/work/dedup/events/read-events-00001.arrow', (0,)))]
 """
 from __future__ import annotations
 
@@ -41,50 +45,56 @@ def _commit(temporary: str, final: str) -> None:
     FileSystems.rename([temporary], [final])
 
 
-class SpillWriter:
-    """Appends Arrow tables to one spill file per key; `close()` commits them and returns (key, path) pairs.
+Segment = tuple  # (path of an Arrow IPC file, indices of the record batches that belong to one key)
 
-    A key is a tuple whose parts name the directory, e.g. ("dedup", "events", 3) -> `<root>/dedup/events/3/`.
-    """
+
+class SpillWriter:
+    """Appends Arrow tables to one IPC file per stream (a key without its last part: ("dedup", "events", 3) ->
+    `<root>/dedup/events/<name>.arrow`); `close()` commits the files and returns (key, segment) pairs."""
 
     def __init__(self, root: str):
         self.root = root
-        self._open: dict[tuple, tuple[str, str, object, pa.ipc.RecordBatchStreamWriter]] = {}
+        self._files: dict[tuple, list] = {}  # stream -> [final path, temporary path, handle, IPC writer, batches]
+        self._segments: dict[tuple, list[int]] = {}
 
     def write(self, key: tuple, name: str, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        if key not in self._open:
-            final = FileSystems.join(self.root, *map(str, key), f"{name}.arrow")
+        stream = key[:-1]
+        if stream not in self._files:
+            final = FileSystems.join(self.root, *map(str, stream), f"{name}.arrow")
             temporary = f"{final}.{uuid.uuid4().hex}.tmp"
             handle = _create(temporary)
-            self._open[key] = (final, temporary, handle, pa.ipc.new_stream(handle, table.schema, options=_OPTIONS))
-        self._open[key][3].write_table(table, max_chunksize=SPILL_BATCH_ROWS)
+            self._files[stream] = [final, temporary, handle, pa.ipc.new_file(handle, table.schema, options=_OPTIONS), 0]
+        entry = self._files[stream]
+        for batch in table.to_batches(max_chunksize=SPILL_BATCH_ROWS):
+            entry[3].write_batch(batch)
+            self._segments.setdefault(key, []).append(entry[4])
+            entry[4] += 1
 
-    def close(self) -> list[tuple[tuple, str]]:
-        written = []
-        for key, (final, temporary, handle, writer) in self._open.items():
+    def close(self) -> list[tuple[tuple, Segment]]:
+        for final, temporary, handle, writer, _ in self._files.values():
             writer.close()
             handle.close()
             _commit(temporary, final)
-            written.append((key, final))
-        self._open.clear()
+        written = [(key, (self._files[key[:-1]][0], tuple(indices))) for key, indices in self._segments.items()]
+        self._files.clear()
+        self._segments.clear()
         return written
 
 
-def read_spills(paths) -> pa.Table | None:
-    """All rows of the given spill files, in the order of their sorted paths; None if there are none."""
-    tables = []
-    for path in sorted(paths):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            tables.append(pa.ipc.open_stream(handle.read()).read_all())
-    tables = [t for t in tables if t.num_rows]
-    return pa.concat_tables(tables) if tables else None
-
-
-def _batches(path: str) -> Iterator[pa.RecordBatch]:
+def _batches(segment: Segment) -> Iterator[pa.RecordBatch]:
+    path, indices = segment
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        yield from pa.ipc.open_stream(handle)
+        reader = pa.ipc.open_file(handle)
+        for index in indices:
+            yield reader.get_batch(index)
+
+
+def read_spills(segments) -> pa.Table | None:
+    """All rows of the given segments, in the order of their sorted paths; None if there are none."""
+    batches = [batch for segment in sorted(segments) for batch in _batches(segment) if batch.num_rows]
+    return pa.Table.from_batches(batches) if batches else None
 
 
 def _not_after(batch: pa.RecordBatch, keys: list[str], cutoff: tuple) -> int:
@@ -100,14 +110,14 @@ def _not_after(batch: pa.RecordBatch, keys: list[str], cutoff: tuple) -> int:
     return low
 
 
-def merge_sorted(paths, keys: list[str]) -> Iterator[pa.Table]:
-    """The rows of spill files that are each sorted by `keys`, as tables in global `keys` order (no nulls in
-    keys). Holds one record batch per file at a time, so memory does not grow with the files' size.
+def merge_sorted(segments, keys: list[str]) -> Iterator[pa.Table]:
+    """The rows of segments that are each sorted by `keys`, as tables in global `keys` order (no nulls in
+    keys). Holds one record batch per segment at a time, so memory does not grow with the segments' size.
 
-    Each round takes, from every file's current batch, the rows up to the smallest last key among those
+    Each round takes, from every segment's current batch, the rows up to the smallest last key among those
     batches: no row still unread can come before them, so sorting just these rows gives the next rows.
     """
-    readers = {path: _batches(path) for path in sorted(paths)}
+    readers = {segment: _batches(segment) for segment in sorted(segments)}
     current = {path: batch for path, reader in readers.items() if (batch := next(reader, None)) is not None}
     while current:
         last = {path: tuple(batch.column(k)[batch.num_rows - 1].as_py() for k in keys) for path, batch in current.items()}

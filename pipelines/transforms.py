@@ -1,5 +1,5 @@
-"""Beam PTransforms of motpipe. Elements are `(key, path)` pairs of spill files (pipelines/spill.py):
-rows travel as Arrow files in the run's work directory, Beam groups only their paths.
+"""Beam PTransforms of motpipe. Elements are `(key, segment)` pairs of spill files (pipelines/spill.py):
+rows travel as Arrow files in the run's work directory, Beam groups only (path, batch indices) segments.
 
 Pipeline shape (see pipelines/pipeline.py); the key of each shuffle in brackets:
     ReadAndValidate (input file) -> Deduplicate [dataset, hash of the record id]
@@ -168,7 +168,7 @@ class _GroupStep(beam.DoFn):
 
 
 class _SpillingDoFn(_GroupStep):
-    """A step that writes spill files into `work` and yields their (key, path) pairs."""
+    """A step that writes spill files into `work` and yields their (key, segment) pairs."""
 
     def __init__(self, config: RunConfig, work: str):
         self.config, self.work = config, work
@@ -196,7 +196,7 @@ class _ReadFile(_SpillingDoFn):
 
     def step(self, element):
         dataset, index, path = element
-        name, writer, counts = f"{dataset}-{index:05d}", SpillWriter(self.work), Counter()
+        name, writer, counts = f"read-{dataset}-{index:05d}", SpillWriter(self.work), Counter()
         for valid, rejected in read_validated(
             path, dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date
         ):
@@ -204,15 +204,15 @@ class _ReadFile(_SpillingDoFn):
             for bucket, part in split_by_bucket(valid, ID_FIELDS[dataset], self.config.buckets):
                 writer.write((DEDUP, dataset, bucket), name, part)
             self.spill_rejected(writer, name, rejected)
-        write_counts(self.work, f"read-{name}", counts)
+        write_counts(self.work, name, counts)
         yield from writer.close()
 
 
 class _DeduplicateBucket(_SpillingDoFn):
     def step(self, keyed):
-        (dataset, bucket), paths = keyed
-        name, writer = f"{dataset}-{bucket:04d}", SpillWriter(self.work)
-        result = deduplicate(read_spills(paths), dataset, self.config.timezone)
+        (dataset, bucket), segments = keyed
+        name, writer = f"dedup-{dataset}-{bucket:04d}", SpillWriter(self.work)
+        result = deduplicate(read_spills(segments), dataset, self.config.timezone)
         if dataset == "events":
             self.spill_buckets(writer, name, result.unique, STITCH, ["visit_id", "customer_id"])
         else:
@@ -228,13 +228,13 @@ class _StitchBucket(_SpillingDoFn):
         self.enrich = Enricher("events", self.config)
 
     def step(self, keyed):
-        (bucket,), paths = keyed
-        name, writer, counts = f"events-{bucket:04d}", SpillWriter(self.work), Counter()
-        events = stitch_visits(read_spills(paths), self.config.gap_minutes * 60)
+        (bucket,), segments = keyed
+        name, writer, counts = f"stitch-{bucket:04d}", SpillWriter(self.work), Counter()
+        events = stitch_visits(read_spills(segments), self.config.gap_minutes * 60)
         counts["events.visits"] += true_count(events.column("is_first_moment"))
         self.spill_buckets(writer, name, visit_ends(events), LINK_VISITS, "customer_id")
         self.spill_rows(writer, name, self.enrich(events, counts), "events")
-        write_counts(self.work, f"stitch-{name}", counts)
+        write_counts(self.work, name, counts)
         yield from writer.close()
 
 
@@ -247,13 +247,13 @@ class _LinkBucket(_SpillingDoFn):
         feedback = read_spills(grouped["feedback"])
         if feedback is None:
             return
-        name, writer, counts = f"feedback-{bucket:04d}", SpillWriter(self.work), Counter()
+        name, writer, counts = f"link-{bucket:04d}", SpillWriter(self.work), Counter()
         visits = read_spills(grouped["visits"]) or EMPTY_VISITS.empty_table()
         linked = link_feedback(feedback, visits, self.config.link_window_days * 86400)
         for method, n in zip(*pc.value_counts(linked.column("link_method")).flatten()):
             counts[f"feedback.link.{method}"] += n.as_py()
         self.spill_rows(writer, name, self.enrich(linked, counts), "feedback")
-        write_counts(self.work, f"link-{name}", counts)
+        write_counts(self.work, name, counts)
         yield from writer.close()
 
 
@@ -264,8 +264,8 @@ class _WritePartition(_GroupStep):
         self.config, self.work, self.roots, self.count_by = config, work, roots, count_by
 
     def step(self, keyed):
-        (name, dt), paths = keyed
-        chunks = merge_sorted(paths, SORT_KEYS[name])
+        (name, dt), segments = keyed
+        chunks = merge_sorted(segments, SORT_KEYS[name])
         window = self.config.window_dates
         counts = Counter()
         if window is not None and dt not in window:
@@ -286,11 +286,11 @@ class _WritePartition(_GroupStep):
 
 
 # --- composite transforms ---------------------------------------------------------------------------
-SpillKeyed = typing.Tuple[typing.Tuple, str]  # a key of mixed parts: never let Beam infer a coder from one part
+SpillKeyed = typing.Tuple[typing.Tuple, typing.Tuple]  # a key of mixed parts: never let Beam infer a coder from one part
 
 
 class Route(beam.PTransform):
-    """(key, path) pairs addressed to `stage` (the key's first part), with that part removed from the key."""
+    """(key, segment) pairs addressed to `stage` (the key's first part), with that part removed from the key."""
 
     def __init__(self, stage: str):
         super().__init__()
@@ -321,7 +321,7 @@ class ReadAndValidate(beam.PTransform):
 
 
 class GroupSpills(beam.PTransform):
-    """Spills addressed to `stage`, grouped by their key; each (key, paths) group goes to `step` (a DoFn)."""
+    """Spills addressed to `stage`, grouped by their key; each (key, segments) group goes to `step` (a DoFn)."""
 
     def __init__(self, stage: str, step: beam.DoFn):
         super().__init__()

@@ -1,6 +1,6 @@
 """The Beam PTransforms on small inputs, with TestPipeline and assert_that/equal_to.
 
-Transforms exchange (key, path) pairs of spill files; `rows_of` reads the rows behind them.
+Transforms exchange (key, segment) pairs of spill files; `rows_of` reads the rows behind them.
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def work(tmp_path):
 def rows_of(stage, *columns):
     """Spills addressed to `stage` -> (key, *columns) tuples of the rows in them."""
     def rows(spill):
-        key, path = spill
-        return [(key, *(row[c] for c in columns)) for row in read_spills([path]).to_pylist()]
+        key, segment = spill
+        return [(key, *(row[c] for c in columns)) for row in read_spills([segment]).to_pylist()]
 
     return f"{stage} rows of {', '.join(columns)}" >> (Route(stage) | beam.FlatMap(rows))
 
@@ -63,7 +63,7 @@ def spills(root, key, *tables):
     written = []
     for index, table in enumerate(tables):
         writer = SpillWriter(root)
-        writer.write(key, f"t{index}", table)
+        writer.write(key, "-".join(map(str, (*key, index))), table)
         written += writer.close()
     return written
 
@@ -77,9 +77,14 @@ def test_spill_files_round_trip_and_counts_add_up(work):
     writer.write(("dedup", "events", 2), "f1", events_table(event("e1", 0)))
     writer.write(("dedup", "events", 2), "f1", events_table(event("e2", 1)))
     writer.write(("dedup", "events", 5), "f1", events_table())  # no rows: no file
-    [(key, path)] = writer.close()
-    assert key == ("dedup", "events", 2) and path.endswith("/dedup/events/2/f1.arrow")
-    assert read_spills([path]).column("event_id").to_pylist() == ["e1", "e2"]
+    writer.write(("dedup", "events", 3), "f1", events_table(event("e3", 2)))
+    written = dict(writer.close())
+    assert list(written) == [("dedup", "events", 2), ("dedup", "events", 3)]
+    path = written["dedup", "events", 2][0]
+    assert path.endswith("/dedup/events/f1.arrow") and written["dedup", "events", 3][0] == path  # one file per stream
+    assert written["dedup", "events", 2][1] == (0, 1) and written["dedup", "events", 3][1] == (2,)
+    assert read_spills([written["dedup", "events", 2]]).column("event_id").to_pylist() == ["e1", "e2"]
+    assert read_spills([written["dedup", "events", 3]]).column("event_id").to_pylist() == ["e3"]
     assert not list(Path(work).rglob("*.tmp"))
     assert read_spills([]) is None
 
@@ -183,7 +188,7 @@ def test_merge_sorted_interleaves_files_on_compound_keys(work, monkeypatch):
     runs = [pa.table({"t": [1, 1, 2, 5], "id": ["a", "c", "a", "a"]}), pa.table({"t": [1, 1, 3], "id": ["b", "d", "a"]}),
             pa.table({"t": [0, 9], "id": ["z", "z"]})]
     monkeypatch.setattr(spill, "SPILL_BATCH_ROWS", 2)  # several batches per file
-    paths = [path for i, run in enumerate(runs) for _, path in spills(work, ("m", i), run)]
-    merged = pa.concat_tables(spill.merge_sorted(paths, ["t", "id"]))
+    segments = [segment for i, run in enumerate(runs) for _, segment in spills(work, ("m", i), run)]
+    merged = pa.concat_tables(spill.merge_sorted(segments, ["t", "id"]))
     assert list(zip(merged.column("t").to_pylist(), merged.column("id").to_pylist())) == [
         (0, "z"), (1, "a"), (1, "b"), (1, "c"), (1, "d"), (2, "a"), (3, "a"), (5, "a"), (9, "z")]
