@@ -153,7 +153,7 @@ def render(touchpoints: list[str], out: str, playbook: str = "bank_branch", time
         "ws": lit(WHITESPACE),
         "read_lines": _read_lines(files),
         "json_paths": ", ".join(lit(f"$.{f}") for f in FIELDS),
-        "read_csv": _read_csv(files),
+        "read_csv": _read_csv([f for f in files if is_csv(f)]),   # JSONL files never go through the CSV reader
         "csv_not_blank": " OR ".join(f"pystrip(c.c_{f}) IS NOT NULL" for f in FIELDS),
         "csv_raw": ", ".join(f"{lit(f)}, c_{f}" for f in FIELDS),
         "csv_fields": ", ".join(

@@ -47,7 +47,9 @@ CREATE TEMP TABLE csv_cells AS
 {{read_csv}};
 
 CREATE TEMP TABLE csv_rejects AS
-SELECT s.file_path AS source_file, e.line AS line_no FROM reject_errors e JOIN reject_scans s USING (scan_id);
+-- all read_csv calls of one statement share one scan_id: a file is (scan_id, file_id), never scan_id alone
+SELECT DISTINCT s.file_path AS source_file, e.line AS line_no
+FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id);
 
 CREATE TEMP VIEW csv_rows AS
 WITH aligned AS (
@@ -63,7 +65,8 @@ WITH aligned AS (
 SELECT source_file, line_no, json_object({{csv_raw}})::VARCHAR AS raw, unparseable, [{{csv_fields}}] AS f FROM good
 UNION ALL
 SELECT l.source_file, l.line_no, to_json(rtrim(l.line, chr(13)))::VARCHAR, true, NULL
-FROM lines l SEMI JOIN csv_rejects r USING (source_file, line_no);
+FROM lines l SEMI JOIN csv_rejects r USING (source_file, line_no)
+WHERE l.is_csv;
 
 -- 3. validation: the first failed check is the row's reason (codes index {{error_kinds}} / {{error_fields}})
 CREATE TEMP TABLE checked AS
