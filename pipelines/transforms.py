@@ -117,20 +117,16 @@ def outside_window_counts(table: pa.Table, name: str) -> Counter:
 
 
 class Enricher:
-    """Redact, tag and finalise one dataset's rows; the playbook is compiled once, on first use."""
+    """Redact, tag and finalise one dataset's rows with the playbook compiled at construction (build it in a
+    DoFn's setup, once per worker)."""
 
     def __init__(self, dataset: str, config: RunConfig):
         self.dataset, self.config = dataset, config
-        self.tagger = None
-
-    def _compile(self) -> None:
-        self.playbook = load_playbook(self.config.playbook)
+        self.playbook = load_playbook(config.playbook)
         self.tagger = Tagger(self.playbook)
         self.mapped = pa.array(sorted(code for code, rule in self.playbook.touchpoints.items() if rule.mot_step), pa.string())
 
     def __call__(self, table: pa.Table, counts: Counter) -> pa.Table:
-        if self.tagger is None:
-            self._compile()
         table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes)
         counts[f"{self.dataset}.pii_masked"] += pc.sum(table.column("pii_masked")).as_py() or 0
         if self.dataset == "events":
@@ -174,8 +170,8 @@ class _SpillingDoFn(_GroupStep):
         self.config, self.work = config, work
 
     def spill_rows(self, writer: SpillWriter, name: str, table: pa.Table, table_name: str) -> None:
-        """Rows of a finished table, one spill file per partition date sorted by the table's SORT_KEYS,
-        addressed to WritePartitions (which merges the sorted files)."""
+        """Rows of a finished table, one segment per partition date sorted by the table's SORT_KEYS,
+        addressed to WritePartitions (which merges the sorted segments)."""
         for dt, part in split_by_date(table, SORT_KEYS[table_name]):
             writer.write((WRITE, table_name, dt), name, part)
 
@@ -184,9 +180,10 @@ class _SpillingDoFn(_GroupStep):
             for table_name, table in zip(("quarantine", "quarantine_raw"), quarantine_tables(rejected, self.config)):
                 self.spill_rows(writer, name, table, table_name)
 
-    def spill_buckets(self, writer: SpillWriter, name: str, table: pa.Table, stage: str, key_columns) -> None:
+    def spill_buckets(self, writer: SpillWriter, name: str, table: pa.Table, key: tuple, key_columns) -> None:
+        """Rows by hash bucket of `key_columns`, addressed to (*key, bucket)."""
         for bucket, part in split_by_bucket(table, key_columns, self.config.buckets):
-            writer.write((stage, bucket), name, part)
+            writer.write((*key, bucket), name, part)
 
 
 class _ReadFile(_SpillingDoFn):
@@ -201,8 +198,7 @@ class _ReadFile(_SpillingDoFn):
             path, dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date
         ):
             counts[f"{dataset}.input_rows"] += valid.num_rows + rejected.num_rows
-            for bucket, part in split_by_bucket(valid, ID_FIELDS[dataset], self.config.buckets):
-                writer.write((DEDUP, dataset, bucket), name, part)
+            self.spill_buckets(writer, name, valid, (DEDUP, dataset), ID_FIELDS[dataset])
             self.spill_rejected(writer, name, rejected)
         write_counts(self.work, name, counts)
         yield from writer.close()
@@ -214,9 +210,9 @@ class _DeduplicateBucket(_SpillingDoFn):
         name, writer = f"dedup-{dataset}-{bucket:04d}", SpillWriter(self.work)
         result = deduplicate(read_spills(segments), dataset, self.config.timezone)
         if dataset == "events":
-            self.spill_buckets(writer, name, result.unique, STITCH, ["visit_id", "customer_id"])
+            self.spill_buckets(writer, name, result.unique, (STITCH,), ["visit_id", "customer_id"])
         else:
-            self.spill_buckets(writer, name, result.unique, LINK_FEEDBACK, "customer_id")
+            self.spill_buckets(writer, name, result.unique, (LINK_FEEDBACK,), "customer_id")
         if result.duplicates.num_rows:
             self.spill_rows(writer, name, finalise(result.duplicates, "duplicates", self.config, "dt"), "duplicates")
         self.spill_rejected(writer, name, result.conflicts)
@@ -232,7 +228,7 @@ class _StitchBucket(_SpillingDoFn):
         name, writer, counts = f"stitch-{bucket:04d}", SpillWriter(self.work), Counter()
         events = stitch_visits(read_spills(segments), self.config.gap_minutes * 60)
         counts["events.visits"] += true_count(events.column("is_first_moment"))
-        self.spill_buckets(writer, name, visit_ends(events), LINK_VISITS, "customer_id")
+        self.spill_buckets(writer, name, visit_ends(events), (LINK_VISITS,), "customer_id")
         self.spill_rows(writer, name, self.enrich(events, counts), "events")
         write_counts(self.work, name, counts)
         yield from writer.close()
