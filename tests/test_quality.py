@@ -246,10 +246,10 @@ def test_merge_sums_counts_over_batches():
     assert merged.result["partial_unexpected_list"] == [-1, -2]
 
 
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (`make test` installs it where it can: apt-get install -y chromium)")
 def test_data_docs_open_offline_in_headless_chromium(out, tmp_path):
     chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     check(out, "quarantine_share=0")
     index = out / "_quality" / "data_docs" / "index.html"
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
