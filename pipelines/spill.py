@@ -25,13 +25,14 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 COUNTS_DIR = "_counts"
-SPILL_BATCH_ROWS = 1024  # record batches of a spill file: the unit that merge_sorted holds per file
+SPILL_BATCH_ROWS = 1024  # rows per record batch of a spill file: the unit merge_sorted reads
 
 
 def _create(path: str):
@@ -97,43 +98,78 @@ def read_spills(segments) -> pa.Table | None:
     return pa.Table.from_batches(batches) if batches else None
 
 
-def _not_after(batch: pa.RecordBatch, keys: list[str], cutoff: tuple) -> int:
-    """How many leading rows of a batch sorted by `keys` are <= `cutoff`: a binary search over its rows."""
-    columns = [batch.column(k) for k in keys]
-    low, high = 0, batch.num_rows
-    while low < high:
-        middle = (low + high) // 2
-        if tuple(column[middle].as_py() for column in columns) <= cutoff:
-            low = middle + 1
-        else:
-            high = middle
-    return low
+class _SegmentReader:
+    """Random access to the rows of one segment: its batches' row offsets, and rows [first, last] read batch by
+    batch (the last batch read is kept, since consecutive chunks share their boundary batch)."""
+
+    def __init__(self, segment: Segment, keys: list[str]):
+        path, self.indices = segment
+        self.handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        self.reader = pa.ipc.open_file(self.handle)
+        fields = [self.reader.schema.get_field_index(k) for k in keys]
+        key_reader = pa.ipc.open_file(self.handle, options=pa.ipc.IpcReadOptions(included_fields=fields))
+        self.keys = [key_reader.get_batch(i) for i in self.indices]  # only the key columns are read here
+        self.starts = np.cumsum([0] + [b.num_rows for b in self.keys])
+        self.cached: tuple[int, pa.RecordBatch] | None = None
+
+    def key_table(self) -> pa.Table:
+        """The segment's key columns (handed over once: the reader keeps no copy)."""
+        keys, self.keys = self.keys, None
+        return pa.Table.from_batches(keys)
+
+    def _batch(self, position: int) -> pa.RecordBatch:
+        if self.cached is None or self.cached[0] != position:
+            self.cached = (position, self.reader.get_batch(self.indices[position]))
+        return self.cached[1]
+
+    def rows(self, first: int, last: int) -> pa.Table:
+        """Rows first..last (inclusive) of the segment."""
+        low, high = (int(np.searchsorted(self.starts, row, side="right")) - 1 for row in (first, last))
+        batches = [self._batch(position) for position in range(low, high + 1)]
+        return pa.Table.from_batches(batches).slice(first - self.starts[low], last - first + 1)
+
+    def close(self) -> None:
+        self.handle.close()
 
 
-def merge_sorted(segments, keys: list[str]) -> Iterator[pa.Table]:
-    """The rows of segments that are each sorted by `keys`, as tables in global `keys` order (no nulls in
-    keys). Holds one record batch per segment at a time, so memory does not grow with the segments' size.
+def merge_sorted(segments, keys: list[str], chunk_rows: int = 122_880) -> Iterator[pa.Table]:
+    """The rows of segments that are each sorted by `keys`, in global `keys` order (ties: sorted segment
+    order, then row order), as tables of `chunk_rows` rows (the last one fewer).
 
-    Each round takes, from every segment's current batch, the rows up to the smallest last key among those
-    batches: no row still unread can come before them, so sorting just these rows gives the next rows.
+    Two passes, both vectorised: the key columns of every segment (only those are read) are sorted once,
+    giving each output row its (segment, row); then each chunk's rows are read from the segments, where they
+    are one contiguous range per segment, and put in order with one take. Memory: the partition's keys plus
+    one chunk, not the partition's rows.
     """
-    readers = {segment: _batches(segment) for segment in sorted(segments)}
-    current = {path: batch for path, reader in readers.items() if (batch := next(reader, None)) is not None}
-    while current:
-        last = {path: tuple(batch.column(k)[batch.num_rows - 1].as_py() for k in keys) for path, batch in current.items()}
-        cutoff = min(last.values())
-        pieces = []
-        for path, batch in list(current.items()):
-            taken = batch.num_rows if last[path] == cutoff else _not_after(batch, keys, cutoff)
-            pieces.append(batch.slice(0, taken))
-            rest = batch.slice(taken)
-            if rest.num_rows == 0:
-                rest = next((b for b in readers[path] if b.num_rows), None)
-            if rest is None:
-                del current[path]
-            else:
-                current[path] = rest
-        yield pa.Table.from_batches([b for b in pieces if b.num_rows]).sort_by([(k, "ascending") for k in keys])
+    readers = [_SegmentReader(segment, keys) for segment in sorted(segments)]
+    try:
+        parts = [(number, reader.key_table()) for number, reader in enumerate(readers) if reader.starts[-1]]
+        if not parts:
+            return
+        order = pa.concat_tables([
+            table.append_column("_segment", pa.array(np.full(table.num_rows, number, np.int32)))
+                 .append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+            for number, table in parts
+        ]).sort_by([(k, "ascending") for k in (*keys, "_segment", "_row")])
+        segment_of, row_of = (order.column(c).to_numpy() for c in ("_segment", "_row"))
+        for start in range(0, len(segment_of), chunk_rows):
+            yield _gather(readers, segment_of[start:start + chunk_rows], row_of[start:start + chunk_rows])
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def _gather(readers: list[_SegmentReader], segment_of: np.ndarray, row_of: np.ndarray) -> pa.Table:
+    """The rows (segment_of[i], row_of[i]) in that order; each segment's rows here are one increasing range."""
+    present = np.unique(segment_of)
+    first = np.full(len(readers), np.iinfo(np.int64).max)
+    last = np.full(len(readers), -1)
+    np.minimum.at(first, segment_of, row_of)
+    np.maximum.at(last, segment_of, row_of)
+    pieces = [readers[n].rows(int(first[n]), int(last[n])) for n in present]
+    base = np.zeros(len(readers), np.int64)
+    base[present] = np.cumsum([0] + [piece.num_rows for piece in pieces[:-1]])
+    return pa.concat_tables(pieces).take(pa.array(base[segment_of] + row_of - first[segment_of]))
 
 
 def write_counts(root: str, name: str, counts: Counter) -> None:

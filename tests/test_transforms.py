@@ -189,6 +189,20 @@ def test_merge_sorted_interleaves_files_on_compound_keys(work, monkeypatch):
             pa.table({"t": [0, 9], "id": ["z", "z"]})]
     monkeypatch.setattr(spill, "SPILL_BATCH_ROWS", 2)  # several batches per file
     segments = [segment for i, run in enumerate(runs) for _, segment in spills(work, ("m", i), run)]
-    merged = pa.concat_tables(spill.merge_sorted(segments, ["t", "id"]))
+    chunks = list(spill.merge_sorted(segments, ["t", "id"], chunk_rows=4))
+    assert [chunk.num_rows for chunk in chunks] == [4, 4, 1]
+    merged = pa.concat_tables(chunks)
     assert list(zip(merged.column("t").to_pylist(), merged.column("id").to_pylist())) == [
         (0, "z"), (1, "a"), (1, "b"), (1, "c"), (1, "d"), (2, "a"), (3, "a"), (5, "a"), (9, "z")]
+
+
+def test_merge_sorted_breaks_ties_by_segment_then_row(work, monkeypatch):
+    from pipelines import spill
+
+    monkeypatch.setattr(spill, "SPILL_BATCH_ROWS", 2)
+    runs = [pa.table({"k": [1, 1, 2], "source": ["b0", "b1", "b2"]}), pa.table({"k": [1, 2, 2], "source": ["a0", "a1", "a2"]})]
+    segments = [segment for name, run in zip(("b", "a"), runs) for _, segment in spills(work, ("m", name), run)]
+    merged = pa.concat_tables(spill.merge_sorted(segments, ["k"], chunk_rows=2))
+    # segments sorted by path: the "a" spill first
+    assert merged.column("source").to_pylist() == ["a0", "b0", "b1", "a1", "a2", "b2"]
+    assert list(spill.merge_sorted([], ["k"])) == []
