@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from pipelines import fastparse
 from pipelines.contract import DIMENSIONS, ErrorKind
-from pipelines.io import RawRecord, csv_record, input_format, jsonl_record, read_csv_rows, read_line_blocks, read_records
+from pipelines.io import (WHOLE_FILE, FilePart, RawRecord, csv_record, input_format, jsonl_record, read_csv_rows,
+                          read_line_blocks, read_records)
 from pipelines.validate import ID_FIELDS, TIME_FIELDS, VALIDATORS, Rejection, parse_timestamp
 from schemas.tables import EVENTS, FEEDBACK, QUARANTINE_RAW
 
@@ -102,13 +103,15 @@ def read_validated_reference(
 
 
 def read_validated(
-    path: str, dataset: str, channels, default_tz: tzinfo, batch_rows: int, fallback_dt: str
+    path: str, dataset: str, channels, default_tz: tzinfo, batch_rows: int, fallback_dt: str,
+    part: FilePart = WHOLE_FILE,
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Yield (valid rows, rejected rows) Arrow tables of `batch_rows` input rows each (the last one fewer),
     in line order; equal to `read_validated_reference`'s. Blocks of rows are checked vectorised
-    (`pipelines.fastparse`); only rows that are not certainly valid go through the per-row reference path."""
+    (`pipelines.fastparse`); only rows that are not certainly valid go through the per-row reference path.
+    `part`: one part of a JSON Lines file (`io.file_parts`); its rows are those of the whole file's read."""
     reader = _Reader(path, dataset, channels, default_tz, fallback_dt)
-    blocks = reader.jsonl_blocks() if input_format(path) == "jsonl" else reader.csv_blocks()
+    blocks = reader.jsonl_blocks(part) if input_format(path) == "jsonl" else reader.csv_blocks()
     yield from _rebatch(blocks, batch_rows)
 
 
@@ -122,9 +125,9 @@ class _Reader:
     default_tz: tzinfo
     fallback_dt: str
 
-    def jsonl_blocks(self) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
-        next_line_no = 1
-        for data in read_line_blocks(self.path):
+    def jsonl_blocks(self, part: FilePart) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
+        next_line_no = part.first_line_no
+        for data in read_line_blocks(self.path, part=part):
             block = fastparse.split_lines(data, next_line_no)
             next_line_no += len(block.lines)
             positions, fast = fastparse.check_lines(

@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import gzip
 import json
+import os
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,10 +42,13 @@ class RawRecord:
     parse_error: str | None = None
 
 
+COMPRESSED_SUFFIXES = (".gz", ".gzip", ".bz2", ".zst", ".deflate")
+
+
 def input_format(path: str) -> str:
     """`jsonl` or `csv`, from the file name (a trailing .gz/.gzip/.bz2/.zst is ignored)."""
     name = path.lower()
-    for suffix in (".gz", ".gzip", ".bz2", ".zst", ".deflate"):
+    for suffix in COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl"
@@ -78,11 +82,13 @@ def _open(path: str):
     return FileSystems.open(path)
 
 
-def _read_guarded(path: str, read) -> Iterator[bytes]:
-    """Call `read(handle)` on the opened file until it returns b"": a corrupt or truncated stream or an
-    I/O error becomes an InputError."""
+def _read_guarded(path: str, read, start: int = 0) -> Iterator[bytes]:
+    """Call `read(handle)` on the opened file (from byte `start`) until it returns b"": a corrupt or
+    truncated stream or an I/O error becomes an InputError."""
     try:
         handle = _open(path)
+        if start:
+            handle.seek(start)
     except Exception as err:
         raise InputError(f"cannot open {path}: {err}") from err
     with handle:
@@ -100,10 +106,58 @@ def _lines(path: str) -> Iterator[bytes]:
     return _read_guarded(path, lambda handle: handle.readline())
 
 
-def read_line_blocks(path: str, block_bytes: int = 8 << 20) -> Iterator[bytes]:
-    """The decompressed file in blocks of whole lines (each block but the last ends with a newline)."""
+@dataclass(frozen=True)
+class FilePart:
+    """Bytes [start, end) of an input file (end None: to the end), whose first line is line `first_line_no`."""
+
+    number: int = 0
+    start: int = 0
+    end: int | None = None
+    first_line_no: int = 1
+
+
+WHOLE_FILE = FilePart()
+
+
+def file_parts(path: str, part_bytes: int) -> list[FilePart]:
+    """A local uncompressed JSON Lines file larger than `part_bytes` as parts of about that size, each
+    starting on a line (found, with the line numbers, by one read of the file); any other file whole.
+    CSV is never cut (a quoted cell may hold a line break), nor a compressed or remote file.
+
+    >>> file_parts("/data/events.jsonl.gz", 64 << 20)
+    [FilePart(number=0, start=0, end=None, first_line_no=1)]
+    """
+    name = path.lower()
+    if "://" in path or name.endswith(COMPRESSED_SUFFIXES) or input_format(path) != "jsonl":
+        return [WHOLE_FILE]
+    size = os.path.getsize(path)
+    if size <= part_bytes:
+        return [WHOLE_FILE]
+    parts, start, first_line_no, offset, lines = [], 0, 1, 0, 0
+    for block in read_line_blocks(path, min(8 << 20, part_bytes)):
+        end = offset + len(block)
+        if end - start >= part_bytes and end < size:  # blocks end on a line: cut after this one
+            parts.append(FilePart(len(parts), start, end, first_line_no))
+            start, first_line_no = end, lines + block.count(b"\n") + 1
+        lines += block.count(b"\n")
+        offset = end
+    return [*parts, FilePart(len(parts), start, None, first_line_no)]
+
+
+def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHOLE_FILE) -> Iterator[bytes]:
+    """The decompressed file (or one part of it) in blocks of whole lines (each block but the last ends
+    with a newline)."""
+    left = None if part.end is None else part.end - part.start
+
+    def read(handle) -> bytes:
+        nonlocal left
+        data = handle.read(block_bytes if left is None else min(block_bytes, left))
+        if left is not None:
+            left -= len(data)
+        return data
+
     rest = b""
-    for chunk in _read_guarded(path, lambda handle: handle.read(block_bytes)):
+    for chunk in _read_guarded(path, read, part.start):
         end = chunk.rfind(b"\n") + 1
         if end:
             yield rest + chunk[:end]

@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import __version__
 from pipelines.config import RunConfig
 from pipelines.contract import DATASETS
-from pipelines.io import InputFile, file_checksum, match_inputs, publish
+from pipelines.io import InputFile, file_checksum, file_parts, match_inputs, publish
 from pipelines.playbook import load_playbook
 from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
@@ -40,7 +40,8 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
     `roots`: the public and restricted staging directories; `work`: the directory of spill and count files.
     """
     channels = load_playbook(config.playbook).allowed_channels
-    files = [(dataset, index, f.path) for dataset in DATASETS for index, f in enumerate(inputs[dataset])]
+    files = [(dataset, index, f.path, part) for dataset in DATASETS for index, f in enumerate(inputs[dataset])
+             for part in file_parts(f.path, config.part_bytes)]
     read = p | "List files" >> beam.Create(files) | "Read" >> ReadAndValidate(config, work, channels)
     deduplicated = read | "Deduplicate" >> Deduplicate(config, work)
     stitched = deduplicated | "Stitch visits" >> StitchVisits(config, work)
@@ -143,7 +144,8 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
     if config.run_id is None:
         described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                      for d in DATASETS for f in inputs[d]]
-        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out", "restricted_out"})
+        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out",
+                                              "restricted_out", "part_bytes"})  # part_bytes changes no output
         settings["playbook"] = load_playbook(config.playbook).model_dump()
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
         config = config.model_copy(update={"run_id": derive_run_id(_window_label(config), described, settings)})

@@ -14,9 +14,9 @@ Every file name is derived from what produced it, so a retried or repeated step 
 the same bytes, and a file appears whole or not at all (written under a temporary name, then renamed).
 
     >>> writer = SpillWriter("/tmp/work")                                    # doctest: +SKIP
-    >>> writer.write(("dedup", "events", 3), "read-events-00001", table)     # doctest: +SKIP
+    >>> writer.write(("dedup", "events", 3), "read-events-00001-0000", table)     # doctest: +SKIP
     >>> writer.close()                                                       # doctest: +SKIP
-    [(('dedup', 'events', 3), ('/tmp/work/dedup/events/read-events-00001.arrow', (0,)))]
+    [(('dedup', 'events', 3), ('/tmp/work/dedup/events/read-events-00001-0000.arrow', (0,)))]
 """
 from __future__ import annotations
 

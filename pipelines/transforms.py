@@ -192,10 +192,10 @@ class _ReadFile(_SpillingDoFn):
         self.channels = channels
 
     def step(self, element):
-        dataset, index, path = element
-        name, writer, counts = f"read-{dataset}-{index:05d}", SpillWriter(self.work), Counter()
+        dataset, index, path, part = element
+        name, writer, counts = f"read-{dataset}-{index:05d}-{part.number:04d}", SpillWriter(self.work), Counter()
         for valid, rejected in read_validated(
-            path, dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date
+            path, dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date, part
         ):
             counts[f"{dataset}.input_rows"] += valid.num_rows + rejected.num_rows
             self.spill_buckets(writer, name, valid, (DEDUP, dataset), ID_FIELDS[dataset])
@@ -302,7 +302,8 @@ class Route(beam.PTransform):
 
 
 class ReadAndValidate(beam.PTransform):
-    """(dataset, file index, path) of the input files -> spills of valid rows by id bucket and of rejected rows."""
+    """(dataset, file index, path, io.FilePart) of the input files -> spills of valid rows by id bucket and of
+    rejected rows."""
 
     def __init__(self, config: RunConfig, work: str, channels: frozenset[str]):
         super().__init__()

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from distributed import Client
@@ -30,7 +29,6 @@ from pipelines.runners import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PUBLISHED = ("events", "feedback", "quarantine", "duplicates", "_restricted/quarantine_raw")
 SUMMARY_COUNTS = ("events", "feedback", "published", "partitions")
 
 
@@ -237,13 +235,7 @@ def fixture_config(out: Path, run_id: str) -> RunConfig:
                      out=str(out), timezone="Asia/Shanghai", run_id=run_id, buckets=4)
 
 
-def published_rows(out: Path) -> dict[str, list[dict]]:
-    """Rows of every published partition file, in file order, without run_id (the one per-run column)."""
-    return {str(p.relative_to(out)): pq.read_table(p).drop_columns(["run_id"]).to_pylist()
-            for table in PUBLISHED for p in sorted((out / table).rglob("*.parquet"))}
-
-
-def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path):
+def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path, published_rows):
     direct = run(fixture_config(tmp_path / "direct", "direct-run"))
     with runner_options("dask", cluster, None, []) as args:
         dask = run(fixture_config(tmp_path / "dask", "dask-run"), args)

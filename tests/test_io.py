@@ -15,13 +15,17 @@ from pipelines.contract import DEFAULT_CHANNELS
 from pipelines.dedup import deduplicate
 from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated
 from pipelines.io import (
+    WHOLE_FILE,
+    FilePart,
     InputError,
     InputFile,
     RawRecord,
+    file_parts,
     input_format,
     local_dates,
     match_inputs,
     publish,
+    read_line_blocks,
     read_records,
     unflatten_csv_row,
     write_partition,
@@ -501,3 +505,47 @@ def test_publish_keeps_a_partition_whose_rows_differ_only_in_run_id(tmp_path):
     assert pq.read_table(out / "t" / "dt=2026-10-01" / "part-00000.parquet").column("run_id").to_pylist() == ["r1"]
     write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [2], "run_id": ["r3"]})], 10)
     assert len(publish(str(staging), str(out), ["t"], None).replaced) == 1
+
+
+def _event_line(i: int) -> str:
+    return json.dumps({"event_id": f"e{i:03d}", "customer_id": "c1", "occurred_at": f"2026-10-01T09:{i % 60:02d}:00Z",
+                       "channel": "branch", "touchpoint": "greeting"})
+
+
+def test_file_parts_cut_a_large_jsonl_file_on_lines_with_their_numbers(tmp_path):
+    lines = [_event_line(i) for i in range(30)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    width = len(lines[0]) + 1  # every line has the same length here
+    parts = file_parts(str(path), 10 * width)
+    assert parts == [FilePart(0, 0, 10 * width, 1), FilePart(1, 10 * width, 20 * width, 11), FilePart(2, 20 * width, None, 21)]
+    read = [part_line for part in parts for part_line in b"".join(read_line_blocks(str(path), 64, part)).splitlines()]
+    assert read == [line.encode() for line in lines]
+    assert file_parts(str(path), path.stat().st_size) == [WHOLE_FILE]  # not larger than a part
+
+
+@pytest.mark.parametrize("name", ["events.jsonl.gz", "events.csv"])
+def test_file_parts_leave_compressed_and_csv_files_whole(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"x\n" * 1000) if name.endswith(".gz") else b"a,b\n" + b"1,2\n" * 1000)
+    assert file_parts(str(path), 100) == [WHOLE_FILE]
+
+
+def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path):
+    """Bad lines, blank lines, CRLF and a BOM stay as they are in a whole read, with the same line numbers."""
+    lines = ["\ufeff" + _event_line(0), *(_event_line(i) for i in range(1, 40)), "{not json", "", "[1, 2]", "  ",
+             _event_line(1).replace('"branch"', '"telepathy"'), *(_event_line(i) + "\r" for i in range(40, 70))]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    parts = file_parts(str(path), 700)
+    assert len(parts) > 3
+
+    def read(part=WHOLE_FILE):
+        batches = list(read_validated(str(path), "events", DEFAULT_CHANNELS, timezone.utc, 1000, "2026-11-23", part))
+        return [pa.concat_tables([batch[i] for batch in batches]) for i in (0, 1)]
+
+    whole = read()
+    in_parts = [read(part) for part in parts]
+    assert pa.concat_tables([valid for valid, _ in in_parts]).equals(whole[0])
+    assert pa.concat_tables([rejected for _, rejected in in_parts]).equals(whole[1])
+    assert whole[0].num_rows == 70 and sorted(whole[1].column("line_no").to_pylist()) == [41, 43, 45]

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import RunConfig
+from pipelines.io import file_parts
 from pipelines.pipeline import auto_buckets, run
 from pipelines.runs import read_runs
 from schemas.tables import SCHEMA_VERSION, TABLES
@@ -174,6 +175,17 @@ def test_rerun_changes_nothing_and_is_recorded(finished):
     assert [Path(f["path"]).name for f in history[1]["input_files"]] == ["events_a.jsonl", "events_b.csv", "feedback.jsonl"]
     assert all(f["checksum"].startswith("sha256:") for f in history[1]["input_files"])
 
+
+def test_a_jsonl_file_read_in_parts_gives_the_same_tables(finished, tmp_path, published_rows):
+    out, summary = finished
+    config = RunConfig(
+        touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")], out=str(tmp_path),
+        timezone="Asia/Shanghai", run_id="test-run", buckets=4, part_bytes=400,
+    )
+    assert len(file_parts(str(FIXTURES / "events_a.jsonl"), 400)) == 4  # 1,876 bytes
+    parts = run(config)
+    assert published_rows(tmp_path) == published_rows(out)
+    assert (parts["events"], parts["feedback"]) == (summary["events"], summary["feedback"])
 
 @pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (160, 16), (161, 17), (1300, 130), (10**6, 1024)])
 def test_buckets_grow_with_the_input_so_a_bucket_stays_about_10_mib(size_mib, buckets):

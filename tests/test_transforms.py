@@ -19,6 +19,7 @@ from pipelines.config import RunConfig
 from pipelines.contract import DEFAULT_CHANNELS
 from pipelines.dedup import split_by_bucket
 from pipelines.ingest import VALID_SCHEMAS
+from pipelines.io import file_parts
 from pipelines.spill import SpillWriter, read_counts, read_spills, write_counts
 from pipelines.transforms import (
     DEDUP,
@@ -94,8 +95,10 @@ def test_spill_files_round_trip_and_counts_add_up(work):
     assert read_counts(work) == {"x": 5, "z": 1}
 
 
-def test_read_and_validate_splits_valid_and_rejected_rows(work):
-    files = [("events", 0, str(FIXTURES / "events_a.jsonl"))]
+@pytest.mark.parametrize("part_bytes", [2**20, 400], ids=["whole", "in parts"])
+def test_read_and_validate_splits_valid_and_rejected_rows(work, part_bytes):
+    path = str(FIXTURES / "events_a.jsonl")
+    files = [("events", 0, path, part) for part in file_parts(path, part_bytes)]
     with test_pipeline.TestPipeline() as p:
         read = p | beam.Create(files) | ReadAndValidate(CONFIG, work, frozenset(DEFAULT_CHANNELS))
         assert_that(read | rows_of(DEDUP, "event_id", "line_no") | beam.Map(lambda r: r[1:]), equal_to(
