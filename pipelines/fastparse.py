@@ -1,22 +1,26 @@
 """Vectorised fast path of `ingest.read_validated`: whole blocks of rows parsed and checked with Arrow.
 
-JSON Lines blocks are parsed by `pyarrow.json` with an explicit schema (strings, float64 numbers, the
-object field as an empty struct); a line whose types differ fails the parse, is reported by row and is
-left out (the parse goes on around it). CSV rows come from Python's csv module. On the typed columns
-`check` computes, with `pyarrow.compute`, a conservative "certainly valid" mask and the contract columns:
-a row is certainly valid only when every field has a plain form on which Arrow gives exactly what
-`json.loads` + `pipelines.validate` give (strings, finite non-negative numbers,
-`YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]` timestamps, ASCII channel and outcome). Lines that Arrow's
-JSON reader might read differently from Python's (not `{...}`, the file's first line, not UTF-8, NaN/Inf
-spellings, several values on a line) never count as parsed. Every other row is left to the per-row
-Python reference path, which gives its exact rejection or its exact clean row; `ingest` merges both in
-line order.
+Both formats are read in blocks of whole lines split with numpy (`split_lines`), and only the lines that a
+format-specific test marks simple are parsed by Arrow. JSON Lines: `{...}` lines are parsed by `pyarrow.json` with an
+explicit schema (strings, float64 numbers, the object field as an empty struct); a line whose types differ fails the
+parse, is reported by row and is left out (the parse goes on around it). CSV: lines that are one whole record of the
+header's width in a form where `pyarrow.csv` and Python's csv module give the same cells (an RE2 match: plain or
+quoted cells, `""` escapes, no line break, CR or NUL inside, not all blank, no leading byte-order mark) are read by
+`pyarrow.csv` as strings; feedback's `rating.*` columns are folded column-wise into the ratings and SERVQUAL columns.
+On the typed columns `check` computes, with `pyarrow.compute`, a conservative "certainly valid" mask and the
+contract columns: a row is certainly valid only when every field has a plain form on which Arrow gives exactly what
+the reference reader + `pipelines.validate` give (strings, finite non-negative numbers,
+`YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]` timestamps, ASCII channel and outcome). Lines that Arrow might read
+differently from Python (the file's first line, not UTF-8, NaN/Inf spellings, several JSON values on a line, CSV
+lines outside the pattern) never count as parsed. Every other row is left to the per-row Python reference path,
+which gives its exact rejection or its exact clean row; `ingest` merges both in line order.
 
-Objects (`attributes`, feedback `ratings`), CSV numbers and naive timestamps outside UTC are finished in
+Objects (`attributes`, JSON Lines feedback `ratings`), CSV numbers and naive timestamps outside UTC are finished in
 Python, once per distinct value, with the reference functions themselves.
 """
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
@@ -26,10 +30,10 @@ from datetime import datetime, timedelta, timezone, tzinfo
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pv
 import pyarrow.json as pj
 
-from pipelines.contract import DIMENSIONS, OUTCOMES, SCORE_RANGES
-from pipelines.io import CsvRow, unflatten_csv_row
+from pipelines.contract import DIMENSIONS, OUTCOMES, RATING_RANGE, SCORE_RANGES, SERVQUAL_ITEMS
 from pipelines.validate import Rejection, check_ratings, parse_timestamp, servqual_by_dimension
 
 # The characters Python's str.strip() removes (str.isspace()); tests/test_ingest_fast.py checks the list.
@@ -81,10 +85,12 @@ SPECS = {
 @dataclass
 class Cells:
     """Rows of a block as typed cells: strings, float64 numbers, the object field as JSON text (null when
-    absent or null); `ok` is False for rows whose cells do not all have those types."""
+    absent or null); `ok` is False for rows whose cells do not all have those types. Feedback ratings folded by
+    the front end (CSV) come as their output columns in `ratings` instead."""
 
     ok: np.ndarray
     columns: dict[str, pa.Array]
+    ratings: dict[str, pa.Array] | None = None
 
 
 def _mask(condition: pa.Array) -> np.ndarray:
@@ -245,15 +251,25 @@ def _ratings(text: str) -> dict | None:
     return None if isinstance(items, Rejection) else {"ratings": items, **servqual_by_dimension(items)}
 
 
-def _finish_ratings(texts: pa.Array, out: dict, ok: np.ndarray, schema: pa.Schema) -> np.ndarray:
-    """Feedback: ratings items, SERVQUAL columns and "at least one signal"; returns the narrowed mask."""
+def _json_ratings(texts: pa.Array, ok: np.ndarray, schema: pa.Schema) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """Ratings objects (JSON text) of the rows still `ok` -> the narrowed mask, ratings items and SERVQUAL columns."""
     parsed = [_ratings(t) if t is not None and keep else _NO_RATINGS for t, keep in zip(texts.to_pylist(), ok)]
-    for name in ["ratings", *_SERVQUAL]:
-        out[name] = pa.array([(r or _NO_RATINGS)[name] for r in parsed], schema.field(name).type)
+    columns = {name: pa.array([(r or _NO_RATINGS)[name] for r in parsed], schema.field(name).type)
+               for name in ["ratings", *_SERVQUAL]}
+    return ok & np.array([r is not None for r in parsed], bool), columns
+
+
+def _finish_ratings(cells: Cells, out: dict, ok: np.ndarray, schema: pa.Schema) -> np.ndarray:
+    """Feedback: ratings items, SERVQUAL columns and "at least one signal"; returns the narrowed mask."""
+    if cells.ratings is None:
+        ok, ratings = _json_ratings(cells.columns["ratings"], ok, schema)
+    else:
+        ratings = cells.ratings
+    out.update(ratings)
     signal = pc.greater(pc.list_value_length(out["ratings"]), 0)
     for name in ("csat", "nps", "ces", "comment"):
         signal = pc.or_(signal, pc.is_valid(out[name]))
-    return ok & np.array([r is not None for r in parsed], bool) & _mask(signal)
+    return ok & _mask(signal)
 
 
 def check(dataset: str, cells: Cells, channels, default_tz: tzinfo, schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
@@ -264,12 +280,12 @@ def check(dataset: str, cells: Cells, channels, default_tz: tzinfo, schema: pa.S
     ts_ok, out[spec.timestamp] = _timestamps(spec, cells.columns, default_tz, schema.field(spec.timestamp).type)
     out.update(numbers)
     ok = np.logical_and.reduce([cells.ok, ts_ok, *string_ok, *number_ok])
-    texts = cells.columns[spec.obj]
     if spec.obj == "attributes":
+        texts = cells.columns["attributes"]
         out["attributes"] = _per_distinct(texts, canonical_object, pa.string())
         ok &= _mask(pc.or_(pc.is_null(texts), pc.is_valid(out["attributes"])))
     else:
-        ok = _finish_ratings(texts, out, ok, schema)
+        ok = _finish_ratings(cells, out, ok, schema)
     names = [f.name for f in schema if f.name in out]
     table = pa.table([out[n] for n in names], schema=pa.schema([schema.field(n) for n in names])).filter(ok)
     return np.flatnonzero(ok), table
@@ -279,31 +295,41 @@ def check(dataset: str, cells: Cells, channels, default_tz: tzinfo, schema: pa.S
 
 @dataclass
 class LineBlock:
-    """The physical lines of a block of a JSON Lines file."""
+    """The physical lines of a block of a JSON Lines or CSV file."""
 
     first_line_no: int
     data: bytes
     offsets: np.ndarray  # where each line starts, then the block's end
     lines: pa.Array  # large_binary, each line with its line break, as `readline` returns it
-    rows: np.ndarray  # bool: the line is a row (not blank; invalid UTF-8 counts as a row)
+    rows: np.ndarray  # bool: the line is not blank (JSON Lines: a row; invalid UTF-8 counts as a row)
     simple: np.ndarray  # bool: a row the fast path may try (see `split_lines`)
 
+    def line(self, position: int) -> bytes:
+        return self.data[self.offsets[position]:self.offsets[position + 1]]
 
-def split_lines(data: bytes, first_line_no: int) -> LineBlock:
+
+def simple_json(array: np.ndarray, lines: pa.Array, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """The JSON Lines that the fast path may try: `{...}` (then a line break, maybe after CR) without the letters
+    `NaN` or `Inf` (Arrow reads Inf and -NaN, Python does not)."""
+    simple = (last > starts) & (array[starts] == ord("{")) & (array[last] == ord("}"))
+    simple[_lenient_tokens(array, starts)] = False
+    return simple
+
+
+def split_lines(data: bytes, first_line_no: int, simple: Callable[..., np.ndarray] = simple_json) -> LineBlock:
     """Split a block of whole lines without a Python loop over them; a block not ending in a line break ends the
-    file. A simple line is `{...}` (then a line break, maybe after CR), valid UTF-8, without the letters `NaN` or
-    `Inf` (Arrow reads Inf and -NaN, Python does not) and not the file's first line (a byte-order mark is
-    allowed there)."""
+    file. The lines the fast path may try are those that `simple(array, lines, starts, last)` marks (`simple_json`,
+    `simple_csv`), that are valid UTF-8 and that are not the file's first line (a byte-order mark is allowed there,
+    a CSV file's header)."""
     array = np.frombuffer(data, np.uint8)
     breaks = np.flatnonzero(array == 10)
     ends = breaks if data.endswith(b"\n") else np.append(breaks, len(data))
     starts = np.concatenate([[0], breaks + 1])[:len(ends)].astype(np.int64)
     last = ends - 1 - (array[ends - 1] == 13)
-    simple = (last > starts) & (array[starts] == ord("{")) & (array[last] == ord("}"))
     offsets = np.append(starts, len(data))
     lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-    for position in _not_utf8(data, starts) + _lenient_tokens(array, starts):
-        simple[position] = False
+    simple = simple(array, lines, starts, last)
+    simple[_not_utf8(data, starts)] = False
     if first_line_no == 1 and len(simple):
         simple[0] = False
     rows = simple.copy()
@@ -330,12 +356,12 @@ def _not_utf8(data: bytes, starts: np.ndarray) -> list[int]:
             offset = int(starts[bad[-1] + 1])
 
 
-def _lenient_tokens(array: np.ndarray, starts: np.ndarray) -> list[int]:
+def _lenient_tokens(array: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Positions of the lines containing `Inf` or `NaN` anywhere (Arrow reads Inf, -Inf and -NaN, Python does not)."""
     first = np.flatnonzero((array[:-2] == ord("I")) | (array[:-2] == ord("N")))
     found = ((array[first] == ord("I")) & (array[first + 1] == ord("n")) & (array[first + 2] == ord("f"))) | \
             ((array[first] == ord("N")) & (array[first + 1] == ord("a")) & (array[first + 2] == ord("N")))
-    return list(np.searchsorted(starts, first[found], side="right") - 1)
+    return np.searchsorted(starts, first[found], side="right") - 1
 
 
 _ERROR_ROW = re.compile(r" in row (\d+)")
@@ -429,25 +455,85 @@ def jsonl_cells(spec: Spec, block: LineBlock, parsed: np.ndarray, table: pa.Tabl
     return Cells(_mask(pc.invert(present)) | cut, columns)
 
 
-def csv_cells(spec: Spec, header: list[str], rows: list[CsvRow]) -> Cells:
-    """CSV rows (all of the header's width, valid UTF-8) -> cells: a non-blank cell is a string, a number cell
-    read by Python's `float` (once per distinct text); feedback's `rating.*` columns become one ratings object
-    per row (JSON text)."""
+# One CSV cell in a form that Python's csv module (default dialect) and pyarrow.csv read alike: unquoted without
+# quotes, commas and line breaks, or quoted with `""` escapes and no line break (pyarrow ends a line at a bare CR)
+# and no NUL (pyarrow.csv misreads a quoted NUL at some block boundaries).
+_CSV_CELL = r'(?:[^",\r\n\x00]*|"(?:[^"\r\n\x00]|"")*")'
+_SOLID = r'[^",\t-\r\x1c-\x20\x80-\xff]'  # a byte that is certainly part of a non-blank cell
+
+
+def simple_csv(width: int) -> Callable[..., np.ndarray]:
+    """The CSV lines that the fast path may try (see `split_lines`): one whole record of `width` cells of the forms
+    `_CSV_CELL` (an RE2 match), then a line break (maybe after CR); with a byte that belongs to a non-blank cell
+    (so the row is not all blank), no leading byte-order mark (pyarrow drops it at the start of its input) and not
+    longer than the csv module's field size limit (Python raises on longer cells)."""
+    pattern = rf"^{_CSV_CELL}(?:,{_CSV_CELL}){{{width - 1}}}\r?\n?$"
+
+    def simple(array: np.ndarray, lines: pa.Array, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
+        if not 0 < width <= 1000:  # RE2 repeats at most 1,000 times
+            return np.zeros(len(starts), bool)
+        whole = pc.and_(pc.match_substring_regex(lines, pattern), pc.match_substring_regex(lines, _SOLID))
+        short = pc.less_equal(pc.binary_length(lines), csv.field_size_limit())
+        return _mask(pc.and_(pc.and_(whole, short), pc.invert(pc.starts_with(lines, "\ufeff"))))
+
+    return simple
+
+
+def read_csv_lines(block: LineBlock, width: int, columns: list[int]) -> pa.Table:
+    """The simple lines of `block` (see `simple_csv`) read by `pyarrow.csv`: the given columns (named by their
+    position) as strings, one row per line."""
+    names = [str(i) for i in range(width)]
+    if not block.simple.any():
+        return pa.table({names[i]: pa.array([], pa.string()) for i in columns})
+    lines = block.lines.filter(pa.array(block.simple))
+    _, offsets, data = lines.buffers()
+    start, end = np.frombuffer(offsets, np.int64)[[lines.offset, lines.offset + len(lines)]]
+    longest = int(np.diff(block.offsets)[block.simple].max())
+    read = [names[i] for i in columns or [0]]  # no columns would be every column
+    table = pv.read_csv(
+        pa.BufferReader(data.slice(start, end - start)),
+        read_options=pv.ReadOptions(column_names=names, use_threads=False, block_size=max(1 << 20, longest + 1)),
+        parse_options=pv.ParseOptions(newlines_in_values=False),
+        convert_options=pv.ConvertOptions(
+            include_columns=read, column_types=dict.fromkeys(read, pa.string()),
+            strings_can_be_null=False, null_values=[], check_utf8=False))
+    if table.num_rows != len(lines):
+        raise AssertionError(f"pyarrow.csv read {table.num_rows} rows from {len(lines)} lines")
+    return table
+
+
+def csv_cells(spec: Spec, header: list[str], block: LineBlock, schema: pa.Schema) -> Cells:
+    """The simple lines of a CSV block as cells: strings as read, number cells read by Python's `float` (once per
+    distinct text, blank -> null), `attributes` blank -> null; feedback's `rating.*` columns folded into the
+    ratings and SERVQUAL columns (`_csv_ratings`)."""
     column_of = {name: i for i, name in enumerate(header)}  # a repeated name: the last column wins, as dict(zip())
-    ok, cells = np.ones(len(rows), bool), {}
+    numeric = {*spec.numbers, *spec.scores}
+    ratings = [i for name, i in column_of.items() if name.startswith("rating.") or name == "ratings"] \
+        if spec.obj == "ratings" else []
+    table = read_csv_lines(block, len(header), sorted({*(column_of[f] for f in spec.fields if f in column_of), *ratings}))
+    n = table.num_rows
+
+    def cell(i: int) -> pa.Array:
+        return table.column(str(i)).combine_chunks()
+
+    ok, columns = np.ones(n, bool), {}
     for field in spec.fields:
         if field == "ratings":
-            is_object, cells[field] = _csv_ratings(header, rows)
-            ok &= is_object
-            continue
-        values = _csv_column([row.cells[column_of[field]] for row in rows]) if field in column_of else \
-            pa.nulls(len(rows), pa.string())
-        if field in spec.numbers or field in spec.scores:
-            numbers = _per_distinct(values, _float, pa.float64())
-            ok &= _mask(pc.or_(pc.is_null(values), pc.is_valid(numbers)))
-            values = numbers
-        cells[field] = values
-    return Cells(ok, cells)
+            continue  # folded by `_csv_ratings`
+        if field not in column_of:
+            columns[field] = pa.nulls(n, pa.float64() if field in numeric else pa.string())
+        elif field in numeric:
+            blank, columns[field] = _csv_numbers(cell(column_of[field]))
+            ok &= blank | _mask(pc.is_valid(columns[field]))
+        elif field == "attributes":
+            values = cell(column_of[field])
+            columns[field] = pc.if_else(pc.equal(pc.binary_length(pc.utf8_trim(values, WHITESPACE)), 0), _NULL, values)
+        else:
+            columns[field] = cell(column_of[field])  # `check` strips them (blank -> null)
+    if spec.obj != "ratings":
+        return Cells(ok, columns)
+    ratings_ok, folded = _csv_ratings(column_of, lambda i: _csv_numbers(cell(i)), n, schema.field("ratings").type)
+    return Cells(ok & ratings_ok, columns, folded)
 
 
 def _float(text: str) -> float | None:
@@ -458,21 +544,81 @@ def _float(text: str) -> float | None:
         return None
 
 
-def _csv_column(cells: list[str]) -> pa.Array:
-    """A CSV column as strings, blank cells (Python's strip) as null."""
-    values = pa.array(cells, pa.string())
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim(values, WHITESPACE)), 0)
-    return pc.if_else(blank, _NULL, values)
+def _csv_numbers(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Number cells: whether each is blank (Python's strip) and its `float` (null when blank or not a number),
+    computed once per distinct text."""
+    encoded = pc.dictionary_encode(values)
+    texts = encoded.dictionary.to_pylist()
+    indices = encoded.indices.to_numpy()
+    blank = np.array([not t.strip() for t in texts], bool)[indices]
+    return blank, pa.array([_float(t) if t.strip() else None for t in texts], pa.float64()).take(encoded.indices)
 
 
-def _csv_ratings(header: list[str], rows: list[CsvRow]) -> tuple[np.ndarray, pa.Array]:
-    """Whether each feedback CSV row's ratings are absent or an object, and the objects as JSON text, folded by
-    `unflatten_csv_row` as the reference does (a plain `ratings` column stays text, which the reference rejects)."""
-    positions = [i for i, name in enumerate(header) if name.startswith("rating.") or name == "ratings"]
-    names = [header[i] for i in positions]
-    ratings = [unflatten_csv_row(dict(zip(names, (row.cells[i] for i in positions)))).get("ratings") for row in rows]
-    is_object = np.array([r is None or isinstance(r, dict) for r in ratings], bool)
-    return is_object, pa.array([json.dumps(r) if isinstance(r, dict) else None for r in ratings], pa.string())
+def _dimension(key: str) -> str | None:
+    """The SERVQUAL dimension of a rating key, as `validate.parse_ratings` finds it."""
+    return key.lower() if key.lower() in DIMENSIONS else SERVQUAL_ITEMS.get(key.upper())
+
+
+def _csv_ratings(column_of: dict[str, int], numbers: Callable[[int], tuple[np.ndarray, pa.Array]], n: int,
+                 ratings_type: pa.DataType) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """Feedback's `rating.<key>[.<measure>]` cells folded column-wise as `unflatten_csv_row` + `parse_ratings` +
+    `servqual_by_dimension` do: whether each row's ratings are certainly valid, and the `ratings` items (sorted by
+    key) and SERVQUAL columns. Left to the reference path: a non-blank cell of an unknown key or measure or that is
+    not a number in the rating range; a key with an expectation but no perception, or with both a plain and a
+    measured cell; a key with two plain columns (`rating.Q1`, `rating.Q1.`); a non-blank plain `ratings` column
+    without any rating cell (the reference rejects the text)."""
+    by_key: dict[str, dict[str, list[int]]] = {}
+    for name, i in column_of.items():
+        if name.startswith("rating."):
+            key, _, measure = name[len("rating."):].partition(".")
+            by_key.setdefault(key, {}).setdefault(measure, []).append(i)
+    keys = sorted(k for k in by_key if _dimension(k))
+    low, high = RATING_RANGE
+    ok, any_rating = np.ones(n, bool), np.zeros(n, bool)
+    rated = np.zeros((n, len(keys)), bool)
+    perception, expectation = np.full((n, len(keys)), np.nan), np.full((n, len(keys)), np.nan)
+    for key, measures in by_key.items():
+        cells = {m: [numbers(i) for i in columns] for m, columns in measures.items()}
+        present = {m: np.logical_or.reduce([~blank for blank, _ in c]) for m, c in cells.items()}
+        anywhere = np.logical_or.reduce(list(present.values()))
+        any_rating |= anywhere
+        if key not in keys or any(len(c) > 1 for c in cells.values()):
+            ok &= ~anywhere
+            continue
+        value = {m: c[0][1].fill_null(np.nan).to_numpy() for m, c in cells.items()}
+        for m in cells:  # an unknown measure must be blank, a known one a number in range
+            in_range = (value[m] >= low) & (value[m] <= high) if m in ("", "expectation", "perception") else False
+            ok &= ~present[m] | in_range
+        none = np.zeros(n, bool)
+        plain, measured = present.get("", none), present.get("expectation", none) | present.get("perception", none)
+        ok &= ~(plain & measured) & ~(measured & ~present.get("perception", none))
+        j = keys.index(key)
+        rated[:, j] = plain | measured
+        perception[:, j] = np.where(plain, value.get("", np.nan), value.get("perception", np.nan))
+        expectation[:, j] = np.where(measured, value.get("expectation", np.nan), np.nan)
+    if "ratings" in column_of:
+        ok &= numbers(column_of["ratings"])[0] | any_rating
+    rated &= ok[:, None]
+    row, item = np.nonzero(rated)  # row-major: each row's items in key order
+    offsets = np.concatenate([[0], np.cumsum(rated.sum(axis=1))]).astype(np.int32)
+    has_expectation = ~np.isnan(expectation[row, item])
+    items = pa.StructArray.from_arrays(
+        [pa.array(keys, pa.string()).take(item), pa.array([_dimension(k) for k in keys], pa.string()).take(item),
+         pa.array(expectation[row, item], pa.float64(), mask=~has_expectation),
+         pa.array(perception[row, item], pa.float64())],
+        fields=list(ratings_type.value_type))
+    out = {"ratings": pa.ListArray.from_arrays(pa.array(offsets), items, type=ratings_type)}
+    for dimension in DIMENSIONS:
+        sums, counts = [np.zeros(n), np.zeros(n)], [np.zeros(n, np.int64), np.zeros(n, np.int64)]
+        for j in (j for j, k in enumerate(keys) if _dimension(k) == dimension):  # summed in key order, as Python does
+            for measure, values, has in ((0, expectation[:, j], rated[:, j] & ~np.isnan(expectation[:, j])),
+                                         (1, perception[:, j], rated[:, j])):
+                sums[measure] = sums[measure] + np.where(has, values, 0.0)
+                counts[measure] += has
+        means = [pa.array(s / np.maximum(c, 1), pa.float64(), mask=c == 0) for s, c in zip(sums, counts)]
+        out[f"{dimension}_expectation"], out[f"{dimension}_perception"] = means
+        out[f"{dimension}_gap"] = pc.subtract(means[1], means[0])
+    return ok, out
 
 
 def check_lines(dataset: str, block: LineBlock, channels, default_tz: tzinfo,
@@ -484,7 +630,8 @@ def check_lines(dataset: str, block: LineBlock, channels, default_tz: tzinfo,
     return parsed[positions], valid
 
 
-def check_csv(dataset: str, header: list[str], rows: list[CsvRow], channels, default_tz: tzinfo,
+def check_csv(dataset: str, header: list[str], block: LineBlock, channels, default_tz: tzinfo,
               schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
-    """The certainly valid ones of CSV rows that fit the header and are UTF-8: positions and contract columns."""
-    return check(dataset, csv_cells(SPECS[dataset], header, rows), channels, default_tz, schema)
+    """The certainly valid rows among the simple lines of a CSV block: their positions and contract columns."""
+    positions, valid = check(dataset, csv_cells(SPECS[dataset], header, block, schema), channels, default_tz, schema)
+    return np.flatnonzero(block.simple)[positions], valid

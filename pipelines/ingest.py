@@ -8,15 +8,16 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from itertools import islice
+from io import BytesIO
+from itertools import chain, islice
 
 import numpy as np
 import pyarrow as pa
 
 from pipelines import fastparse
 from pipelines.contract import DIMENSIONS, ErrorKind
-from pipelines.io import (WHOLE_FILE, FilePart, RawRecord, csv_record, input_format, jsonl_record, read_csv_rows,
-                          read_line_blocks, read_records)
+from pipelines.io import (WHOLE_FILE, CsvRow, FilePart, RawRecord, csv_header, csv_line, csv_record, csv_rows,
+                          input_format, jsonl_record, read_csv_rows, read_line_blocks, read_records)
 from pipelines.validate import ID_FIELDS, TIME_FIELDS, VALIDATORS, Rejection, parse_timestamp
 from schemas.tables import EVENTS, FEEDBACK, QUARANTINE_RAW
 
@@ -138,15 +139,51 @@ class _Reader:
                    block.first_line_no + np.flatnonzero(block.rows))
 
     def csv_blocks(self, block_rows: int = 50_000) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
-        header, rows = read_csv_rows(self.path)
+        """Blocks of whole lines: the lines that are certainly one record (`fastparse.simple_csv`) are read by
+        `pyarrow.csv` and checked vectorised, every other line is read alone by Python's csv module and its row goes
+        through the reference path. From a line that leaves a quoted cell open (a record spanning lines) to the end
+        of the file, the rows are read by Python's csv module (`csv_rows`) and all take the reference path."""
+        blocks = read_line_blocks(self.path)
+        first = next(blocks, b"")
+        if not first:
+            return
+        head, whole = csv_line(first[:first.find(b"\n") + 1 or len(first)], 1)
+        if not whole:  # the header spans lines
+            yield from self._csv_rows(*read_csv_rows(self.path), block_rows)
+            return
+        header = csv_header(head.cells)
+        simple, next_line_no = fastparse.simple_csv(len(header)), 1
+        for data in chain([first], blocks):
+            block = fastparse.split_lines(data, next_line_no, simple)
+            next_line_no += len(block.lines)
+            rows, cut = {}, len(block.lines)  # position -> row of the other lines, up to one that leaves a quote open
+            for position in np.flatnonzero(~block.simple)[1 if block.first_line_no == 1 else 0:]:  # not the header
+                row, whole = csv_line(block.line(position), block.first_line_no + position)
+                if not whole:
+                    cut = position
+                    break
+                if not row.blank:
+                    rows[position] = row
+            block.simple[cut:] = False
+            positions, fast = fastparse.check_csv(
+                self.dataset, header, block, self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
+            for position in np.setdiff1d(np.flatnonzero(block.simple), positions, assume_unique=True):
+                rows[position] = csv_line(block.line(position), block.first_line_no + position)[0]
+            slow = np.array(sorted(rows), np.int64)
+            yield (*self._merge(fast, block.first_line_no + positions, (csv_record(header, rows[p]) for p in slow)),
+                   block.first_line_no + np.union1d(positions, slow))
+            if cut < len(block.lines):
+                tail = chain.from_iterable(map(BytesIO, chain([data[block.offsets[cut]:]], blocks)))  # lines
+                yield from self._csv_rows(header, csv_rows(tail, block.first_line_no + cut), block_rows)
+                return
+
+    def _csv_rows(self, header: list[str], rows: Iterator[CsvRow],
+                  block_rows: int) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
+        """CSV rows read by Python's csv module, all through the reference path, `block_rows` at a time."""
+        no_rows = VALID_SCHEMAS[self.dataset].empty_table().drop_columns([name for name, _ in _LINEAGE])
         while block := list(islice(rows, block_rows)):
-            fits = [i for i, row in enumerate(block) if row.not_utf8 is None and len(row.cells) == len(header)]
-            positions, fast = fastparse.check_csv(self.dataset, header, [block[i] for i in fits],
-                                                  self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
-            positions = np.asarray(fits, np.int64)[positions]
             line_nos = np.array([row.line_no for row in block], np.int64)
-            slow = np.setdiff1d(np.arange(len(block)), positions, assume_unique=True)
-            yield *self._merge(fast, line_nos[positions], (csv_record(header, block[i]) for i in slow)), line_nos
+            yield *self._merge(no_rows, line_nos[:0], (csv_record(header, row) for row in block)), line_nos
 
     def _merge(self, fast: pa.Table, fast_lines: np.ndarray, slow: Iterator[RawRecord]) -> tuple[pa.Table, pa.Table]:
         """The fast rows plus the reference path's outcome of the other rows: (valid, rejected) in line order."""

@@ -225,19 +225,25 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
 
 @dataclass(frozen=True)
 class CsvRow:
-    """One non-blank CSV row: its first physical line, its cells and the first "not UTF-8" reason, if any."""
+    """One CSV record: its first physical line, its cells and the first "not UTF-8" reason of its lines, if any."""
 
     line_no: int
     cells: list[str]
     not_utf8: str | None
 
+    @property
+    def blank(self) -> bool:
+        """No cells, or every cell blank: not a row."""
+        return all(not c.strip() for c in self.cells)
 
-def read_csv_rows(path: str) -> tuple[list[str], Iterator[CsvRow]]:
-    """The header (stripped, without a byte-order mark; empty for an empty file) and the non-blank rows."""
+
+def csv_records(lines: Iterable[bytes], first_line_no: int = 1) -> Iterator[tuple[CsvRow, int]]:
+    """Every record of CSV lines read by Python's csv module (blank ones too), the first line numbered
+    `first_line_no`, each with its last physical line."""
     not_utf8: dict[int, str] = {}  # physical line number -> decoding error
 
     def decoded() -> Iterator[str]:
-        for number, line in enumerate(_lines(path), start=1):
+        for number, line in enumerate(lines, start=first_line_no):
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -245,21 +251,37 @@ def read_csv_rows(path: str) -> tuple[list[str], Iterator[CsvRow]]:
                 yield line.decode("utf-8", "replace")
 
     reader = csv.reader(decoded())
-    header = next(reader, None)
-    if header is None:
+    last_line = first_line_no - 1
+    for cells in reader:
+        line_no, last_line = last_line + 1, first_line_no - 1 + reader.line_num
+        errors = [not_utf8[n] for n in range(line_no, last_line + 1) if n in not_utf8]
+        yield CsvRow(line_no, cells, errors[0] if errors else None), last_line
+
+
+def csv_rows(lines: Iterable[bytes], first_line_no: int) -> Iterator[CsvRow]:
+    """The rows (records that are not blank) of CSV lines, the first numbered `first_line_no`."""
+    return (row for row, _ in csv_records(lines, first_line_no) if not row.blank)
+
+
+def csv_line(line: bytes, line_no: int) -> tuple[CsvRow, bool]:
+    """One physical line read alone as CSV: its record and whether it is one whole record (False when a quoted
+    cell is still open at its end and the record goes on in the next line)."""
+    row, last_line = next(csv_records((line, b"\n"), line_no))
+    return row, last_line == line_no
+
+
+def csv_header(cells: list[str]) -> list[str]:
+    """Header names stripped, without the byte-order mark that spreadsheet exports start with."""
+    return [h.strip().lstrip("\ufeff") for h in cells]
+
+
+def read_csv_rows(path: str) -> tuple[list[str], Iterator[CsvRow]]:
+    """The header (empty for an empty file) and the rows."""
+    records = csv_records(_lines(path))
+    first = next(records, None)
+    if first is None:
         return [], iter(())
-
-    def rows() -> Iterator[CsvRow]:
-        last_line = reader.line_num
-        for cells in reader:
-            line_no, last_line = last_line + 1, reader.line_num
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            errors = [not_utf8[n] for n in range(line_no, last_line + 1) if n in not_utf8]
-            yield CsvRow(line_no, cells, errors[0] if errors else None)
-
-    # spreadsheet exports start with a byte-order mark
-    return [h.strip().lstrip("\ufeff") for h in header], rows()
+    return csv_header(first[0].cells), (row for row, _ in records if not row.blank)
 
 
 def csv_record(header: list[str], row: CsvRow) -> RawRecord:

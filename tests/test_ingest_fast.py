@@ -1,6 +1,8 @@
 """The vectorised read_validated equals the per-row reference path exactly (same batches, rows, values, schemas)."""
 from __future__ import annotations
 
+import csv
+import functools
 import gzip
 import json
 import sys
@@ -10,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pipelines import ingest, io
 from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.fastparse import WHITESPACE
+from pipelines.fastparse import WHITESPACE, check_csv, read_csv_lines, simple_csv, split_lines
 from pipelines.ingest import read_validated, read_validated_reference
 from pipelines.sample import generate_sample
 
@@ -226,3 +229,197 @@ def test_typed_parse_failures(tmp_path):
                                     separators=(",", ":")))
     path = write_lines(tmp_path / "typed.jsonl", lines, invalid_utf8=False)
     assert_same(path, "events", 1000, timezone.utc)
+
+
+# --- CSV: the vectorised path's boundaries ------------------------------------------------------------------------
+
+def read_all(path: Path, dataset: str, tz=timezone.utc) -> tuple[list[dict], list[dict]]:
+    """`read_validated`'s rows of a file, after checking them against the reference (batches of 3 rows)."""
+    assert_same(path, dataset, 3, tz)
+    batches = list(read_validated(str(path), dataset, CHANNELS, tz, 3, "2026-11-23"))
+    return ([row for valid, _ in batches for row in valid.to_pylist()],
+            [row for _, rejected in batches for row in rejected.to_pylist()])
+
+
+def fast_line_nos(path: Path, dataset: str) -> list[int]:
+    """The lines of a one-block CSV file whose rows the vectorised path takes as certainly valid."""
+    data = path.read_bytes()
+    header = io.csv_header(io.csv_line(data[:data.index(b"\n") + 1], 1)[0].cells)
+    block = split_lines(data, 1, simple_csv(len(header)))
+    positions, _ = check_csv(dataset, header, block, CHANNELS, timezone.utc, ingest.VALID_SCHEMAS[dataset])
+    return [int(p) + 1 for p in positions]
+
+
+@pytest.mark.parametrize("line, simple", [
+    (b'e1,"a, ""b""",c\n', True), (b'e1,,\r\n', True), (b'"","",x', True), (b'e1,b,c\r', True),
+    (b'e1,b\n', False), (b'e1,b,c,d\n', False),  # too few / too many cells
+    (b'e1,a"b,c\n', False), (b'e1,"a"b,c\n', False), (b'e1, "a",c\n', False),  # quotes Python reads leniently
+    (b'e1,"open,c\n', False), (b'e1,"a\rb",c\n', False), (b'e1,"a\x00",c\n', False),
+    (b',,\n', False), (b'" ",\t,\xe3\x80\x80\n', False), (b'",",,\n', False),  # (maybe) all blank: Python decides
+    (b'\xef\xbb\xbfe1,b,c\n', False), (b'e1,caf\xe9,c\n', False),
+])
+def test_simple_csv_lines(line, simple):
+    """Which lines the CSV fast path reads with pyarrow.csv; those it does read give Python's cells."""
+    block = split_lines(b"h\n" + line, 1, simple_csv(3))
+    assert list(block.simple) == [False, simple]
+    if simple:
+        table = read_csv_lines(block, 3, [0, 1, 2])
+        assert [table.column(str(i))[0].as_py() for i in range(3)] == next(csv.reader([line.decode()]))
+
+
+def test_csv_quoting_counts_and_encodings(tmp_path):
+    """Quoted cells with commas and escapes, wrong cell counts, quotes Python reads leniently, blank and all-blank
+    rows, CRLF, byte-order marks, CR and NUL in quoted cells, a line that is not UTF-8, a repeated header name."""
+    good = "2026-10-01T09:00:00Z,c1,branch,greeting"
+    lines = [
+        "\ufeffevent_id,occurred_at,customer_id,channel,touchpoint,text,text",  # BOM; `text` twice: the last wins
+        f'e1,{good},"first, ""quoted""","hi, ""you"""',
+        f"e2,{good},x,y,z",  # too many cells
+        f"e3,{good}",  # too few
+        f'e4,{good},x,a"b',  # a stray quote in an unquoted cell
+        f'e5,{good},x,"a"b',  # text after a closing quote
+        f'e6,{good},x, "a"',  # a quote after a blank
+        "",
+        ",,,,,,",  # every cell blank: no row
+        ' , ,"",\t,"  ",,',
+        '",",,,,,,',  # one comma in a quoted cell: a row
+        f"\ufeffe7,{good},x,y",  # a byte-order mark after line 1
+        f'e8,{good},x,"a\rb"',
+        f'e9,{good},x,"nul\x00"',
+        f"e10,{good},x,y",
+    ]
+    data = "\r\n".join(lines).encode() + b"\r\ne11,2026-10-01T09:00:00Z,c1,branch,greeting,x,caf\xe9\r\n" + \
+        f"e12,{good},x,last".encode()
+    (tmp_path / "q.csv").write_bytes(data)
+    valid, rejected = read_all(tmp_path / "q.csv", "events")
+    assert [(r["event_id"], r["line_no"], r["text"]) for r in valid] == [
+        ("e1", 2, 'hi, "you"'), ("e4", 5, 'a"b'), ("e5", 6, "ab"), ("e6", 7, ' "a"'), ("\ufeffe7", 12, "y"),
+        ("e8", 13, "a\rb"), ("e9", 14, "nul\x00"), ("e10", 15, "y"), ("e12", 17, "last")]
+    assert [(r["line_no"], r["error_kind"], r["error_message"]) for r in rejected] == [
+        (3, "unparseable_line", "8 fields where the header has 7"),
+        (4, "unparseable_line", "5 fields where the header has 7"),
+        (11, "missing_required_field", "required field occurred_at is missing or empty"),
+        (16, "unparseable_line", "not UTF-8: invalid continuation byte")]
+    assert fast_line_nos(tmp_path / "q.csv", "events") == [2, 15, 17]
+
+
+def test_csv_quoted_line_break_mid_file(tmp_path, monkeypatch):
+    """A quoted cell spanning lines: the rows before it and after it keep their physical line numbers, whatever
+    the blocks (the rest of the file from that line is read by Python's csv module)."""
+    header = "event_id,occurred_at,customer_id,channel,touchpoint,text"
+    rows = [f"e{i},2026-10-01T09:00:00Z,c1,branch,greeting,t{i}" for i in range(1, 40)]
+    rows[19] = 'e20,2026-10-01T09:00:00Z,c1,branch,greeting,"two\nlines, ""quoted"""'
+    rows[25] = 'e26,2026-10-01T09:00:00Z,c1,branch,greeting,"three\r\n\r\nlines"'
+    rows[30] = "e31,2026-10-01T09:00:00Z,c1,branch"  # too few cells, after the multi-line cells
+    path = tmp_path / "multi.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8", newline="")
+    for block_bytes in (8 << 20, 100, 1):
+        monkeypatch.setattr(ingest, "read_line_blocks", functools.partial(io.read_line_blocks, block_bytes=block_bytes))
+        valid, rejected = read_all(path, "events")
+        lines = {r["event_id"]: r["line_no"] for r in valid}
+        assert (lines["e1"], lines["e19"], lines["e20"], lines["e21"], lines["e26"], lines["e27"], lines["e39"]) == \
+            (2, 20, 21, 23, 28, 31, 43)
+        assert next(r["text"] for r in valid if r["event_id"] == "e20") == 'two\nlines, "quoted"'
+        assert [(r["line_no"], r["error_message"]) for r in rejected] == [(35, "4 fields where the header has 6")]
+
+
+def test_csv_small_blocks(sample, tmp_path, monkeypatch):
+    """Blocks that end anywhere (each block holds whole lines): the same rows as the reference."""
+    gz = sample / "touchpoints" / "part-00002.csv.gz"
+    path = tmp_path / "events.csv"
+    path.write_bytes(gzip.decompress(gz.read_bytes())[:60_000])
+    for block_bytes in (1, 333, 4096):
+        monkeypatch.setattr(ingest, "read_line_blocks", functools.partial(io.read_line_blocks, block_bytes=block_bytes))
+        assert_same(path, "events", 50, timezone.utc)
+
+
+def test_csv_header_only_empty_and_multiline_header(tmp_path):
+    """Files without rows, a blank header, a header without contract fields, a header spanning lines."""
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_bytes(b"event_id,occurred_at\r\n")
+    (tmp_path / "blank_header.csv").write_bytes(b"\ne1,2026-10-01T09:00:00Z\n")
+    (tmp_path / "other_header.csv").write_bytes(b"a,b\n1,x\n2,2026-10-01T09:00:00Z\n")
+    (tmp_path / "multi_header.csv").write_bytes(
+        b'event_id,"occurred\nat",customer_id,channel,touchpoint\ne1,2026-10-01T09:00:00Z,c1,branch,greeting\n')
+    for name in ("empty.csv", "header.csv", "blank_header.csv", "other_header.csv", "multi_header.csv"):
+        assert_same(tmp_path / name, "events", 10, timezone.utc)
+    assert read_all(tmp_path / "multi_header.csv", "events")[1][0]["line_no"] == 3
+
+
+FEEDBACK_HEADER = ("feedback_id,submitted_at,customer_id,csat,comment,rating.Q5,rating.Q5.expectation,"
+                   "rating.Q5.perception,rating.Q6.perception,rating.reliability,rating.empathy.expectation,"
+                   "rating.empathy.perception,rating.Q1.perception")
+
+
+def test_feedback_csv_ratings(tmp_path):
+    """rating.* columns folded column-wise exactly as unflatten_csv_row + parse_ratings + servqual_by_dimension."""
+    rows = [
+        "f1,2026-10-01 20:00:00,c1,,,,6.5,5.5,4,1.1,,7,2",  # items Q1, Q5 (dict), Q6, empathy, reliability (plain)
+        "f2,2026-10-01 20:00:00,c1,4,,, , ,,,,,",  # blank ratings: csat only
+        "f3,2026-10-01 20:00:00,c1,,,5,,,,,,,",  # plain Q5
+        "f4,2026-10-01 20:00:00,c1,,,,6,,,,,,",  # expectation without perception
+        "f5,2026-10-01 20:00:00,c1,,,,,x,,,,,",  # not a number
+        "f6,2026-10-01 20:00:00,c1,,,,,8,,,,,",  # out of range
+        "f7,2026-10-01 20:00:00,c1,,,, 2 ,3.25,,2.2,5,3.3,",  # spaces around a number
+        "f8,2026-10-01 20:00:00,c1,,,,,,,,,,",  # no signal
+        "f9,2026-10-01 20:00:00,c1,,fine,,,,,,,,",  # a comment only
+        "f10,2026-10-01 20:00:00,c1,,,,,nan,,,,,",
+    ]
+    path = tmp_path / "fb.csv"
+    path.write_text(FEEDBACK_HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    valid, rejected = read_all(path, "feedback")
+    by_id = {r["feedback_id"]: r for r in valid}
+    assert sorted(by_id) == ["f1", "f2", "f3", "f7", "f9"]
+    assert [(i["item"], i["expectation"], i["perception"]) for i in by_id["f1"]["ratings"]] == [
+        ("Q1", None, 2.0), ("Q5", 6.5, 5.5), ("Q6", None, 4.0), ("empathy", None, 7.0), ("reliability", None, 1.1)]
+    assert by_id["f1"]["reliability_perception"] == (5.5 + 4.0 + 1.1) / 3 and by_id["f1"]["reliability_gap"] == \
+        (5.5 + 4.0 + 1.1) / 3 - 6.5
+    assert by_id["f7"]["empathy_gap"] == 3.3 - 5.0 and by_id["f2"]["ratings"] == []
+    assert [(r["record_id"], r["error_kind"], r["error_field"]) for r in rejected] == [
+        ("f4", "wrong_type", "ratings.Q5"), ("f5", "wrong_type", "ratings.Q5.perception"),
+        ("f6", "out_of_range", "ratings.Q5.perception"), ("f8", "no_feedback_signal", None),
+        ("f10", "out_of_range", "ratings.Q5.perception")]
+    assert fast_line_nos(path, "feedback") == [2, 3, 4, 8, 10]
+
+
+@pytest.mark.parametrize("header, cells", [
+    ("rating.Q23", "5"), ("rating.Q5.other", "5"), ("rating.q5.perception", "5"), ("rating.Empathy", "5"),
+    ("ratings", "{}"), ("rating.Q5,rating.Q5.", "5,6"), ("rating.Q5,rating.Q5.", ",6"), ("rating.Q5,ratings", "5,x"),
+    ("rating.,rating.Q5", "5,"), ("rating.Q5,rating.Q5", "5,6"), ("rating.Q5.perception,rating.Q5", ",5"),
+])
+def test_feedback_csv_rating_headers(tmp_path, header, cells):
+    """Unusual rating columns: unknown keys and measures, keys in other cases, a `ratings` text column, two
+    columns for the same rating, repeated names."""
+    path = tmp_path / "fb.csv"
+    path.write_text(f"feedback_id,submitted_at,customer_id,{header}\nf1,2026-10-01 20:00:00,c1,{cells}\n"
+                    f"f2,2026-10-01 20:00:00,c1,{','.join('' for _ in cells.split(','))}\n", encoding="utf-8")
+    assert_same(path, "feedback", 10, timezone.utc)
+
+
+def test_feedback_csv_plain_and_measured_rating_fail_alike(tmp_path):
+    """`rating.Q5` and `rating.Q5.perception` both filled: the reference fails (a str is not a dict), so does the
+    fast path."""
+    path = tmp_path / "fb.csv"
+    path.write_text("feedback_id,submitted_at,customer_id,rating.Q5,rating.Q5.perception\n"
+                    "f1,2026-10-01 20:00,c1,5,6\n", encoding="utf-8")
+    for read in (read_validated, read_validated_reference):
+        with pytest.raises(TypeError):
+            list(read(str(path), "feedback", CHANNELS, timezone.utc, 10, "2026-11-23"))
+
+
+def test_csv_long_cells(tmp_path):
+    """A cell longer than the csv module's field size limit fails both paths alike; with a higher limit, a line
+    longer than pyarrow's 1 MiB block is read whole."""
+    path = tmp_path / "long.csv"
+    path.write_text("event_id,occurred_at,customer_id,channel,touchpoint,text\n"
+                    f"e1,2026-10-01T09:00:00Z,c1,branch,greeting,{'x' * (2 << 20)}\n"
+                    "e2,2026-10-01T09:00:00Z,c1,branch,greeting,y\n", encoding="utf-8")
+    for read in (read_validated, read_validated_reference):
+        with pytest.raises(csv.Error, match="field larger than field limit"):
+            list(read(str(path), "events", CHANNELS, timezone.utc, 10, "2026-11-23"))
+    limit = csv.field_size_limit(4 << 20)
+    try:
+        valid, _ = read_all(path, "events")
+        assert [len(r["text"]) for r in valid] == [2 << 20, 1] and fast_line_nos(path, "events") == [2, 3]
+    finally:
+        csv.field_size_limit(limit)
