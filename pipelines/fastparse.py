@@ -15,8 +15,11 @@ differently from Python (the file's first line, not UTF-8, NaN/Inf spellings, se
 lines outside the pattern) never count as parsed. Every other row is left to the per-row Python reference path,
 which gives its exact rejection or its exact clean row; `ingest` merges both in line order.
 
-Objects (`attributes`, JSON Lines feedback `ratings`), CSV numbers and naive timestamps outside UTC are finished in
-Python, once per distinct value, with the reference functions themselves.
+Feedback ratings are folded column-wise in numpy (`_fold_ratings`) for both formats: CSV `rating.*` columns
+(`_csv_ratings`) and JSON Lines ratings objects of the plain form, parsed by `pyarrow.json` with a typed schema
+(`_json_ratings`); a ratings object in any other form is left to the reference path. Events' `attributes`, CSV numbers
+and naive timestamps outside UTC are finished in Python, once per distinct value, with the reference functions
+themselves.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import pyarrow.csv as pv
 import pyarrow.json as pj
 
 from pipelines.contract import DIMENSIONS, OUTCOMES, RATING_RANGE, SCORE_RANGES, SERVQUAL_ITEMS
-from pipelines.validate import Rejection, check_ratings, parse_timestamp, servqual_by_dimension
+from pipelines.validate import parse_timestamp
 
 # The characters Python's str.strip() removes (str.isspace()); tests/test_ingest_fast.py checks the list.
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
@@ -236,33 +239,68 @@ def canonical_object(text: str) -> str | None:
     return canonical
 
 
-_SERVQUAL = [f"{d}_{m}" for d in DIMENSIONS for m in ("expectation", "perception", "gap")]
-_NO_RATINGS = {"ratings": [], **servqual_by_dimension([])}
+# The plain JSON form of a ratings object, read by `pyarrow.json` (`_json_ratings`): canonical keys (Q1..Q22 and the
+# dimensions, as written in the contract) each with a number or an object of an expectation and/or perception number;
+# JSON whitespace but CR (Arrow ends a line at a bare CR), no strings, nulls, escapes or other keys.
+_RATING_KEYS = sorted([*SERVQUAL_ITEMS, *DIMENSIONS])  # in `parse_ratings`' order (sorted keys)
+_RATINGS_SCHEMA = pa.schema([(key, pa.struct([("expectation", pa.float64()), ("perception", pa.float64())]))
+                             for key in _RATING_KEYS])
+_WS = "[ \t]*"
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+_RATING_KEY = '"(?:' + "|".join(_RATING_KEYS) + ')"'
+_MEASURE = rf'"(?:expectation|perception)"{_WS}:{_WS}{_NUMBER}'
+_MEMBER = rf"{_RATING_KEY}{_WS}:{_WS}(?:{_NUMBER}|\{{{_WS}(?:{_MEASURE}(?:{_WS},{_WS}{_MEASURE})?)?{_WS}\}})"
+_PLAIN_RATINGS = rf"^{_WS}\{{{_WS}(?:{_MEMBER}(?:{_WS},{_WS}{_MEMBER})*)?{_WS}\}}{_WS}$"
+_BARE_RATING = rf"({_RATING_KEY}{_WS}:{_WS})({_NUMBER})"  # a top-level number: its perception
 
 
-def _ratings(text: str) -> dict | None:
-    """A ratings object (JSON text) -> `ratings` items and the SERVQUAL columns; None when it is rejected."""
-    ratings = json_object(text)
-    if ratings is None:
-        return None
-    if not ratings:
-        return _NO_RATINGS
-    items = check_ratings(ratings)
-    return None if isinstance(items, Rejection) else {"ratings": items, **servqual_by_dimension(items)}
+def _parse_ratings(texts: pa.Array) -> tuple[np.ndarray, pa.Table]:
+    """Ratings objects of the plain form (`_PLAIN_RATINGS`), bare numbers already made `{"perception": n}`, parsed
+    by `pyarrow.json` with `_RATINGS_SCHEMA`, one text a line: the positions of the texts that parse and their rows.
+    A text that fails (a key or measure given twice, a number beyond float64) is left out, as in `parse_lines`."""
+    lines = pc.binary_join_element_wise(texts.cast(pa.large_string()), pa.scalar("", pa.large_string()),
+                                        pa.scalar("\n", pa.large_string()))  # each text + "\n"
+    _, offsets, data = lines.buffers()
+    offsets = np.frombuffer(offsets, np.int64)[lines.offset:lines.offset + len(lines) + 1]
+    buffer = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]].copy()
+    offsets = offsets - offsets[0]
+    parser = _LineParser(buffer, offsets,
+                         pj.ParseOptions(explicit_schema=_RATINGS_SCHEMA, unexpected_field_behavior="error"),
+                         pj.ReadOptions(use_threads=False, block_size=max(64 << 10, int(np.diff(offsets).max()) + 1)))
+    batches, failed = parser.parse(np.arange(len(texts)))
+    parsed = np.setdiff1d(np.arange(len(texts)), failed, assume_unique=True)
+    return parsed, pa.Table.from_batches(batches, _RATINGS_SCHEMA)
 
 
-def _json_ratings(texts: pa.Array, ok: np.ndarray, schema: pa.Schema) -> tuple[np.ndarray, dict[str, pa.Array]]:
-    """Ratings objects (JSON text) of the rows still `ok` -> the narrowed mask, ratings items and SERVQUAL columns."""
-    parsed = [_ratings(t) if t is not None and keep else _NO_RATINGS for t, keep in zip(texts.to_pylist(), ok)]
-    columns = {name: pa.array([(r or _NO_RATINGS)[name] for r in parsed], schema.field(name).type)
-               for name in ["ratings", *_SERVQUAL]}
-    return ok & np.array([r is not None for r in parsed], bool), columns
+def _json_ratings(texts: pa.Array, ok: np.ndarray, ratings_type: pa.DataType) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """Ratings objects (JSON text, null when absent or null) of the rows still `ok` -> the narrowed mask, the
+    `ratings` items and SERVQUAL columns. Objects of the plain form (`_PLAIN_RATINGS`) are parsed by `pyarrow.json`
+    (`_parse_ratings`) and folded column-wise (`_fold_ratings`); any other object is left to the reference path."""
+    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    n = len(texts)
+    absent = _mask(pc.is_null(texts))
+    tried = ok & ~absent & _mask(pc.match_substring_regex(texts, _PLAIN_RATINGS))
+    ok = ok & (absent | tried)
+    rated = np.zeros((n, len(_RATING_KEYS)), bool)
+    expectation, perception = np.full(rated.shape, np.nan), np.full(rated.shape, np.nan)
+    positions = np.flatnonzero(tried)
+    if len(positions):
+        bare_as_measured = pc.replace_substring_regex(texts.filter(pa.array(tried)), _BARE_RATING, r'\1{"perception":\2}')
+        parsed, table = _parse_ratings(bare_as_measured)
+        ok[np.setdiff1d(positions, positions[parsed], assume_unique=True)] = False
+        rows = positions[parsed]
+        for j, key in enumerate(_RATING_KEYS):
+            measures = table.column(key).combine_chunks()
+            rated[rows, j] = _mask(pc.is_valid(measures))
+            expectation[rows, j] = pc.struct_field(measures, "expectation").fill_null(np.nan).to_numpy()
+            perception[rows, j] = pc.struct_field(measures, "perception").fill_null(np.nan).to_numpy()
+    return _fold_ratings(_RATING_KEYS, rated, expectation, perception, ok, ratings_type)
 
 
 def _finish_ratings(cells: Cells, out: dict, ok: np.ndarray, schema: pa.Schema) -> np.ndarray:
     """Feedback: ratings items, SERVQUAL columns and "at least one signal"; returns the narrowed mask."""
     if cells.ratings is None:
-        ok, ratings = _json_ratings(cells.columns["ratings"], ok, schema)
+        ok, ratings = _json_ratings(cells.columns["ratings"], ok, schema.field("ratings").type)
     else:
         ratings = cells.ratings
     out.update(ratings)
@@ -440,7 +478,7 @@ class _LineParser:
 
 def jsonl_cells(spec: Spec, block: LineBlock, parsed: np.ndarray, table: pa.Table) -> Cells:
     """The parsed rows of a block as cells; the object field's text is cut from the line after the last
-    `"<field>":` that follows `{` or `,` (a real key) up to the line's closing brace. That is the field's value
+    `"<field>":` that follows `{` or `,` (a real key; spaces and tabs between allowed) up to the line's closing brace. That is the field's value
     when it is the line's last member; any other cut holds more than one value and `json_object` refuses it."""
     columns = {f: table.column(f).combine_chunks() for f in spec.fields if f != spec.obj}
     present = pc.is_valid(table.column(spec.obj))
@@ -450,6 +488,7 @@ def jsonl_cells(spec: Spec, block: LineBlock, parsed: np.ndarray, table: pa.Tabl
     split = np.diff(parts.offsets.to_numpy()) == 2
     before, value = parts.flatten().take(first), parts.flatten().take(first + split)
     value = pc.utf8_rtrim(value, " \t\r\n")
+    before = pc.utf8_rtrim(before, " \t")  # `, "<field>":` as json.dumps writes it
     cut = split & _mask(pc.or_(pc.ends_with(before, ","), pc.ends_with(before, "{"))) & _mask(pc.ends_with(value, "}"))
     columns[spec.obj] = pc.if_else(pc.and_(present, cut), pc.utf8_slice_codeunits(value, 0, -1), _NULL)
     return Cells(_mask(pc.invert(present)) | cut, columns)
@@ -562,18 +601,18 @@ def _dimension(key: str) -> str | None:
 def _csv_ratings(column_of: dict[str, int], numbers: Callable[[int], tuple[np.ndarray, pa.Array]], n: int,
                  ratings_type: pa.DataType) -> tuple[np.ndarray, dict[str, pa.Array]]:
     """Feedback's `rating.<key>[.<measure>]` cells folded column-wise as `unflatten_csv_row` + `parse_ratings` +
-    `servqual_by_dimension` do: whether each row's ratings are certainly valid, and the `ratings` items (sorted by
-    key) and SERVQUAL columns. Left to the reference path: a non-blank cell of an unknown key or measure or that is
-    not a number in the rating range; a key with an expectation but no perception, or with both a plain and a
-    measured cell; a key with two plain columns (`rating.Q1`, `rating.Q1.`); a non-blank plain `ratings` column
-    without any rating cell (the reference rejects the text)."""
+    `servqual_by_dimension` do (`_fold_ratings`): whether each row's ratings are certainly valid, and the `ratings`
+    items (sorted by key) and SERVQUAL columns. Left to the reference path: a non-blank cell of an unknown key or
+    measure or that is not a number (or not in the rating range, `_fold_ratings`); a key with an expectation but no
+    perception, or with both a plain and a measured cell (rejected as wrong_type); a key with two plain columns
+    (`rating.Q1`, `rating.Q1.`); a non-blank plain `ratings` column without any rating cell (the reference rejects
+    the text)."""
     by_key: dict[str, dict[str, list[int]]] = {}
     for name, i in column_of.items():
         if name.startswith("rating."):
             key, _, measure = name[len("rating."):].partition(".")
             by_key.setdefault(key, {}).setdefault(measure, []).append(i)
     keys = sorted(k for k in by_key if _dimension(k))
-    low, high = RATING_RANGE
     ok, any_rating = np.ones(n, bool), np.zeros(n, bool)
     rated = np.zeros((n, len(keys)), bool)
     perception, expectation = np.full((n, len(keys)), np.nan), np.full((n, len(keys)), np.nan)
@@ -586,9 +625,8 @@ def _csv_ratings(column_of: dict[str, int], numbers: Callable[[int], tuple[np.nd
             ok &= ~anywhere
             continue
         value = {m: c[0][1].fill_null(np.nan).to_numpy() for m, c in cells.items()}
-        for m in cells:  # an unknown measure must be blank, a known one a number in range
-            in_range = (value[m] >= low) & (value[m] <= high) if m in ("", "expectation", "perception") else False
-            ok &= ~present[m] | in_range
+        for m in cells:  # an unknown measure must be blank, a known one a number
+            ok &= ~present[m] | (~np.isnan(value[m]) if m in ("", "expectation", "perception") else False)
         none = np.zeros(n, bool)
         plain, measured = present.get("", none), present.get("expectation", none) | present.get("perception", none)
         ok &= ~(plain & measured) & ~(measured & ~present.get("perception", none))
@@ -598,7 +636,21 @@ def _csv_ratings(column_of: dict[str, int], numbers: Callable[[int], tuple[np.nd
         expectation[:, j] = np.where(measured, value.get("expectation", np.nan), np.nan)
     if "ratings" in column_of:
         ok &= numbers(column_of["ratings"])[0] | any_rating
-    rated &= ok[:, None]
+    return _fold_ratings(keys, rated, expectation, perception, ok, ratings_type)
+
+
+def _fold_ratings(keys: list[str], rated: np.ndarray, expectation: np.ndarray, perception: np.ndarray, ok: np.ndarray,
+                  ratings_type: pa.DataType) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    """Ratings given column-wise (one column per key, `keys` sorted; `rated` rows x keys, the measures as floats,
+    NaN when absent) -> `parse_ratings` + `servqual_by_dimension` for the CSV and JSON Lines paths: the mask `ok`
+    narrowed to rows whose every rated item has a perception in the rating range and an expectation absent or in
+    range, and the `ratings` items (in key order) and SERVQUAL columns (means summed in key order, as Python does,
+    so the floats are equal)."""
+    n = len(ok)
+    low, high = RATING_RANGE
+    outside = [rated & ~((values >= low) & (values <= high)) for values in (perception, expectation)]
+    ok = ok & ~outside[0].any(axis=1) & ~(outside[1] & ~np.isnan(expectation)).any(axis=1)
+    rated = rated & ok[:, None]
     row, item = np.nonzero(rated)  # row-major: each row's items in key order
     offsets = np.concatenate([[0], np.cumsum(rated.sum(axis=1))]).astype(np.int32)
     has_expectation = ~np.isnan(expectation[row, item])

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.validate import ValueAndMeasures
+
 
 class InputError(Exception):
     """An input that cannot be read at all (no match, unknown format, unreadable file): the run stops."""
@@ -194,23 +196,28 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
 
 def unflatten_csv_row(row: dict[str, str]) -> dict:
     """CSV cells to contract fields: empty cell -> null, `attributes` JSON text decoded,
-    `rating.<key>[.expectation|.perception]` columns folded into a `ratings` object.
+    `rating.<key>[.expectation|.perception]` columns folded into a `ratings` object. A key filled both as
+    `rating.<key>` and as `rating.<key>.<measure>` becomes a `validate.ValueAndMeasures`, which validation
+    rejects (wrong_type, "ratings.<key>: both a value and measures").
 
     >>> unflatten_csv_row({"csat": "4", "rating.Q1.perception": "6", "rating.empathy": "5", "comment": ""})
     {'csat': '4', 'comment': None, 'ratings': {'Q1': {'perception': '6'}, 'empathy': '5'}}
     """
     fields: dict = {}
-    ratings: dict = {}
+    values: dict[str, str] = {}  # key -> its plain `rating.<key>` cell (the last one)
+    measures: dict[str, dict] = {}  # key -> its `rating.<key>.<measure>` cells
+    keys: dict[str, None] = {}  # the keys in column order
     for column, cell in row.items():
         value = cell if cell is not None and cell.strip() != "" else None
         if column.startswith("rating."):
             if value is None:
                 continue
             key, _, measure = column[len("rating."):].partition(".")
+            keys[key] = None
             if measure:
-                ratings.setdefault(key, {})[measure] = value
+                measures.setdefault(key, {})[measure] = value
             else:
-                ratings[key] = value
+                values[key] = value
         elif column == "attributes" and value is not None:
             try:
                 fields[column] = json.loads(value)
@@ -218,8 +225,9 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
                 fields[column] = value  # left as text: validation reports wrong_type
         else:
             fields[column] = value
-    if ratings:
-        fields["ratings"] = ratings
+    if keys:
+        fields["ratings"] = {key: ValueAndMeasures(values[key], measures[key]) if key in values and key in measures
+                             else values[key] if key in values else measures[key] for key in keys}
     return fields
 
 

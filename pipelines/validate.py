@@ -161,12 +161,24 @@ def _rating_value(key: str, measure: str, value: object) -> float:
     return number
 
 
+@dataclass(frozen=True)
+class ValueAndMeasures:
+    """A CSV rating key filled both as a plain `rating.<key>` cell and as `rating.<key>.<measure>` cells
+    (`io.unflatten_csv_row`): the ratings object is wrongly typed and `parse_ratings` rejects it."""
+
+    value: str
+    measures: dict
+
+
 def parse_ratings(ratings: dict) -> list[dict]:
     """SERVQUAL ratings object to items `{item, dimension, expectation, perception}`, sorted by item.
 
     >>> parse_ratings({"Q5": {"expectation": 7, "perception": 5}, "empathy": 6})[0]
     {'item': 'Q5', 'dimension': 'reliability', 'expectation': 7.0, 'perception': 5.0}
     """
+    for key in sorted(ratings):  # the object's shape before its items
+        if isinstance(ratings[key], ValueAndMeasures):
+            raise _Reject(ErrorKind.WRONG_TYPE, "ratings", f"ratings.{key}: both a value and measures")
     items = []
     for key in sorted(ratings):
         dimension = key.lower() if key.lower() in DIMENSIONS else SERVQUAL_ITEMS.get(key.upper())
@@ -185,14 +197,6 @@ def parse_ratings(ratings: dict) -> list[dict]:
             raise _Reject(ErrorKind.MISSING_REQUIRED_FIELD, f"ratings.{key}.perception", f"rating {key} has no perception")
         items.append({"item": key, "dimension": dimension, "expectation": expectation, "perception": perception})
     return items
-
-
-def check_ratings(ratings: dict) -> list[dict] | Rejection:
-    """`parse_ratings`, with the Rejection returned instead of raised (for the vectorised reader)."""
-    try:
-        return parse_ratings(ratings)
-    except _Reject as err:
-        return err.rejection
 
 
 def servqual_by_dimension(items: list[dict]) -> dict[str, float | None]:

@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import ingest, io
 from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.fastparse import WHITESPACE, check_csv, read_csv_lines, simple_csv, split_lines
+from pipelines.fastparse import WHITESPACE, check_csv, check_lines, read_csv_lines, simple_csv, split_lines
 from pipelines.ingest import read_validated, read_validated_reference
 from pipelines.sample import generate_sample
 
@@ -396,15 +396,103 @@ def test_feedback_csv_rating_headers(tmp_path, header, cells):
     assert_same(path, "feedback", 10, timezone.utc)
 
 
-def test_feedback_csv_plain_and_measured_rating_fail_alike(tmp_path):
-    """`rating.Q5` and `rating.Q5.perception` both filled: the reference fails (a str is not a dict), so does the
-    fast path."""
+@pytest.mark.parametrize("columns", ["rating.Q5,rating.Q5.perception", "rating.Q5.perception,rating.Q5"])
+def test_feedback_csv_plain_and_measured_rating_rejected_alike(tmp_path, columns):
+    """`rating.Q5` and `rating.Q5.perception` both filled (either column order): a wrong_type rejection of the
+    row (the fast path leaves it to the reference path) and the rest of the file is read."""
     path = tmp_path / "fb.csv"
-    path.write_text("feedback_id,submitted_at,customer_id,rating.Q5,rating.Q5.perception\n"
-                    "f1,2026-10-01 20:00,c1,5,6\n", encoding="utf-8")
-    for read in (read_validated, read_validated_reference):
-        with pytest.raises(TypeError):
-            list(read(str(path), "feedback", CHANNELS, timezone.utc, 10, "2026-11-23"))
+    path.write_text(f"feedback_id,submitted_at,customer_id,{columns},rating.Q1\n"
+                    "f1,2026-10-01 20:00:00,c1,5,6,4\n"
+                    "f2,2026-10-01 20:00:00,c1,,6,4\n"
+                    "f3,2026-10-01 20:00:00,c1,5,,\n", encoding="utf-8")
+    valid, rejected = read_all(path, "feedback")
+    assert [r["feedback_id"] for r in valid] == ["f2", "f3"]
+    assert [(r["record_id"], r["line_no"], r["error_kind"], r["error_field"], r["error_message"]) for r in rejected] == [
+        ("f1", 2, "wrong_type", "ratings", "ratings.Q5: both a value and measures")]
+    assert fast_line_nos(path, "feedback") == [3, 4]
+
+
+def fast_jsonl_line_nos(path: Path, dataset: str) -> list[int]:
+    """The lines of a one-block JSON Lines file whose rows the vectorised path takes as certainly valid."""
+    block = split_lines(path.read_bytes(), 1)
+    positions, _ = check_lines(dataset, block, CHANNELS, timezone.utc, ingest.VALID_SCHEMAS[dataset])
+    return [int(p) + 1 for p in positions]
+
+
+ALL_KEYS = {**{f"Q{i}": {"expectation": 1 + i % 7, "perception": 1 + (i * 3) % 7} for i in range(1, 23)},
+            "reliability": 2.5, "responsiveness": {"perception": 7}, "assurance": 1, "empathy": 6.75, "tangibles": 4}
+
+# (ratings as JSON text, csat, whether the row takes the fast path)
+JSONL_RATINGS = [
+    ('{"Q1": 5, "empathy": 7}', 3, True),  # plain numbers
+    ('{"Q5": {"expectation": 7, "perception": 5}, "Q6": {"perception": 4, "expectation": 6}}', 3, True),  # measures
+    ('{"Q5": 1, "Q6": {"expectation": 7, "perception": 2}, "Q7": {"perception": 6}, "reliability": 3}', None, True),
+    (json.dumps(ALL_KEYS), None, True),  # every key, SERVQUAL means of several items
+    ('{"Q1": 5.5, "Q2": {"expectation": 6.25, "perception": 1e0}, "Q3": 7.0, "Q4": 0.1e1}', 3, True),  # non-integers
+    ('{ "Q1" :5 ,"Q2":{ "perception" : 6 , "expectation":7} }', 3, True),  # spacing
+    ('\t{"Q1":\t5}\t', 3, True),
+    ("{}", 3, True), ("null", 3, True), ("{}", None, False), ("null", None, False),  # empty, null: no signal
+    ('{"Q1": {"expectation": 5}}', 3, False), ('{"Q1": {}}', 3, False),  # missing perception
+    ('{"Q1": {"expectation": 5, "perception": null}}', 3, False), ('{"Q1": null}', 3, False),
+    ('{"Q1": {"expectation": null, "perception": 5}}', 3, False),  # valid, but not the plain form
+    ('{"Q1": 8}', 3, False), ('{"Q1": 0}', 3, False), ('{"Q1": -0}', 3, False), ('{"Q1": 1e400}', 3, False),
+    ('{"Q1": {"expectation": 8, "perception": 5}}', 3, False), ('{"Q1": {"expectation": 5, "perception": 0.5}}', 3, False),
+    ('{"Q1": "5"}', 3, False), ('{"Q1": {"perception": " 6 "}}', 3, False),  # numbers as text: valid
+    ('{"Q1": true}', 3, False), ('{"Q1": [5]}', 3, False), ('{"Q1": {"perception": {"v": 5}}}', 3, False),
+    ('{"Q1": {"perception": [5]}}', 3, False), ('{"Q1": "good"}', 3, False),  # nested wrong types
+    ('{"Q23": 5}', 3, False), ('{"q6": 4}', 3, False), ('{"Empathy": 5}', 3, False), ('{"speed": {"perception": 5}}', 3, False),
+    ('{"Q1": {"perception": 5, "importance": 3}}', 3, False),  # unknown keys and measures
+    ('{"Q1": 5, "Q1": 6}', 3, False), ('{"Q1": {"perception": 5, "perception": 6}}', 3, False),  # duplicates
+    ('{"Q\\u0031": 5}', 3, False), ('{"Q1": {"perc\\u0065ption": 5}}', 3, False),  # escapes
+    ('{"Q1":\r5}', 3, False),  # CR: Arrow would end the line there
+    ('"x"', 3, False), ("[1]", 3, False), ("5", 3, False),
+]
+
+
+def test_feedback_jsonl_ratings(tmp_path):
+    """JSON Lines ratings objects: the plain form is parsed by pyarrow.json and folded column-wise exactly as
+    parse_ratings + servqual_by_dimension; every other form goes to the reference path."""
+    lines = [json.dumps({"feedback_id": "f0", "submitted_at": "2026-10-01T20:00:00Z", "customer_id": "c0", "csat": 1})]
+    for i, (ratings, csat, _) in enumerate(JSONL_RATINGS, start=1):
+        head = json.dumps({"feedback_id": f"f{i}", "submitted_at": "2026-10-01T20:00:00Z", "customer_id": "c1",
+                           **({"csat": csat} if csat else {})})
+        lines.append(f'{head[:-1]}, "ratings": {ratings}}}')
+    lines.append('{"feedback_id": "last", "submitted_at": "2026-10-01T20:00:00Z", "customer_id": "c1", '
+                 '"ratings": {"Q1": 5}, "csat": 3}')  # ratings not the last member
+    path = write_lines(tmp_path / "fb.jsonl", lines, invalid_utf8=False)
+    valid, rejected = read_all(path, "feedback")
+    assert fast_jsonl_line_nos(path, "feedback") == [i + 2 for i, (_, _, fast) in enumerate(JSONL_RATINGS) if fast]
+    by_id = {r["feedback_id"]: r for r in valid}
+    assert [(i["item"], i["expectation"], i["perception"]) for i in by_id["f3"]["ratings"]] == [
+        ("Q5", None, 1.0), ("Q6", 7.0, 2.0), ("Q7", None, 6.0), ("reliability", None, 3.0)]
+    assert by_id["f3"]["reliability_perception"] == (1.0 + 2.0 + 6.0 + 3.0) / 4 and by_id["f3"]["reliability_gap"] == \
+        (1.0 + 2.0 + 6.0 + 3.0) / 4 - 7.0
+    assert len(by_id["f4"]["ratings"]) == 27 and by_id["f8"]["ratings"] == [] and by_id["f9"]["ratings"] == []
+    reference_valid = {"f16", "f23", "f24", "f31", "f32", "f35", "f36", "f37", "f38", "f39", "last"}
+    assert set(by_id) == {"f0", *(f"f{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9))} | reference_valid
+    assert [i["perception"] for i in by_id["f35"]["ratings"]] == [6.0]  # a key given twice: the last one
+    assert len(rejected) == len(JSONL_RATINGS) - 9 - len(reference_valid) + 1
+
+
+def test_feedback_jsonl_ratings_parse_failures(tmp_path):
+    """Ratings texts that fail pyarrow.json's typed parse (a key given twice, a number beyond float64), scattered
+    over several of its 64 KB blocks, go to the reference path; every other row stays fast."""
+    lines = [json.dumps({"feedback_id": "f0", "submitted_at": "2026-10-01T20:00:00Z", "customer_id": "c0", "csat": 1})]
+    for i in range(1, 3000):
+        ratings = {f"Q{q}": {"expectation": 1 + (i + q) % 7, "perception": 1 + (i * q) % 7} for q in range(1, 23)}
+        text = json.dumps(ratings)
+        if i % 41 == 0:
+            text = text[:-1] + ', "Q1": 3}'
+        elif i % 43 == 0:
+            text = text[:-1] + ', "empathy": 1e400}'
+        elif i % 47 == 0:
+            text = '{"Q1": {"perception": 2, "perception": 3}}'
+        lines.append(json.dumps({"feedback_id": f"f{i}", "submitted_at": "2026-10-01T20:00:00Z", "customer_id": "c1"})[:-1]
+                     + f', "ratings": {text}}}')
+    path = write_lines(tmp_path / "many.jsonl", lines, invalid_utf8=False)
+    assert_same(path, "feedback", 1000, timezone.utc)
+    slow = {i for i in range(1, 3000) if i % 41 == 0 or i % 43 == 0 or i % 47 == 0}
+    assert fast_jsonl_line_nos(path, "feedback") == [i + 1 for i in range(1, 3000) if i not in slow]
 
 
 def test_csv_long_cells(tmp_path):

@@ -30,7 +30,8 @@ from pipelines.io import (
     unflatten_csv_row,
     write_partition,
 )
-from pipelines.validate import validate_event, validate_feedback
+from pipelines.contract import ErrorKind
+from pipelines.validate import Rejection, ValueAndMeasures, validate_event, validate_feedback
 
 UTC = timezone.utc
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -279,6 +280,19 @@ def test_unflatten_csv_row():
                               "rating.empathy": "5", "comment": "", "attributes": '{"a": [1]}', "text": " x "}) == {
         "csat": "4", "ratings": {"Q1": {"perception": "6"}, "empathy": "5"}, "comment": None,
         "attributes": {"a": [1]}, "text": " x "}
+
+
+@pytest.mark.parametrize("row", [{"rating.Q5": "5", "rating.Q5.perception": "6", "rating.Q1": "4"},
+                                 {"rating.Q5.perception": "6", "rating.Q1": "4", "rating.Q5": "5"}])
+def test_unflatten_csv_row_value_and_measures(row):
+    """A key filled both plain and with measures (either column order) is kept as such and rejected by
+    validation as a wrongly typed ratings object, instead of failing the read."""
+    fields = unflatten_csv_row({"feedback_id": "f1", "submitted_at": "2026-10-01T12:00:00Z", "customer_id": "c1", **row})
+    assert fields["ratings"] == {"Q5": ValueAndMeasures("5", {"perception": "6"}), "Q1": "4"}
+    assert validate_feedback(fields, CHANNELS, UTC) == Rejection(
+        ErrorKind.WRONG_TYPE, "ratings", "ratings.Q5: both a value and measures")
+    blank = unflatten_csv_row({**row, "rating.Q5": " "})
+    assert blank["ratings"] == {"Q5": {"perception": "6"}, "Q1": "4"}
 
 
 # --- write_partition / local_dates -----------------------------------------------------------

@@ -9,8 +9,10 @@ import pytest
 
 from pipelines.contract import DEFAULT_CHANNELS, ErrorKind
 from pipelines.ingest import record_json
+from pipelines.io import unflatten_csv_row
 from pipelines.validate import (
     Rejection,
+    ValueAndMeasures,
     parse_ratings,
     parse_timestamp,
     servqual_by_dimension,
@@ -432,6 +434,17 @@ def test_parse_ratings_items_sorted_by_key():
 )
 def test_rating_item_dimension(item, dimension):
     assert parse_ratings({item: 4})[0]["dimension"] == dimension
+
+
+@pytest.mark.parametrize("columns", [("rating.Q5", "rating.Q5.perception"), ("rating.Q5.expectation", "rating.Q5")])
+def test_csv_rating_value_and_measures_is_wrong_type(columns):
+    """A CSV row with both `rating.Q5` and `rating.Q5.<measure>` filled (either order): a wrongly typed ratings
+    object, reported before the items (an unknown key sorted first does not hide it)."""
+    fields = unflatten_csv_row({"feedback_id": "f1", "submitted_at": "2026-10-01T12:00:00Z", "customer_id": "c1",
+                                "rating.Q23": "5", columns[0]: "6", columns[1]: "7"})
+    assert isinstance(fields["ratings"]["Q5"], ValueAndMeasures)
+    assert validate_feedback(fields, CHANNELS, UTC) == Rejection(
+        ErrorKind.WRONG_TYPE, "ratings", "ratings.Q5: both a value and measures")
 
 
 def test_rating_without_perception_is_missing():
