@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -132,7 +133,7 @@ class _SegmentReader:
         self.handle.close()
 
 
-def merge_sorted(segments, keys: list[str], chunk_rows: int = 122_880) -> Iterator[pa.Table]:
+def merge_sorted(segments, keys: list[str], chunk_rows: int = 16_384) -> Iterator[pa.Table]:
     """The rows of segments that are each sorted by `keys`, in global `keys` order (ties: sorted segment
     order, then row order), as tables of `chunk_rows` rows (the last one fewer).
 
@@ -143,20 +144,26 @@ def merge_sorted(segments, keys: list[str], chunk_rows: int = 122_880) -> Iterat
     """
     readers = [_SegmentReader(segment, keys) for segment in sorted(segments)]
     try:
-        parts = [(number, reader.key_table()) for number, reader in enumerate(readers) if reader.starts[-1]]
-        if not parts:
-            return
-        order = pa.concat_tables([
-            table.append_column("_segment", pa.array(np.full(table.num_rows, number, np.int32)))
-                 .append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-            for number, table in parts
-        ]).sort_by([(k, "ascending") for k in (*keys, "_segment", "_row")])
-        segment_of, row_of = (order.column(c).to_numpy() for c in ("_segment", "_row"))
+        segment_of, row_of = _global_order(readers, keys)
         for start in range(0, len(segment_of), chunk_rows):
             yield _gather(readers, segment_of[start:start + chunk_rows], row_of[start:start + chunk_rows])
     finally:
         for reader in readers:
             reader.close()
+
+
+def _global_order(readers: list[_SegmentReader], keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(segment number, row in that segment) of every row, in merged order: one sort of all key columns."""
+    parts = [(number, reader.key_table()) for number, reader in enumerate(readers) if reader.starts[-1]]
+    if not parts:
+        return np.empty(0, np.int32), np.empty(0, np.int64)
+    keyed = pa.concat_tables([
+        table.append_column("_segment", pa.array(np.full(table.num_rows, number, np.int32)))
+             .append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        for number, table in parts
+    ])
+    order = pc.sort_indices(keyed, [(k, "ascending") for k in (*keys, "_segment", "_row")])
+    return keyed.column("_segment").take(order).to_numpy(), keyed.column("_row").take(order).to_numpy()
 
 
 def _gather(readers: list[_SegmentReader], segment_of: np.ndarray, row_of: np.ndarray) -> pa.Table:

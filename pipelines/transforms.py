@@ -261,7 +261,7 @@ class _WritePartition(_GroupStep):
 
     def step(self, keyed):
         (name, dt), segments = keyed
-        chunks = merge_sorted(segments, SORT_KEYS[name], self.config.row_group_rows)
+        chunks = merge_sorted(segments, SORT_KEYS[name])
         window = self.config.window_dates
         counts = Counter()
         if window is not None and dt not in window:
