@@ -8,13 +8,13 @@ its first event id, so reruns on the same input give the same ids. Moments are o
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
-from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from pipelines.dedup import run_starts
 
 
 def stitched_visit_id(customer_id: str, first_event_id: str) -> str:
@@ -25,25 +25,21 @@ def stitched_visit_id(customer_id: str, first_event_id: str) -> str:
 def _gap_visit_ids(table: pa.Table, gap_s: float) -> pa.Array:
     """Visit ids for rows without one: sessions per customer split at inactivity gaps > gap_s."""
     order = pc.sort_indices(table, [("customer_id", "ascending"), ("occurred_at", "ascending"), ("event_id", "ascending")])
-    customers = table.column("customer_id").take(order).to_numpy(zero_copy_only=False)
     micros = table.column("occurred_at").take(order).cast(pa.int64()).to_numpy()
-    event_ids = table.column("event_id").take(order).to_numpy(zero_copy_only=False)
-    starts = np.ones(len(order), dtype=bool)
-    if len(order) > 1:
-        starts[1:] = (customers[1:] != customers[:-1]) | ((micros[1:] - micros[:-1]) > gap_s * 1_000_000)
-    session = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    session_ids = np.array([stitched_visit_id(customers[i], event_ids[i]) for i in first], dtype=object)
-    ids_sorted = session_ids[session]
-    ids = np.empty(len(order), dtype=object)
-    ids[order.to_numpy()] = ids_sorted
-    return pa.array(ids, pa.string())
+    starts = run_starts(table.column("customer_id").take(order))
+    starts[1:] |= np.diff(micros) > gap_s * 1_000_000
+    first = order.take(pa.array(np.flatnonzero(starts)))
+    customers, event_ids = (table.column(c).take(first).to_pylist() for c in ("customer_id", "event_id"))
+    session_ids = pa.array([stitched_visit_id(c, e) for c, e in zip(customers, event_ids)], pa.string())
+    session = np.empty(len(order), dtype=np.int64)
+    session[order.to_numpy()] = np.cumsum(starts) - 1
+    return session_ids.take(pa.array(session))
 
 
 def stitch_visits(events: pa.Table, gap_s: float) -> pa.Table:
     """Fill `visit_id`, add visit_id_source, position_in_visit, moments_in_visit, is_first/last_moment.
 
-    The result is sorted by (visit_id, position_in_visit).
+    Rows keep their input order (positions come from a sort of the row indices, no copy of the rows).
     """
     given = events.column("visit_id")
     missing = pc.is_null(given)
@@ -55,17 +51,17 @@ def stitch_visits(events: pa.Table, gap_s: float) -> pa.Table:
         filled = given
     events = events.set_column(events.schema.get_field_index("visit_id"), "visit_id", filled)
     events = events.append_column("visit_id_source", source)
-    events = events.sort_by([("visit_id", "ascending"), ("occurred_at", "ascending"), ("event_id", "ascending")])
-    visits = events.column("visit_id").to_numpy(zero_copy_only=False)
-    starts = np.r_[True, visits[1:] != visits[:-1]] if len(visits) else np.zeros(0, bool)
+    order = pc.sort_indices(events, [(c, "ascending") for c in ("visit_id", "occurred_at", "event_id")])
+    starts = run_starts(events.column("visit_id").take(order))
     first_index = np.flatnonzero(starts)
     visit_no = np.cumsum(starts) - 1
-    sizes = np.diff(np.r_[first_index, len(visits)])
-    position = np.arange(len(visits)) - first_index[visit_no] + 1
-    moments = sizes[visit_no]
+    sizes = np.diff(np.r_[first_index, len(starts)])
+    position, moments = np.empty(len(starts), np.int32), np.empty(len(starts), np.int32)
+    position[order.to_numpy()] = np.arange(len(starts)) - first_index[visit_no] + 1
+    moments[order.to_numpy()] = sizes[visit_no]
     return (
-        events.append_column("position_in_visit", pa.array(position, pa.int32()))
-        .append_column("moments_in_visit", pa.array(moments, pa.int32()))
+        events.append_column("position_in_visit", pa.array(position))
+        .append_column("moments_in_visit", pa.array(moments))
         .append_column("is_first_moment", pa.array(position == 1))
         .append_column("is_last_moment", pa.array(position == moments))
     )
@@ -81,34 +77,68 @@ def visit_ends(stitched: pa.Table) -> pa.Table:
     return pairs.join(ends, "visit_id").select(["customer_id", "visit_id", "ended_at"])
 
 
+def _known_visits(feedback: pa.Table, visits: pa.Table) -> np.ndarray:
+    """Whether each feedback row's (customer_id, visit_id) names a row of `visits`."""
+    rows = pa.table({"customer_id": feedback.column("customer_id"), "visit_id": feedback.column("visit_id"),
+                     "row": pa.array(np.arange(feedback.num_rows))})
+    pairs = visits.select(["customer_id", "visit_id"]).group_by(["customer_id", "visit_id"]).aggregate([])
+    found = rows.join(pairs, ["customer_id", "visit_id"], join_type="inner").column("row").to_numpy()
+    known = np.zeros(feedback.num_rows, dtype=bool)
+    known[found] = True
+    return known
+
+
+def _timeline_rows(table: pa.Table, time_column: str, visit_ids: pa.ChunkedArray, is_feedback: bool) -> pa.Table:
+    """customer_id, at (the time in µs), is_feedback, visit_id: visit ends or submissions for `_latest_visits`."""
+    return pa.table({"customer_id": table.column("customer_id"), "at": table.column(time_column).cast(pa.int64()),
+                     "is_feedback": pa.repeat(is_feedback, table.num_rows), "visit_id": visit_ids})
+
+
+def _latest_visits(feedback: pa.Table, visits: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """For each feedback row: (index in `visits` of its customer's latest visit that ended at or before
+    `submitted_at`, -1 if none; microseconds from that end to submitted_at).
+
+    One sort of visit ends and submissions together by (customer, time, visits first, visit_id); a submission's
+    latest visit is then the last visit row before it, if it belongs to the same customer.
+    """
+    n_visits = visits.num_rows
+    timeline = pa.concat_tables([
+        _timeline_rows(visits, "ended_at", visits.column("visit_id"), False),
+        _timeline_rows(feedback, "submitted_at", pa.nulls(feedback.num_rows, pa.string()), True),
+    ])
+    order = pc.sort_indices(timeline, [("customer_id", "ascending"), ("at", "ascending"), ("is_feedback", "ascending"),
+                                       ("visit_id", "ascending")]).to_numpy()
+    positions = np.arange(len(order))
+    last_visit = np.maximum.accumulate(np.where(order < n_visits, positions, -1))
+    new_customer = run_starts(timeline.column("customer_id").take(order))
+    customer_start = np.maximum.accumulate(np.where(new_customer, positions, 0))
+    latest = np.where((last_visit >= 0) & (last_visit >= customer_start), order[np.maximum(last_visit, 0)], -1)
+    at = timeline.column("at").to_numpy()
+    submissions = order >= n_visits
+    rows, latest = order[submissions] - n_visits, latest[submissions]
+    index, waited = np.full(feedback.num_rows, -1), np.zeros(feedback.num_rows, dtype=np.int64)
+    index[rows] = latest
+    waited[rows] = at[rows + n_visits] - at[np.maximum(latest, 0)]
+    return index, waited
+
+
+_LINK_METHODS = pa.array(["visit_id", "visit_id_unmatched", "latest_visit", "unlinked"], pa.string())
+
+
 def link_feedback(feedback: pa.Table, visits: pa.Table, window_s: float) -> pa.Table:
     """Set `visit_id` and `link_method` on feedback rows.
 
     - `visit_id`: its visit_id names a visit of this customer in this run;
     - `visit_id_unmatched`: it names no visit of this customer in this run (the id is kept);
     - `latest_visit`: no visit_id; linked to the customer's latest visit that ended at or before
-      `submitted_at`, at most `window_s` seconds before;
+      `submitted_at`, at most `window_s` seconds before (the latest by (ended_at, visit_id));
     - `unlinked`: none of the above (visit_id stays null).
     """
-    known = set(zip(visits.column("customer_id").to_pylist(), visits.column("visit_id").to_pylist()))
-    ends_by_customer: dict[str, list[tuple[object, str]]] = defaultdict(list)
-    for customer, visit, ended in zip(*(visits.column(c).to_pylist() for c in ("customer_id", "visit_id", "ended_at"))):
-        ends_by_customer[customer].append((ended, visit))
-    for ends in ends_by_customer.values():
-        ends.sort()
-    visit_ids, methods = [], []
-    for customer, visit, submitted in zip(*(feedback.column(c).to_pylist() for c in ("customer_id", "visit_id", "submitted_at"))):
-        if visit is not None:
-            visit_ids.append(visit)
-            methods.append("visit_id" if (customer, visit) in known else "visit_id_unmatched")
-            continue
-        ends = ends_by_customer.get(customer, [])
-        index = bisect.bisect_right(ends, (submitted, "\U0010ffff")) - 1
-        if index >= 0 and (submitted - ends[index][0]).total_seconds() <= window_s:
-            visit_ids.append(ends[index][1])
-            methods.append("latest_visit")
-        else:
-            visit_ids.append(None)
-            methods.append("unlinked")
-    feedback = feedback.set_column(feedback.schema.get_field_index("visit_id"), "visit_id", pa.array(visit_ids, pa.string()))
-    return feedback.append_column("link_method", pa.array(methods, pa.string()))
+    given = pc.is_valid(feedback.column("visit_id")).to_numpy(zero_copy_only=False)
+    index, waited = _latest_visits(feedback, visits)
+    linked = ~given & (index >= 0) & (waited / 1e6 <= window_s)  # seconds as timedelta.total_seconds() gives them
+    method = np.select([given & _known_visits(feedback, visits), given, linked], [0, 1, 2], 3)  # in _LINK_METHODS
+    latest = visits.column("visit_id").take(pa.array(index, mask=~linked))
+    visit_ids = pc.coalesce(feedback.column("visit_id"), latest)
+    feedback = feedback.set_column(feedback.schema.get_field_index("visit_id"), "visit_id", visit_ids)
+    return feedback.append_column("link_method", _LINK_METHODS.take(pa.array(method)))

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import itertools
 import sys
 import typing
 from collections import Counter
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import RunConfig
-from pipelines.dedup import deduplicate, split_by_bucket
+from pipelines.dedup import deduplicate, run_starts, split_by_bucket
 from pipelines.ingest import read_validated
 from pipelines.io import local_dates, write_partition
 from pipelines.pii import mask_column, pseudonymize_column
@@ -55,22 +55,22 @@ COPIES = ("quarantine_raw",)  # copies of another table: their rows outside the 
 # --- row-level steps (plain functions on Arrow tables) ---------------------------------------------
 def redact(table: pa.Table, text_columns: list[str], key: bytes | None) -> pa.Table:
     """Mask PII in the text columns (count in `pii_masked`) and pseudonymise customer_id when a key is set."""
-    masked_total = pa.array([0] * table.num_rows, pa.int32())
+    masked_total = np.zeros(table.num_rows, dtype=np.int32)
     for column in text_columns:
         masked, counts = mask_column(table.column(column))
         table = table.set_column(table.schema.get_field_index(column), column, masked)
-        masked_total = pc.add(masked_total, counts)
+        masked_total += counts.to_numpy()
     if key is not None and "customer_id" in table.column_names:
         index = table.schema.get_field_index("customer_id")
         table = table.set_column(index, "customer_id", pseudonymize_column(table.column("customer_id"), key))
-    return table.append_column("pii_masked", masked_total.cast(pa.int32()))
+    return table.append_column("pii_masked", pa.array(masked_total))
 
 
 def finalise(table: pa.Table, name: str, config: RunConfig, date_column: str, extra: dict | None = None) -> pa.Table:
     """Add run columns and `dt`, then select and cast to the versioned schema of table `name`."""
     columns = {"run_id": config.run_id, "schema_version": SCHEMA_VERSION, **(extra or {})}
     for column, value in columns.items():
-        table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
+        table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
     schema = table_schema(name)
     conformed = pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
     dt = table.column("dt") if date_column == "dt" else local_dates(table.column(date_column), config.timezone)
@@ -84,12 +84,15 @@ def quarantine_tables(rejected: pa.Table, config: RunConfig) -> tuple[pa.Table, 
 
 
 def split_by_date(table: pa.Table, sort_keys: list[str] = ()) -> list[tuple[str, pa.Table]]:
-    """[(dt, its rows without the dt column, sorted by `sort_keys`)]: one sort, then slices."""
-    table = table.sort_by([(c, "ascending") for c in ("dt", *sort_keys)])
-    counts = table.group_by("dt", use_threads=False).aggregate([([], "count_all")])
-    starts = [0, *itertools.accumulate(counts.column("count_all").to_pylist())]
-    rows = table.drop_columns(["dt"])
-    return [(dt, rows.slice(start, end - start)) for dt, start, end in zip(counts.column("dt").to_pylist(), starts, starts[1:])]
+    """[(dt, its rows without the dt column, sorted by `sort_keys`)]: one sort, then slices (of a copy in that
+    order, unless the rows are in it already)."""
+    order = pc.sort_indices(table, [(c, "ascending") for c in ("dt", *sort_keys)])
+    rows, dates = table.drop_columns(["dt"]), table.column("dt")
+    if not np.array_equal(order.to_numpy(), np.arange(table.num_rows)):  # else already in order: no copy
+        rows, dates = rows.take(order), dates.take(order)
+    starts = np.flatnonzero(run_starts(dates))
+    ends = np.r_[starts[1:], table.num_rows]
+    return [(dates[start].as_py(), rows.slice(start, end - start)) for start, end in zip(starts, ends)]
 
 
 def true_count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -127,6 +130,9 @@ class Enricher:
         self.mapped = pa.array(sorted(code for code, rule in self.playbook.touchpoints.items() if rule.mot_step), pa.string())
 
     def __call__(self, table: pa.Table, counts: Counter) -> pa.Table:
+        """The finished rows, sorted by the dataset's SORT_KEYS (time, id) before the tag columns are made, so
+        they are in partition order already when split_by_date cuts them up."""
+        table = table.sort_by([(c, "ascending") for c in SORT_KEYS[self.dataset]])
         table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes)
         counts[f"{self.dataset}.pii_masked"] += pc.sum(table.column("pii_masked")).as_py() or 0
         if self.dataset == "events":

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
 from collections import Counter
 from datetime import timezone
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.dedup import bucket_of, deduplicate, split_by_bucket
+from pipelines.dedup import bucket_of, deduplicate, key_buckets, key_hashes, run_starts, split_by_bucket
 from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS
 from pipelines.validate import Rejection, validate_event, validate_feedback
 
@@ -47,13 +46,51 @@ def locations(table: pa.Table) -> list[tuple]:
 # --- bucketing -------------------------------------------------------------------------------
 
 
+def fnv1a_fmix64(key: str) -> int:
+    """Reference of key_hashes, one byte at a time: 64-bit FNV-1a, then murmur3's fmix64."""
+    mask = 2**64 - 1
+    h = 0xCBF29CE484222325
+    for byte in key.encode("utf-8"):
+        h = ((h ^ byte) * 0x100000001B3) & mask
+    for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h ^= h >> 33
+        h = (h * multiplier) & mask
+    return h ^ (h >> 33)
+
+
 def test_bucket_of_is_pinned():
     assert bucket_of("e1", 16) == 7
-    assert bucket_of("evt-0001", 16) == 13
-    assert bucket_of("客户-1", 1000) == 25
-    assert bucket_of("c1", 4096) == 2721
+    assert bucket_of("evt-0001", 16) == 11
+    assert bucket_of("客户-1", 1000) == 93
+    assert bucket_of("c1", 4096) == 131
     assert bucket_of("anything", 1) == 0
-    assert bucket_of("e1", 16) == zlib.crc32(b"e1") % 16
+    assert bucket_of("e1", 16) == fnv1a_fmix64("e1") % 16
+
+
+def test_key_hashes_pinned_and_equal_to_the_reference():
+    assert key_hashes(pa.array(["e1", "", "客户-1"])).tolist() == [
+        5776248991027667079, 17280346270528514342, 10746022790790526093]
+    shuffler = random.Random(11)
+    keys = ["".join(shuffler.choice("ab客-09") for _ in range(shuffler.randint(0, 40))) for _ in range(500)]
+    assert key_hashes(pa.array(keys)).tolist() == [fnv1a_fmix64(k) for k in keys]
+    # slices, chunked arrays, large_string and dictionary-free input give the same hashes
+    assert key_hashes(pa.array(keys).slice(17, 50)).tolist() == [fnv1a_fmix64(k) for k in keys[17:67]]
+    assert key_hashes(pa.chunked_array([keys[:3], keys[3:]])).tolist() == [fnv1a_fmix64(k) for k in keys]
+    assert key_hashes(pa.array(keys, pa.large_string())).tolist() == [fnv1a_fmix64(k) for k in keys]
+
+
+def test_key_hashes_nulls_and_empty():
+    assert key_hashes(pa.array([None, "", "x", None], pa.string())).tolist() == [
+        fnv1a_fmix64(""), fnv1a_fmix64(""), fnv1a_fmix64("x"), fnv1a_fmix64("")]
+    assert key_hashes(pa.array([], pa.string())).tolist() == []
+    assert key_hashes(pa.array(["", ""], pa.string())).tolist() == [fnv1a_fmix64("")] * 2
+
+
+def test_key_buckets_equal_keys_equal_buckets():
+    keys = pa.array([f"k{i % 7}" for i in range(70)])
+    buckets = key_buckets(keys, 13)
+    for i in range(70):
+        assert buckets[i] == buckets[i % 7] == bucket_of(f"k{i % 7}", 13)
 
 
 @pytest.mark.parametrize("buckets", [1, 2, 7, 16, 4096])
@@ -101,6 +138,23 @@ def test_split_by_bucket_single_bucket_and_empty():
     table = key_table(["a", "b", "c"])
     assert [(b, t.to_pylist()) for b, t in split_by_bucket(table, "visit_id", 1)] == [(0, table.to_pylist())]
     assert split_by_bucket(table.slice(0, 0), "visit_id", 8) == []
+
+
+def test_split_by_bucket_buckets_are_those_of_the_coalesced_keys():
+    table = key_table([None, "v1", None, "v2"] * 10, customers=[f"c{i}" for i in range(40)])
+    keys = [v if v is not None else c for v, c in zip(table.column("visit_id").to_pylist(),
+                                                    table.column("customer_id").to_pylist())]
+    buckets = key_buckets(pa.array(keys), 7)
+    for bucket, part in split_by_bucket(table, ["visit_id", "customer_id"], 7):
+        assert part.column("n").to_pylist() == [n for n in range(40) if buckets[n] == bucket]
+
+
+def test_run_starts():
+    assert run_starts(pa.array(["a", "a", "b", "b", "b", "a"])).tolist() == [True, False, True, False, False, True]
+    assert run_starts(pa.array([None, None, "a", None], pa.string())).tolist() == [True, False, True, True]
+    assert run_starts(pa.chunked_array([["x", "x"], ["x", "y"], ["y"]])).tolist() == [True, False, False, True, False]
+    assert run_starts(pa.array([], pa.string())).tolist() == []
+    assert run_starts(pa.array([3])).tolist() == [True]
 
 
 # --- deduplicate -----------------------------------------------------------------------------

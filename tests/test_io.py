@@ -563,3 +563,11 @@ def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path):
     assert pa.concat_tables([valid for valid, _ in in_parts]).equals(whole[0])
     assert pa.concat_tables([rejected for _, rejected in in_parts]).equals(whole[1])
     assert whole[0].num_rows == 70 and sorted(whole[1].column("line_no").to_pylist()) == [41, 43, 45]
+
+
+def test_local_dates_before_1970_and_at_a_half_hour_offset():
+    stamps = pa.array([datetime(1969, 12, 31, 23, 59, tzinfo=timezone.utc), datetime(2026, 10, 3, 13, 29, tzinfo=timezone.utc),
+                       datetime(2026, 10, 3, 13, 31, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    assert local_dates(stamps, "UTC").to_pylist() == ["1969-12-31", "2026-10-03", "2026-10-03"]
+    # Lord Howe Island: UTC+10:30 until its half-hour daylight saving starts on 2026-10-04
+    assert local_dates(stamps, "Australia/Lord_Howe").to_pylist() == ["1970-01-01", "2026-10-03", "2026-10-04"]

@@ -48,9 +48,8 @@ def moments(stitched: pa.Table) -> dict[str, tuple]:
     return {row[0]: tuple(row[1:]) for row in zip(*(stitched.column(c).to_pylist() for c in columns))}
 
 
-def assert_sorted_by_visit_and_position(stitched: pa.Table) -> None:
-    keys = list(zip(stitched.column("visit_id").to_pylist(), stitched.column("position_in_visit").to_pylist()))
-    assert keys == sorted(keys)
+def assert_in_input_order(stitched: pa.Table, table: pa.Table) -> None:
+    assert stitched.column("event_id").to_pylist() == table.column("event_id").to_pylist()
 
 
 # --- stitched ids ----------------------------------------------------------------------------
@@ -67,19 +66,20 @@ def test_stitched_visit_id_is_pinned():
 
 
 def test_gap_boundary():
-    stitched = stitch_visits(events(
+    table = events(
         ev("e1", "2026-10-01 10:00:00"),
         ev("e2", "2026-10-01 10:30:00"),  # exactly gap_s later: same visit
         ev("e3", "2026-10-01 11:00:00.000001"),  # gap_s + 1 µs later: new visit
         ev("e4", "2026-10-01 11:10:00"),
-    ), GAP_S)
+    )
+    stitched = stitch_visits(table, GAP_S)
     assert moments(stitched) == {
         "e1": (v("c1", "e1"), "gap", 1, 2, True, False),
         "e2": (v("c1", "e1"), "gap", 2, 2, False, True),
         "e3": (v("c1", "e3"), "gap", 1, 2, True, False),
         "e4": (v("c1", "e3"), "gap", 2, 2, False, True),
     }
-    assert_sorted_by_visit_and_position(stitched)
+    assert_in_input_order(stitched, table)
 
 
 def test_single_event_visit_is_first_and_last():
@@ -88,19 +88,20 @@ def test_single_event_visit_is_first_and_last():
 
 
 def test_out_of_order_input_and_ties_by_event_id():
-    stitched = stitch_visits(events(
+    table = events(
         ev("e3", "2026-10-01 10:20"),
         ev("e-b", "2026-10-01 10:00"),
         ev("e4", "2026-10-01 12:00"),
         ev("e-a", "2026-10-01 10:00"),  # same instant as e-b: ordered by event_id
-    ), GAP_S)
+    )
+    stitched = stitch_visits(table, GAP_S)
     assert moments(stitched) == {
         "e-a": (v("c1", "e-a"), "gap", 1, 3, True, False),
         "e-b": (v("c1", "e-a"), "gap", 2, 3, False, False),
         "e3": (v("c1", "e-a"), "gap", 3, 3, False, True),
         "e4": (v("c1", "e4"), "gap", 1, 1, True, True),
     }
-    assert_sorted_by_visit_and_position(stitched)
+    assert_in_input_order(stitched, table)
 
 
 def test_customers_are_stitched_separately():
@@ -140,14 +141,15 @@ def test_visits_across_midnight_and_days():
 
 
 def test_given_visit_ids_are_kept():
-    stitched = stitch_visits(events(
+    table = events(
         ev("e1", "2026-10-01 10:00"),
         ev("e2", "2026-10-01 10:40", visit="V1"),
         ev("e3", "2026-10-01 11:20"),  # 80 min after e1; e2 with its own visit does not bridge the gap
         ev("e4", "2026-10-01 09:00", visit="V1"),
         ev("e5", "2026-10-03 09:00", visit="V1"),  # given visits are not split at gaps
         ev("e6", "2026-10-01 11:30", "c2", visit="V2"),
-    ), GAP_S)
+    )
+    stitched = stitch_visits(table, GAP_S)
     assert moments(stitched) == {
         "e1": (v("c1", "e1"), "gap", 1, 1, True, True),
         "e3": (v("c1", "e3"), "gap", 1, 1, True, True),
@@ -156,13 +158,13 @@ def test_given_visit_ids_are_kept():
         "e5": ("V1", "input", 3, 3, False, True),
         "e6": ("V2", "input", 1, 1, True, True),
     }
-    assert_sorted_by_visit_and_position(stitched)
+    assert_in_input_order(stitched, table)
 
 
 def test_only_given_visit_ids():
     stitched = stitch_visits(events(ev("e2", "2026-10-01 10:05", visit="V1"), ev("e1", "2026-10-01 10:00", visit="V1")),
                              GAP_S)
-    assert stitched.column("event_id").to_pylist() == ["e1", "e2"]
+    assert stitched.column("event_id").to_pylist() == ["e2", "e1"]  # input order
     assert moments(stitched) == {"e1": ("V1", "input", 1, 2, True, False), "e2": ("V1", "input", 2, 2, False, True)}
 
 
@@ -323,6 +325,50 @@ def test_link_feedback_columns_and_order():
 def test_link_empty_feedback():
     linked = link_feedback(FEEDBACK_SCHEMA.empty_table(), VISITS, WEEK_S)
     assert linked.num_rows == 0 and linked.column_names[-1] == "link_method"
+
+
+def test_latest_visit_ties_on_the_end_time_go_to_the_greatest_visit_id():
+    tied = visits(("c1", "VB", "2026-10-01 10:30"), ("c1", "VA", "2026-10-01 10:30"), ("c1", "V0", "2026-10-01 10:29"))
+    assert links([fb("f1", "2026-10-01 10:30"), fb("f2", "2026-10-01 12:00")], visit_table=tied) == {
+        "f1": ("VB", "latest_visit"), "f2": ("VB", "latest_visit")}
+
+
+def reference_links(feedback: list[dict], visit_rows: list[tuple[str, str, datetime]], window_s: float) -> dict:
+    """link_feedback's rules one row at a time."""
+    known = {(c, vid) for c, vid, _ in visit_rows}
+    result = {}
+    for row in feedback:
+        if row["visit_id"] is not None:
+            result[row["feedback_id"]] = (row["visit_id"], "visit_id" if (row["customer_id"], row["visit_id"]) in known
+                                          else "visit_id_unmatched")
+            continue
+        ended = [(end, vid) for c, vid, end in visit_rows if c == row["customer_id"] and end <= row["submitted_at"]]
+        latest = max(ended, default=None)
+        if latest and (row["submitted_at"] - latest[0]).total_seconds() <= window_s:
+            result[row["feedback_id"]] = (latest[1], "latest_visit")
+        else:
+            result[row["feedback_id"]] = (None, "unlinked")
+    return result
+
+
+def test_link_feedback_equals_the_row_by_row_rules():
+    shuffler = random.Random(4)
+    start = at("2026-10-01 00:00")
+    offsets = [0, 1, 59, 3600, 86400, WEEK_S, WEEK_S + 1]
+    customers, visit_names = ["c1", "c2", "c3"], ["V1", "V2", "V3", "V4"]
+
+    def when() -> datetime:
+        return start + timedelta(seconds=shuffler.choice(offsets) * shuffler.randint(0, 3))
+
+    for _ in range(200):
+        ends = {(shuffler.choice(customers), shuffler.choice(visit_names)): when()
+                for _ in range(shuffler.randint(0, 8))}
+        visit_rows = [(c, vid, end) for (c, vid), end in ends.items()]
+        rows = [fb(f"f{i}", when(), shuffler.choice([*customers, "c9"]), shuffler.choice([None, None, *visit_names, "VX"]))
+                for i in range(shuffler.randint(0, 10))]
+        window_s = shuffler.choice([0, 60, 86400, WEEK_S])
+        table = visits(*((c, vid, end.isoformat()[:19].replace("T", " ")) for c, vid, end in visit_rows))
+        assert links(rows, table, window_s) == reference_links(rows, visit_rows, window_s)
 
 
 def test_stitch_then_link():

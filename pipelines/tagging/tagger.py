@@ -1,7 +1,9 @@
 """The Tagger: a playbook compiled once (per Beam worker) and applied to Arrow batches."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.contract import MOT_STEPS
 from pipelines.playbook import Playbook
@@ -21,7 +23,7 @@ class Tagger:
     def __init__(self, playbook: Playbook):
         self.playbook = playbook
         self.lexicon = Lexicon(playbook)
-        self._seen: dict[tuple, MomentTags] = {}  # (touchpoint, text, wait bucket) -> tags
+        self._seen: dict[tuple, MomentTags] = {}  # (touchpoint, text, wait bucket) or ("comment", text) -> tags
 
     def tag_moment(self, touchpoint: str | None, text: str | None, wait_s: float | None) -> MomentTags:
         """Tags of one touchpoint event."""
@@ -32,24 +34,33 @@ class Tagger:
         return tag(self.lexicon, None, _clean_text(text), None, "comment", moment=False)
 
     def _moment(self, touchpoint: str | None, text: str | None, bucket: str | None) -> MomentTags:
+        return self._remember((touchpoint, text, bucket),
+                              lambda: tag(self.lexicon, touchpoint, text, bucket, "text", moment=True))
+
+    def _comment(self, text: str | None) -> MomentTags:
+        return self._remember(("comment", text), lambda: self.tag_comment(text))
+
+    def _remember(self, key: tuple, compute) -> MomentTags:
         # remembered across batches (stock phrases and rows without text repeat); bounded, cleared when full
-        key = (touchpoint, text, bucket)
         cached = self._seen.get(key)
         if cached is None:
             if len(self._seen) >= 65_536:
                 self._seen.clear()
-            cached = self._seen[key] = tag(self.lexicon, touchpoint, text, bucket, "text", moment=True)
+            cached = self._seen[key] = compute()
         return cached
 
     def tag_events(self, table: pa.Table) -> dict[str, pa.Array]:
-        """Tag columns for an events batch (reads touchpoint, text, wait_s; a missing column counts as null)."""
-        n = table.num_rows
-        touchpoints, texts, waits = (table.column(c).to_pylist() if c in table.column_names else [None] * n
-                                     for c in ("touchpoint", "text", "wait_s"))
-        keys = [(tp, _clean_text(tx), wait_bucket(w, self.playbook)) for tp, tx, w in zip(touchpoints, texts, waits)]
-        unique, index = _dedupe(keys)
-        tags = [self._moment(*key) for key in unique]
-        take = pa.array(index, pa.int32())
+        """Tag columns for an events batch (reads touchpoint, text, wait_s; a missing column counts as null).
+        Each distinct (touchpoint, text, wait bucket) is tagged once."""
+        (touchpoints, tp_index), (texts, text_index), (buckets, bucket_index) = (
+            _distinct(_column(table, "touchpoint"), lambda v: v), _distinct(_column(table, "text"), _clean_text),
+            _distinct(_column(table, "wait_s"), lambda w: wait_bucket(w, self.playbook)))
+        combined = (tp_index * len(texts) + text_index) * len(buckets) + bucket_index
+        codes, index = np.unique(combined, return_inverse=True)
+        tp_code, rest = np.divmod(codes, len(texts) * len(buckets))
+        text_code, bucket_code = np.divmod(rest, len(buckets))
+        tags = [self._moment(touchpoints[a], texts[b], buckets[c]) for a, b, c in zip(tp_code, text_code, bucket_code)]
+        take = pa.array(index)
         steps = [t.mot_step for t in tags]
         return {
             "mot_step": pa.array(steps, pa.int8()).take(take),
@@ -60,11 +71,24 @@ class Tagger:
         }
 
     def tag_feedback(self, table: pa.Table) -> dict[str, pa.Array]:
-        """Tag columns (pzb_tags, polarity, evidence) for a feedback batch (reads comment)."""
-        comments = table.column("comment").to_pylist() if "comment" in table.column_names else [None] * table.num_rows
-        unique, index = _dedupe([_clean_text(c) for c in comments])
-        tags = [self.tag_comment(c) for c in unique]
-        return _common_columns(tags, pa.array(index, pa.int32()))
+        """Tag columns (pzb_tags, polarity, evidence) for a feedback batch (reads comment); each distinct comment
+        is tagged once."""
+        comments, index = _distinct(_column(table, "comment"), _clean_text)
+        return _common_columns([self._comment(c) for c in comments], pa.array(index))
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    """A column as one array; all nulls if the table has none of that name."""
+    return table.column(name).combine_chunks() if name in table.column_names else pa.nulls(table.num_rows)
+
+
+def _distinct(values: pa.Array, normalise) -> tuple[list, np.ndarray]:
+    """(distinct values after `normalise`, per row the index of its value among them); `normalise` runs once per
+    distinct value of the array (null included)."""
+    encoded = pc.dictionary_encode(values)
+    raw = [*encoded.dictionary.to_pylist(), None]
+    unique, index = _dedupe([normalise(v) for v in raw])
+    return unique, np.asarray(index, dtype=np.int64)[pc.fill_null(encoded.indices, len(raw) - 1).to_numpy()]
 
 
 def _dedupe(keys: list) -> tuple[list, list[int]]:
