@@ -28,7 +28,7 @@ class RunConfig(BaseModel):
     buckets: int | None = Field(default=None, ge=1, le=4096)  # hash buckets of the shuffles; None: by input size
     batch_rows: int = Field(default=50_000, ge=1)  # input rows per Arrow batch
     part_bytes: int = Field(default=64 << 20, ge=1)  # local uncompressed JSONL files are read in parts of this size
-    row_group_rows: int = Field(default=122_880, ge=1)  # rows per Parquet row group (as DuckDB writes them)
+    row_group_rows: int = Field(default=65_536, ge=1)  # rows per Parquet row group (a writer holds one in memory)
 
     @field_validator("timezone")
     @classmethod
