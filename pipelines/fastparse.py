@@ -354,6 +354,11 @@ def simple_json(array: np.ndarray, lines: pa.Array, starts: np.ndarray, last: np
     return simple
 
 
+def line_count(data: bytes) -> int:
+    """How many lines `split_lines` finds in a block (a block not ending in a line break ends the file)."""
+    return data.count(b"\n") + (not data.endswith(b"\n"))
+
+
 def split_lines(data: bytes, first_line_no: int, simple: Callable[..., np.ndarray] = simple_json) -> LineBlock:
     """Split a block of whole lines without a Python loop over them; a block not ending in a line break ends the
     file. The lines the fast path may try are those that `simple(array, lines, starts, last)` marks (`simple_json`,

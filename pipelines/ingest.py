@@ -128,7 +128,10 @@ class _Reader:
 
     def jsonl_blocks(self, part: FilePart) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
         next_line_no = part.first_line_no
-        for data in read_line_blocks(self.path, part=part):
+        for index, data in enumerate(read_line_blocks(self.path, part=part)):
+            if not part.reads(index):
+                next_line_no += fastparse.line_count(data)
+                continue
             block = fastparse.split_lines(data, next_line_no)
             next_line_no += len(block.lines)
             positions, fast = fastparse.check_lines(

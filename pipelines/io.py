@@ -110,29 +110,41 @@ def _lines(path: str) -> Iterator[bytes]:
 
 @dataclass(frozen=True)
 class FilePart:
-    """Bytes [start, end) of an input file (end None: to the end), whose first line is line `first_line_no`."""
+    """What one reader of an input file reads: bytes [start, end) (end None: to the end), whose first line is
+    line `first_line_no`; with `every` > 1 only every `every`-th block of lines of them (`read_line_blocks`),
+    starting with block `number % every`: a compressed file cannot be cut, so its parts each decompress it all
+    and parse their share."""
 
     number: int = 0
     start: int = 0
     end: int | None = None
     first_line_no: int = 1
+    every: int = 1
+
+    def reads(self, block_index: int) -> bool:
+        return block_index % self.every == self.number % self.every
 
 
 WHOLE_FILE = FilePart()
+COMPRESSION_RATIO = 8  # about what gzip does to JSON Lines: a compressed file's decompressed size, for its parts
+MAX_COMPRESSED_PARTS = 4  # each part decompresses the whole file
 
 
 def file_parts(path: str, part_bytes: int) -> list[FilePart]:
-    """A local uncompressed JSON Lines file larger than `part_bytes` as parts of about that size, each
-    starting on a line (found, with the line numbers, by one read of the file); any other file whole.
-    CSV is never cut (a quoted cell may hold a line break), nor a compressed or remote file.
+    """A local JSON Lines file larger than `part_bytes` (decompressed: estimated) as parts of about that size: an
+    uncompressed one cut on lines (found, with the line numbers, by one read of the file), a compressed one in
+    at most MAX_COMPRESSED_PARTS interleaved parts; any other file whole. CSV is never cut (a quoted cell may
+    hold a line break), nor a remote file.
 
-    >>> file_parts("/data/events.jsonl.gz", 64 << 20)
-    [FilePart(number=0, start=0, end=None, first_line_no=1)]
+    >>> file_parts("/data/events.csv.gz", 64 << 20)
+    [FilePart(number=0, start=0, end=None, first_line_no=1, every=1)]
     """
-    name = path.lower()
-    if "://" in path or name.endswith(COMPRESSED_SUFFIXES) or input_format(path) != "jsonl":
+    if "://" in path or input_format(path) != "jsonl":
         return [WHOLE_FILE]
     size = os.path.getsize(path)
+    if path.lower().endswith(COMPRESSED_SUFFIXES):
+        every = min(MAX_COMPRESSED_PARTS, -(-size * COMPRESSION_RATIO // part_bytes))
+        return [FilePart(number, every=every) for number in range(every)] if every > 1 else [WHOLE_FILE]
     if size <= part_bytes:
         return [WHOLE_FILE]
     parts, start, first_line_no, offset, lines = [], 0, 1, 0, 0

@@ -1,6 +1,7 @@
 """Reading inputs (JSONL / CSV / gzip), partitioned Parquet writing, and read_validated (ingest)."""
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from datetime import datetime, timezone
@@ -538,19 +539,36 @@ def test_file_parts_cut_a_large_jsonl_file_on_lines_with_their_numbers(tmp_path)
     assert file_parts(str(path), path.stat().st_size) == [WHOLE_FILE]  # not larger than a part
 
 
-@pytest.mark.parametrize("name", ["events.jsonl.gz", "events.csv"])
-def test_file_parts_leave_compressed_and_csv_files_whole(tmp_path, name):
+@pytest.mark.parametrize("name", ["events.csv.gz", "events.csv"])
+def test_file_parts_leave_csv_files_whole(tmp_path, name):
+    data = b"a,b\n" + b"1,2\n" * 1000
     path = tmp_path / name
-    path.write_bytes(gzip.compress(b"x\n" * 1000) if name.endswith(".gz") else b"a,b\n" + b"1,2\n" * 1000)
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     assert file_parts(str(path), 100) == [WHOLE_FILE]
 
 
-def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path):
-    """Bad lines, blank lines, CRLF and a BOM stay as they are in a whole read, with the same line numbers."""
+def test_file_parts_of_a_compressed_jsonl_file_interleave_its_blocks(tmp_path):
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(_event_line(i).encode() + b"\n" for i in range(3000))))
+    size = path.stat().st_size  # decompressed size estimated as 8x
+    assert file_parts(str(path), size * 8) == [WHOLE_FILE]
+    assert file_parts(str(path), size * 4) == [FilePart(0, every=2), FilePart(1, every=2)]
+    assert file_parts(str(path), 1) == [FilePart(n, every=4) for n in range(4)]  # at most 4: each decompresses all
+    assert [n for n in range(9) if FilePart(1, every=4).reads(n)] == [1, 5]
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path, monkeypatch, name):
+    """Bad lines, blank lines, CRLF and a BOM stay as they are in a whole read, with the same line numbers; a
+    compressed file's parts read every 4th block of 300 bytes of lines."""
+    from pipelines import ingest
+
+    monkeypatch.setattr(ingest, "read_line_blocks", functools.partial(read_line_blocks, block_bytes=300))
     lines = ["\ufeff" + _event_line(0), *(_event_line(i) for i in range(1, 40)), "{not json", "", "[1, 2]", "  ",
              _event_line(1).replace('"branch"', '"telepathy"'), *(_event_line(i) + "\r" for i in range(40, 70))]
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(("\n".join(lines) + "\n").encode())
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     parts = file_parts(str(path), 700)
     assert len(parts) > 3
 
@@ -560,8 +578,9 @@ def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path):
 
     whole = read()
     in_parts = [read(part) for part in parts]
-    assert pa.concat_tables([valid for valid, _ in in_parts]).equals(whole[0])
-    assert pa.concat_tables([rejected for _, rejected in in_parts]).equals(whole[1])
+    for i in (0, 1):  # the parts' rows, in line order, are the whole read's
+        assert pa.concat_tables([tables[i] for tables in in_parts]).sort_by("line_no").equals(whole[i])
+    assert all(tables[0].num_rows for tables in in_parts)  # every part read some rows
     assert whole[0].num_rows == 70 and sorted(whole[1].column("line_no").to_pylist()) == [41, 43, 45]
 
 
