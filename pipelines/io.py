@@ -344,6 +344,7 @@ def write_partition(root: str, table_name: str, dt: str, chunks: Iterable[pa.Tab
     with FileSystems.create(path) as handle, pq.ParquetWriter(handle, first.schema, compression="zstd") as writer:
         for rows in _row_groups(itertools.chain([first], chunks), row_group_rows):
             writer.write_table(rows, row_group_size=row_group_rows)
+            pa.default_memory_pool().release_unused()  # a written row group's buffers go back to the system
     return path
 
 
