@@ -149,11 +149,10 @@ def file_parts(path: str, part_bytes: int) -> list[FilePart]:
         return [WHOLE_FILE]
     parts, start, first_line_no, offset, lines = [], 0, 1, 0, 0
     for block in read_line_blocks(path, min(8 << 20, part_bytes)):
-        end = offset + len(block)
+        end, lines = offset + len(block), lines + block.count(b"\n")
         if end - start >= part_bytes and end < size:  # blocks end on a line: cut after this one
             parts.append(FilePart(len(parts), start, end, first_line_no))
-            start, first_line_no = end, lines + block.count(b"\n") + 1
-        lines += block.count(b"\n")
+            start, first_line_no = end, lines + 1
         offset = end
     return [*parts, FilePart(len(parts), start, None, first_line_no)]
 
