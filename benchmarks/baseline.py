@@ -103,7 +103,7 @@ def _read_lines(files: list[str]) -> str:
 
 def render(touchpoints: list[str], out: str, playbook: str = "bank_branch", timezone: str = "UTC") -> str:
     """The baseline SQL for these touchpoint files (JSONL / CSV, optionally gzip) writing under `out`."""
-    from pipelines.contract import DIMENSIONS, MOT_STEPS, OUTCOMES, ABC_FACETS
+    from pipelines.ingest.contract import DIMENSIONS, MOT_STEPS, OUTCOMES, ABC_FACETS
     from pipelines.playbook import load_playbook
     from pipelines.tagging.lang import en_key, en_variants
     from pipelines.tagging.lexicon import CUE_FAMILIES, STOP_PHRASES, lexicon_entries

@@ -15,7 +15,8 @@ from collections import Counter
 
 STAGES = [
     ("quality checkpoint", ["pipelines/quality/"]),
-    ("read + parse + validate", ["read_validated (pipelines/ingest.py", "_read_jsonl", "_read_csv", "(pipelines/validate.py",
+    ("read + parse + validate", ["read_validated (pipelines/ingest/reader.py", "_read_jsonl", "_read_csv",
+                                 "(pipelines/ingest/validate.py", "(pipelines/ingest/vectorised.py",
                                  "content_hash"]),
     ("dedup", ["deduplicate (pipelines/dedup.py"]),
     ("bucketing for the shuffles (split_by_bucket)", ["split_by_bucket"]),
@@ -25,7 +26,7 @@ STAGES = [
     ("finalise (schema cast, dt)", ["finalise (pipelines/transforms.py"]),
     ("write Parquet (window, split by date, sort, write)", ["_WriteDate", "write_partition", "split_by_date", "keep_window",
                                                            "count_rows"]),
-    ("publish + run record", ["publish (pipelines/io.py", "write_run_record"]),
+    ("publish + run record", ["publish (pipelines/output.py", "write_run_record"]),
     ("prepare (input checksums, run id)", ["prepare (pipelines/pipeline.py"]),
     ("Beam coders / pickling", ["apache_beam/coders/", "pickle", "Pickler", "dill"]),
 ]

@@ -101,7 +101,7 @@ def run(
     """Run the pipeline, then the quality checkpoint. Arguments it does not know (e.g. --job_endpoint=...) go to Beam."""
     logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)  # failures are reported below
-    from pipelines.io import InputError
+    from pipelines.ingest.formats import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline
     from pipelines.pipeline import unknown_beam_options

@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract import ErrorKind
-from pipelines.ingest import REJECTED_SCHEMA, record_json
-from pipelines.io import local_dates
-from pipelines.validate import ID_FIELDS, TIME_FIELDS
+from pipelines.ingest.contract import ErrorKind
+from pipelines.ingest.reader import REJECTED_SCHEMA, record_json
+from pipelines.output import local_dates
+from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS
 
 
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)

@@ -17,8 +17,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import __version__
 from pipelines.config import RunConfig
-from pipelines.contract import DATASETS
-from pipelines.io import InputFile, file_checksum, file_parts, match_inputs, publish
+from pipelines.ingest.contract import DATASETS
+from pipelines.ingest.formats import InputFile, file_checksum, file_parts, match_inputs
+from pipelines.output import publish
 from pipelines.playbook import load_playbook
 from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.contract import DEFAULT_CHANNELS
+from pipelines.ingest.contract import DEFAULT_CHANNELS
 
 Dimension = Literal["reliability", "responsiveness", "assurance", "empathy", "tangibles"]
 Facet = Literal["appearance", "behaviour", "communication"]

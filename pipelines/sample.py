@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from operator import itemgetter
 from pathlib import Path
 
-from pipelines.contract import (
+from pipelines.ingest.contract import (
     DEFAULT_CHANNELS,
     DIMENSIONS,
     EVENT_FIELDS,

@@ -26,14 +26,14 @@ import pyarrow.compute as pc
 
 from pipelines.config import RunConfig
 from pipelines.dedup import deduplicate, run_starts, split_by_bucket
-from pipelines.ingest import read_validated
-from pipelines.io import local_dates, write_partition
+from pipelines.ingest.reader import read_validated
+from pipelines.output import local_dates, write_partition
 from pipelines.pii import mask_column, pseudonymize_column
 from pipelines.playbook import load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends
 from pipelines.tagging import Tagger
-from pipelines.validate import ID_FIELDS, TIME_FIELDS
+from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS
 from schemas.tables import SCHEMA_VERSION, table_schema
 
 TEXT_COLUMNS = {"events": ["text", "attributes"], "feedback": ["comment"]}

@@ -103,7 +103,7 @@ QUARANTINE = pa.schema(
     [
         ("dataset", pa.string()),  # events | feedback
         ("record_id", pa.string()),  # event_id / feedback_id when it could be read
-        ("error_kind", pa.string()),  # pipelines.contract.ErrorKind
+        ("error_kind", pa.string()),  # pipelines.ingest.contract.ErrorKind
         ("error_field", pa.string()),
         ("error_message", pa.string()),
         ("raw_record", pa.string()),  # PII-masked copy; the unmasked one is in quarantine_raw

@@ -9,10 +9,10 @@ from datetime import timezone
 import pyarrow as pa
 import pytest
 
-from pipelines.contract import DEFAULT_CHANNELS
+from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.dedup import bucket_of, deduplicate, key_buckets, key_hashes, run_starts, split_by_bucket
-from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS
-from pipelines.validate import Rejection, validate_event, validate_feedback
+from pipelines.ingest.reader import REJECTED_SCHEMA, VALID_SCHEMAS
+from pipelines.ingest.validate import Rejection, validate_event, validate_feedback
 
 UTC = timezone.utc
 CHANNELS = frozenset(DEFAULT_CHANNELS)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import RunConfig
-from pipelines.io import file_parts
+from pipelines.ingest.formats import file_parts
 from pipelines.pipeline import auto_buckets, run
 from pipelines.runs import read_runs
 from schemas.tables import SCHEMA_VERSION, TABLES

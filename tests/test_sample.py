@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import pipelines.sample as sample
-from pipelines.io import read_records
+from pipelines.ingest.formats import read_records
 from pipelines.playbook import load_playbook
 from pipelines.pii import id_check_char, luhn_check_digit
 from pipelines.sample import EVENT_FILES, FEEDBACK_FILES, generate_sample
-from pipelines.validate import Rejection, validate_event, validate_feedback
+from pipelines.ingest.validate import Rejection, validate_event, validate_feedback
 
 UTC = timezone.utc
 EVENTS = 2000

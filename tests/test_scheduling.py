@@ -11,10 +11,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import io as motpipe_io
+from pipelines import output
 from pipelines import transforms
 from pipelines.config import RunConfig
-from pipelines.io import PART_FILE
+from pipelines.output import PART_FILE
 from pipelines.pipeline import run
 from pipelines.runs import LOCK_FILE, LockedError, read_runs
 
@@ -111,7 +111,7 @@ def test_killed_write_leaves_published_state_and_rerun_completes(inputs, tmp_pat
     run(config(inputs, out, start="2026-10-03", end="2026-10-03"))
     before = snapshot(out)
     write_events(inputs / "more.jsonl", event("new", "2026-10-02T10:00:00Z", customer="c7"))
-    real_write, calls = motpipe_io.write_partition, []
+    real_write, calls = output.write_partition, []
 
     def failing_write(*args, **kwargs):
         calls.append(args[1:3])
@@ -138,7 +138,7 @@ def test_crash_between_partition_renames_is_completed_by_the_rerun(inputs, tmp_p
     run(config(inputs, out, start="2026-10-03", end="2026-10-03"))
     write_events(inputs / "more.jsonl", event("n1", "2026-10-01T10:00:00Z", customer="c7"),
                  event("n2", "2026-10-02T10:00:00Z", customer="c8"))
-    real_rename, renames = motpipe_io.FileSystems.rename, []
+    real_rename, renames = output.FileSystems.rename, []
 
     def crash_on_second(sources, destinations):
         if not destinations[0].endswith(PART_FILE):  # spill files between stages: not a publication
@@ -148,12 +148,12 @@ def test_crash_between_partition_renames_is_completed_by_the_rerun(inputs, tmp_p
             raise OSError("killed (injected)")
         return real_rename(sources, destinations)
 
-    monkeypatch.setattr(motpipe_io.FileSystems, "rename", crash_on_second)
+    monkeypatch.setattr(output.FileSystems, "rename", crash_on_second)
     with pytest.raises(OSError, match="killed"):
         run(config(inputs, out, start="2026-10-03", end="2026-10-03"))
     ids = [r[0] for r in events_of(out)]
     assert ids.count("n1") + ids.count("n2") == 1  # one partition new, the other still old, both readable
-    monkeypatch.setattr(motpipe_io.FileSystems, "rename", real_rename)
+    monkeypatch.setattr(output.FileSystems, "rename", real_rename)
     run(config(inputs, out, start="2026-10-03", end="2026-10-03"))
     run(config(inputs, clean, start="2026-10-03", end="2026-10-03"))
     assert rows(out) == rows(clean)

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pytest
 
-from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.ingest import VALID_SCHEMAS
+from pipelines.ingest.contract import DEFAULT_CHANNELS
+from pipelines.ingest.reader import VALID_SCHEMAS
 from pipelines.stitch import link_feedback, stitch_visits, stitched_visit_id, visit_ends
-from pipelines.validate import validate_event
+from pipelines.ingest.validate import validate_event
 
 UTC = timezone.utc
 GAP_S = 30 * 60

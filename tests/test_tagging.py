@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.contract import DIMENSIONS
+from pipelines.ingest.contract import DIMENSIONS
 from pipelines.playbook import list_playbooks, load_playbook
 from pipelines.tagging import MomentTags, Tagger
 from schemas.tables import EVENTS, FEEDBACK

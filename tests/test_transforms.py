@@ -16,10 +16,10 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.config import RunConfig
-from pipelines.contract import DEFAULT_CHANNELS
+from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.dedup import split_by_bucket
-from pipelines.ingest import VALID_SCHEMAS
-from pipelines.io import file_parts
+from pipelines.ingest.reader import VALID_SCHEMAS
+from pipelines.ingest.formats import file_parts
 from pipelines.spill import SpillWriter, read_counts, read_spills, write_counts
 from pipelines.transforms import (
     DEDUP,

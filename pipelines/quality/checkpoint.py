@@ -28,7 +28,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult  # noqa: E402
 from great_expectations.core import ExpectationValidationResult  # noqa: E402
 
-from pipelines.contract import DATASETS  # noqa: E402
+from pipelines.ingest.contract import DATASETS  # noqa: E402
 from pipelines.pii import PREFILTER, find_pii  # noqa: E402
 from pipelines.quality.docs import open_context, publish  # noqa: E402
 from pipelines.quality.settings import QualitySettings  # noqa: E402

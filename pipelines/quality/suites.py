@@ -22,7 +22,7 @@ from great_expectations.core import ExpectationSuite
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.metadata_types import FailureSeverity
 
-from pipelines.contract import DIMENSIONS, RATING_RANGE, SCORE_RANGES, ErrorKind
+from pipelines.ingest.contract import DIMENSIONS, RATING_RANGE, SCORE_RANGES, ErrorKind
 from pipelines.quality.settings import QualitySettings
 
 ERROR, WARN = "error", "warn"

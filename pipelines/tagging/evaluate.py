@@ -11,7 +11,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pipelines.contract import DIMENSIONS
+from pipelines.ingest.contract import DIMENSIONS
 from pipelines.tagging.tagger import Tagger
 
 

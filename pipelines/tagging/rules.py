@@ -5,7 +5,7 @@ import math
 import re
 from bisect import bisect_left, bisect_right
 
-from pipelines.contract import DIMENSIONS
+from pipelines.ingest.contract import DIMENSIONS
 from pipelines.playbook import Playbook
 from pipelines.tagging.lang import Token, detect, en_tokens, fold_en
 from pipelines.tagging.lexicon import CUE_FAMILIES, Hit, Lexicon

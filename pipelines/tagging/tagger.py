@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract import MOT_STEPS
+from pipelines.ingest.contract import MOT_STEPS
 from pipelines.playbook import Playbook
 from pipelines.tagging.lexicon import Lexicon
 from pipelines.tagging.rules import tag, wait_bucket

@@ -1,4 +1,4 @@
-"""Vectorised fast path of `ingest.read_validated`: whole blocks of rows parsed and checked with Arrow.
+"""Vectorised fast path of `reader.read_validated`: whole blocks of rows parsed and checked with Arrow.
 
 Both formats are read in blocks of whole lines split with numpy (`split_lines`), and only the lines that a
 format-specific test marks simple are parsed by Arrow. JSON Lines: `{...}` lines are parsed by `pyarrow.json` with an
@@ -9,11 +9,11 @@ quoted cells, `""` escapes, no line break, CR or NUL inside, not all blank, no l
 `pyarrow.csv` as strings; feedback's `rating.*` columns are folded column-wise into the ratings and SERVQUAL columns.
 On the typed columns `check` computes, with `pyarrow.compute`, a conservative "certainly valid" mask and the
 contract columns: a row is certainly valid only when every field has a plain form on which Arrow gives exactly what
-the reference reader + `pipelines.validate` give (strings, finite non-negative numbers,
+the reference reader + `pipelines.ingest.validate` give (strings, finite non-negative numbers,
 `YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM]` timestamps, ASCII channel and outcome). Lines that Arrow might read
 differently from Python (the file's first line, not UTF-8, NaN/Inf spellings, several JSON values on a line, CSV
 lines outside the pattern) never count as parsed. Every other row is left to the per-row Python reference path,
-which gives its exact rejection or its exact clean row; `ingest` merges both in line order.
+which gives its exact rejection or its exact clean row; `reader` merges both in line order.
 
 Feedback ratings are folded column-wise in numpy (`_fold_ratings`) for both formats: CSV `rating.*` columns
 (`_csv_ratings`) and JSON Lines ratings objects of the plain form, parsed by `pyarrow.json` with a typed schema
@@ -36,10 +36,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.json as pj
 
-from pipelines.contract import DIMENSIONS, OUTCOMES, RATING_RANGE, SCORE_RANGES, SERVQUAL_ITEMS
-from pipelines.validate import parse_timestamp
+from pipelines.ingest.contract import DIMENSIONS, OUTCOMES, RATING_RANGE, SCORE_RANGES, SERVQUAL_ITEMS
+from pipelines.ingest.validate import parse_timestamp
 
-# The characters Python's str.strip() removes (str.isspace()); tests/test_ingest_fast.py checks the list.
+# The characters Python's str.strip() removes (str.isspace()); tests/ingest/test_vectorised.py checks the list.
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
     "\u2028\u2029\u202f\u205f\u3000"
 
@@ -50,7 +50,7 @@ _NULL = pa.scalar(None, pa.string())
 
 @dataclass(frozen=True)
 class Spec:
-    """How each contract field of a dataset is checked: the roles of `pipelines.validate`."""
+    """How each contract field of a dataset is checked: the roles of `pipelines.ingest.validate`."""
 
     timestamp: str
     required: tuple[str, ...]  # required strings besides the timestamp and channel

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 
-from pipelines.contract import (
+from pipelines.ingest.contract import (
     DIMENSIONS,
     EVENT_REQUIRED,
     FEEDBACK_REQUIRED,
@@ -164,7 +164,7 @@ def _rating_value(key: str, measure: str, value: object) -> float:
 @dataclass(frozen=True)
 class ValueAndMeasures:
     """A CSV rating key filled both as a plain `rating.<key>` cell and as `rating.<key>.<measure>` cells
-    (`io.unflatten_csv_row`): the ratings object is wrongly typed and `parse_ratings` rejects it."""
+    (`formats.unflatten_csv_row`): the ratings object is wrongly typed and `parse_ratings` rejects it."""
 
     value: str
     measures: dict

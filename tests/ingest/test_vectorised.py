@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipelines import ingest, io
-from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.fastparse import WHITESPACE, check_csv, check_lines, read_csv_lines, simple_csv, split_lines
-from pipelines.ingest import read_validated, read_validated_reference
+from pipelines.ingest import formats, reader
+from pipelines.ingest.contract import DEFAULT_CHANNELS
+from pipelines.ingest.vectorised import WHITESPACE, check_csv, check_lines, read_csv_lines, simple_csv, split_lines
+from pipelines.ingest.reader import read_validated, read_validated_reference
 from pipelines.sample import generate_sample
 
 CHANNELS = frozenset(DEFAULT_CHANNELS)
@@ -244,9 +244,9 @@ def read_all(path: Path, dataset: str, tz=timezone.utc) -> tuple[list[dict], lis
 def fast_line_nos(path: Path, dataset: str) -> list[int]:
     """The lines of a one-block CSV file whose rows the vectorised path takes as certainly valid."""
     data = path.read_bytes()
-    header = io.csv_header(io.csv_line(data[:data.index(b"\n") + 1], 1)[0].cells)
+    header = formats.csv_header(formats.csv_line(data[:data.index(b"\n") + 1], 1)[0].cells)
     block = split_lines(data, 1, simple_csv(len(header)))
-    positions, _ = check_csv(dataset, header, block, CHANNELS, timezone.utc, ingest.VALID_SCHEMAS[dataset])
+    positions, _ = check_csv(dataset, header, block, CHANNELS, timezone.utc, reader.VALID_SCHEMAS[dataset])
     return [int(p) + 1 for p in positions]
 
 
@@ -314,7 +314,7 @@ def test_csv_quoted_line_break_mid_file(tmp_path, monkeypatch):
     path = tmp_path / "multi.csv"
     path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8", newline="")
     for block_bytes in (8 << 20, 100, 1):
-        monkeypatch.setattr(ingest, "read_line_blocks", functools.partial(io.read_line_blocks, block_bytes=block_bytes))
+        monkeypatch.setattr(reader, "read_line_blocks", functools.partial(formats.read_line_blocks, block_bytes=block_bytes))
         valid, rejected = read_all(path, "events")
         lines = {r["event_id"]: r["line_no"] for r in valid}
         assert (lines["e1"], lines["e19"], lines["e20"], lines["e21"], lines["e26"], lines["e27"], lines["e39"]) == \
@@ -329,7 +329,7 @@ def test_csv_small_blocks(sample, tmp_path, monkeypatch):
     path = tmp_path / "events.csv"
     path.write_bytes(gzip.decompress(gz.read_bytes())[:60_000])
     for block_bytes in (1, 333, 4096):
-        monkeypatch.setattr(ingest, "read_line_blocks", functools.partial(io.read_line_blocks, block_bytes=block_bytes))
+        monkeypatch.setattr(reader, "read_line_blocks", functools.partial(formats.read_line_blocks, block_bytes=block_bytes))
         assert_same(path, "events", 50, timezone.utc)
 
 
@@ -415,7 +415,7 @@ def test_feedback_csv_plain_and_measured_rating_rejected_alike(tmp_path, columns
 def fast_jsonl_line_nos(path: Path, dataset: str) -> list[int]:
     """The lines of a one-block JSON Lines file whose rows the vectorised path takes as certainly valid."""
     block = split_lines(path.read_bytes(), 1)
-    positions, _ = check_lines(dataset, block, CHANNELS, timezone.utc, ingest.VALID_SCHEMAS[dataset])
+    positions, _ = check_lines(dataset, block, CHANNELS, timezone.utc, reader.VALID_SCHEMAS[dataset])
     return [int(p) + 1 for p in positions]
 
 

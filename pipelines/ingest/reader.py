@@ -14,11 +14,11 @@ from itertools import chain, islice
 import numpy as np
 import pyarrow as pa
 
-from pipelines import fastparse
-from pipelines.contract import DIMENSIONS, ErrorKind
-from pipelines.io import (WHOLE_FILE, CsvRow, FilePart, RawRecord, csv_header, csv_line, csv_record, csv_rows,
+from pipelines.ingest import vectorised
+from pipelines.ingest.contract import DIMENSIONS, ErrorKind
+from pipelines.ingest.formats import (WHOLE_FILE, CsvRow, FilePart, RawRecord, csv_header, csv_line, csv_record, csv_rows,
                           input_format, jsonl_record, read_csv_rows, read_line_blocks, read_records)
-from pipelines.validate import ID_FIELDS, TIME_FIELDS, VALIDATORS, Rejection, parse_timestamp
+from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS, VALIDATORS, Rejection, parse_timestamp
 from schemas.tables import EVENTS, FEEDBACK, QUARANTINE_RAW
 
 _LINEAGE = [("source_file", pa.string()), ("line_no", pa.int64())]
@@ -109,8 +109,8 @@ def read_validated(
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Yield (valid rows, rejected rows) Arrow tables of `batch_rows` input rows each (the last one fewer),
     in line order; equal to `read_validated_reference`'s. Blocks of rows are checked vectorised
-    (`pipelines.fastparse`); only rows that are not certainly valid go through the per-row reference path.
-    `part`: one part of a JSON Lines file (`io.file_parts`); its rows are those of the whole file's read."""
+    (`pipelines.ingest.vectorised`); only rows that are not certainly valid go through the per-row reference path.
+    `part`: one part of a JSON Lines file (`formats.file_parts`); its rows are those of the whole file's read."""
     reader = _Reader(path, dataset, channels, default_tz, fallback_dt)
     blocks = reader.jsonl_blocks(part) if input_format(path) == "jsonl" else reader.csv_blocks()
     yield from _rebatch(blocks, batch_rows)
@@ -130,11 +130,11 @@ class _Reader:
         next_line_no = part.first_line_no
         for index, data in enumerate(read_line_blocks(self.path, part=part)):
             if not part.reads(index):
-                next_line_no += fastparse.line_count(data)
+                next_line_no += vectorised.line_count(data)
                 continue
-            block = fastparse.split_lines(data, next_line_no)
+            block = vectorised.split_lines(data, next_line_no)
             next_line_no += len(block.lines)
-            positions, fast = fastparse.check_lines(
+            positions, fast = vectorised.check_lines(
                 self.dataset, block, self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
             slow = np.setdiff1d(np.flatnonzero(block.rows), positions, assume_unique=True)
             records = (jsonl_record(block.first_line_no + i, block.lines[i].as_py()) for i in slow)
@@ -142,7 +142,7 @@ class _Reader:
                    block.first_line_no + np.flatnonzero(block.rows))
 
     def csv_blocks(self, block_rows: int = 50_000) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
-        """Blocks of whole lines: the lines that are certainly one record (`fastparse.simple_csv`) are read by
+        """Blocks of whole lines: the lines that are certainly one record (`vectorised.simple_csv`) are read by
         `pyarrow.csv` and checked vectorised, every other line is read alone by Python's csv module and its row goes
         through the reference path. From a line that leaves a quoted cell open (a record spanning lines) to the end
         of the file, the rows are read by Python's csv module (`csv_rows`) and all take the reference path."""
@@ -155,9 +155,9 @@ class _Reader:
             yield from self._csv_rows(*read_csv_rows(self.path), block_rows)
             return
         header = csv_header(head.cells)
-        simple, next_line_no = fastparse.simple_csv(len(header)), 1
+        simple, next_line_no = vectorised.simple_csv(len(header)), 1
         for data in chain([first], blocks):
-            block = fastparse.split_lines(data, next_line_no, simple)
+            block = vectorised.split_lines(data, next_line_no, simple)
             next_line_no += len(block.lines)
             rows, cut = {}, len(block.lines)  # position -> row of the other lines, up to one that leaves a quote open
             for position in np.flatnonzero(~block.simple)[1 if block.first_line_no == 1 else 0:]:  # not the header
@@ -168,7 +168,7 @@ class _Reader:
                 if not row.blank:
                     rows[position] = row
             block.simple[cut:] = False
-            positions, fast = fastparse.check_csv(
+            positions, fast = vectorised.check_csv(
                 self.dataset, header, block, self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
             for position in np.setdiff1d(np.flatnonzero(block.simple), positions, assume_unique=True):
                 rows[position] = csv_line(block.line(position), block.first_line_no + position)[0]

@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipelines.contract import DEFAULT_CHANNELS, ErrorKind
-from pipelines.ingest import record_json
-from pipelines.io import unflatten_csv_row
-from pipelines.validate import (
+from pipelines.ingest.contract import DEFAULT_CHANNELS, ErrorKind
+from pipelines.ingest.reader import record_json
+from pipelines.ingest.formats import unflatten_csv_row
+from pipelines.ingest.validate import (
     Rejection,
     ValueAndMeasures,
     parse_ratings,

@@ -1,21 +1,18 @@
-"""Reading inputs (JSONL / CSV / gzip), partitioned Parquet writing, and read_validated (ingest)."""
+"""Input files: formats, matching, line blocks and parts, JSON Lines and CSV records."""
 from __future__ import annotations
 
 import functools
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from pipelines.contract import DEFAULT_CHANNELS
-from pipelines.dedup import deduplicate
-from pipelines.ingest import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated
-from pipelines.io import (
+from pipelines.ingest.contract import DEFAULT_CHANNELS
+from pipelines.ingest.reader import read_validated
+from pipelines.ingest.formats import (
     WHOLE_FILE,
     FilePart,
     InputError,
@@ -23,19 +20,15 @@ from pipelines.io import (
     RawRecord,
     file_parts,
     input_format,
-    local_dates,
     match_inputs,
-    publish,
     read_line_blocks,
     read_records,
     unflatten_csv_row,
-    write_partition,
 )
-from pipelines.contract import ErrorKind
-from pipelines.validate import Rejection, ValueAndMeasures, validate_event, validate_feedback
+from pipelines.ingest.contract import ErrorKind
+from pipelines.ingest.validate import Rejection, ValueAndMeasures, validate_event, validate_feedback
 
 UTC = timezone.utc
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 CHANNELS = frozenset(DEFAULT_CHANNELS)
 
 
@@ -47,11 +40,6 @@ def write(path: Path, text: str | bytes) -> str:
 def jsonl(*rows: dict | str) -> str:
     """JSON Lines text; a str row is written as is (blank lines, broken JSON)."""
     return "".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n" for row in rows)
-
-
-def ev(event_id: str, occurred_at: str = "2026-10-01T09:00:00+08:00", **fields) -> dict:
-    return {"event_id": event_id, "occurred_at": occurred_at, "customer_id": "c1", "channel": "branch",
-            "touchpoint": "greeting", **fields}
 
 
 # --- input_format / match_inputs -------------------------------------------------------------
@@ -296,231 +284,6 @@ def test_unflatten_csv_row_value_and_measures(row):
     assert blank["ratings"] == {"Q5": {"perception": "6"}, "Q1": "4"}
 
 
-# --- write_partition / local_dates -----------------------------------------------------------
-
-
-def test_write_partition_writes_one_file_with_bounded_row_groups(tmp_path):
-    table = pa.table({"id": ["a", "b", "c", "d", "e"], "n": [1, 2, 3, 4, 5]})
-    written = write_partition(str(tmp_path), "events", "2026-10-01", [table.slice(0, 3), table.slice(3)], row_group_rows=2)
-    assert written == str(tmp_path / "events" / "dt=2026-10-01" / "part-00000.parquet")
-    meta = pq.ParquetFile(written).metadata
-    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [2, 2, 1]
-    assert meta.row_group(0).column(0).compression == "ZSTD"
-    assert pq.read_table(written).to_pydict() == table.to_pydict()
-
-
-def test_write_partition_empty_table_writes_one_empty_file(tmp_path):
-    schema = pa.schema([("id", pa.string()), ("at", pa.timestamp("us", tz="UTC"))])
-    written = write_partition(str(tmp_path), "t", "2026-10-01", [schema.empty_table()], 10)
-    result = pq.read_table(written)
-    assert result.num_rows == 0 and result.schema == schema
-
-
-def staged(root: Path, **partitions: list[int]) -> None:
-    for dt, values in partitions.items():
-        write_partition(str(root), "t", dt.replace("_", "-"), [pa.table({"n": values})], 10)
-
-
-def published(out: Path) -> dict[str, list[int]]:
-    return {p.parent.name: pq.read_table(p).column("n").to_pylist() for p in sorted((out / "t").glob("dt=*/*.parquet"))}
-
-
-def test_publish_replaces_changed_partitions_and_keeps_identical_ones(tmp_path):
-    out, staging = tmp_path / "out", tmp_path / "out" / "_staging" / "r1"
-    staged(staging, d2026_10_01=[1], d2026_10_02=[2])
-    first = publish(str(staging), str(out), ["t"], None)
-    assert [Path(p).parent.name for p in first.replaced] == ["dt=d2026-10-01", "dt=d2026-10-02"]
-    assert not staging.exists()
-    untouched = out / "t" / "dt=d2026-10-01" / "part-00000.parquet"
-    mtime = untouched.stat().st_mtime_ns
-    staged(staging, d2026_10_01=[1], d2026_10_02=[2, 3])
-    second = publish(str(staging), str(out), ["t"], None)
-    assert ([Path(p).parent.name for p in second.replaced], [Path(p).parent.name for p in second.unchanged]) == (
-        ["dt=d2026-10-02"], ["dt=d2026-10-01"])
-    assert untouched.stat().st_mtime_ns == mtime
-    assert published(out) == {"dt=d2026-10-01": [1], "dt=d2026-10-02": [2, 3]}
-
-
-def test_publish_removes_emptied_partitions_of_the_window_only(tmp_path):
-    out, staging = tmp_path / "out", tmp_path / "stage"
-    staged(staging, **{"2026-10-01": [1], "2026-10-02": [2], "2026-10-03": [3]})
-    publish(str(staging), str(out), ["t"], None)
-    staged(staging, **{"2026-10-02": [20]})
-    result = publish(str(staging), str(out), ["t"], ["2026-10-02", "2026-10-03"])
-    assert [Path(p).parent.name for p in result.removed] == ["dt=2026-10-03"]
-    assert published(out) == {"dt=2026-10-01": [1], "dt=2026-10-02": [20]}
-
-
-def ts(*values: str) -> pa.Array:
-    return pa.array([datetime.fromisoformat(v) for v in values], pa.timestamp("us", tz="UTC"))
-
-
-def test_local_dates_across_midnight():
-    stamps = ts("2026-09-30T15:59:59.999999+00:00", "2026-09-30T16:00:00+00:00", "2026-10-01T15:59:59+00:00",
-                "2026-10-01T23:30:00+00:00")
-    assert local_dates(stamps, "Asia/Shanghai").to_pylist() == ["2026-09-30", "2026-10-01", "2026-10-01", "2026-10-02"]
-    assert local_dates(stamps, "UTC").to_pylist() == ["2026-09-30", "2026-09-30", "2026-10-01", "2026-10-01"]
-    assert local_dates(stamps, "America/Los_Angeles").to_pylist() == [
-        "2026-09-30", "2026-09-30", "2026-10-01", "2026-10-01"]
-    assert local_dates(ts("2026-10-01T06:59:59+00:00", "2026-10-01T07:00:00+00:00"), "America/Los_Angeles").to_pylist() == [
-        "2026-09-30", "2026-10-01"]
-
-
-def test_local_dates_chunked():
-    chunked = pa.chunked_array([ts("2026-09-30T16:00:00+00:00"), ts("2026-09-30T15:00:00+00:00")])
-    assert local_dates(chunked, "Asia/Shanghai").to_pylist() == ["2026-10-01", "2026-09-30"]
-
-
-# --- ingest.read_validated -------------------------------------------------------------------
-
-MIXED = [
-    ev("e1"),                                                                 # 1 valid
-    "",                                                                       # 2 blank
-    ev("e2", "2026-10-01T23:30:00Z", customer_id=None),                       # 3 missing customer_id, dt local
-    "{oops",                                                                  # 4 unparseable
-    ev("e4", "yesterday"),                                                    # 5 bad timestamp -> fallback dt
-    ev("e5", "2026-10-01T10:00:00", visit_id="v1", wait_s="12"),              # 6 valid, naive in Shanghai
-    ev("  e6 ", "2026-10-01T07:00:00", channel="fax"),                        # 7 unknown channel
-    ev(123, "2026-09-30T15:00:00Z"),                                          # 8 wrong type, no record id
-]
-
-
-def validated_clean(record: dict) -> dict:
-    return validate_event(record, CHANNELS, SHANGHAI)
-
-
-def test_read_validated_mixed(tmp_path):
-    path = write(tmp_path / "events.jsonl", jsonl(*MIXED))
-    batches = list(read_validated(path, "events", CHANNELS, SHANGHAI, batch_rows=100, fallback_dt="2026-11-23"))
-    assert len(batches) == 1
-    valid, rejected = batches[0]
-    assert valid.schema == VALID_SCHEMAS["events"]
-    assert rejected.schema == REJECTED_SCHEMA
-    e1, e5 = validated_clean(MIXED[0]), validated_clean(MIXED[5])
-    assert valid.to_pylist() == [
-        {"event_id": "e1", "occurred_at": datetime(2026, 10, 1, 1, 0, tzinfo=UTC), "customer_id": "c1",
-         "visit_id": None, "channel": "branch", "touchpoint": "greeting", "staff_id": None, "location_id": None,
-         "duration_s": None, "wait_s": None, "text": None, "outcome": None, "attributes": None,
-         "source_file": path, "line_no": 1},
-        {"event_id": "e5", "occurred_at": datetime(2026, 10, 1, 2, 0, tzinfo=UTC), "customer_id": "c1",
-         "visit_id": "v1", "channel": "branch", "touchpoint": "greeting", "staff_id": None, "location_id": None,
-         "duration_s": None, "wait_s": 12.0, "text": None, "outcome": None, "attributes": None,
-         "source_file": path, "line_no": 6},
-    ]
-    lines = jsonl(*MIXED).split("\n")
-
-    def rejected_row(line_no, record_id, kind, field, message, dt):
-        return {"dataset": "events", "record_id": record_id, "error_kind": kind, "raw_record": lines[line_no - 1],
-                "source_file": path, "line_no": line_no, "error_field": field, "error_message": message, "dt": dt}
-
-    assert rejected.to_pylist() == [
-        rejected_row(3, "e2", "missing_required_field", "customer_id", "required field customer_id is missing or empty",
-                     "2026-10-02"),
-        rejected_row(4, None, "unparseable_line", None,
-                     "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
-                     "2026-11-23"),
-        rejected_row(5, "e4", "bad_timestamp", "occurred_at", "occurred_at 'yesterday' is not an ISO 8601 timestamp",
-                     "2026-11-23"),
-        rejected_row(7, "e6", "unknown_channel", "channel",
-                     "channel 'fax' is not one of airport, app, branch, chat, email, kiosk, onboard, other, phone, "
-                     "store, web", "2026-10-01"),
-        rejected_row(8, None, "wrong_type", "event_id", "event_id must be a string, got int 123", "2026-09-30"),
-    ]
-
-
-def test_read_validated_batches(tmp_path):
-    path = write(tmp_path / "events.jsonl", jsonl(*MIXED))
-    batches = list(read_validated(path, "events", CHANNELS, SHANGHAI, batch_rows=3, fallback_dt="2026-11-23"))
-    # 7 input rows (the blank line is none) -> 3 + 3 + 1
-    assert [(v.column("line_no").to_pylist(), r.column("line_no").to_pylist()) for v, r in batches] == [
-        ([1], [3, 4]), ([6], [5, 7]), ([], [8])]
-    assert all(v.schema == VALID_SCHEMAS["events"] and r.schema == REJECTED_SCHEMA for v, r in batches)
-
-
-def test_read_validated_empty_file_yields_nothing(tmp_path):
-    path = write(tmp_path / "events.jsonl", "\n")
-    assert list(read_validated(path, "events", CHANNELS, UTC, batch_rows=10, fallback_dt="2026-11-23")) == []
-
-
-def test_read_validated_timestamp_out_of_range_uses_fallback(tmp_path):
-    path = write(tmp_path / "events.jsonl", jsonl(ev("e1", "9999-12-31T23:00:00Z", channel="fax")))
-    [(valid, rejected)] = read_validated(path, "events", CHANNELS, SHANGHAI, batch_rows=10, fallback_dt="2026-11-23")
-    assert valid.num_rows == 0
-    assert rejected.select(["error_kind", "dt"]).to_pylist() == [{"error_kind": "unknown_channel", "dt": "2026-11-23"}]
-
-
-def test_read_validated_feedback_csv(tmp_path):
-    path = write(tmp_path / "fb.csv", (
-        "feedback_id,submitted_at,customer_id,csat,nps,rating.Q5.expectation,rating.Q5.perception,rating.Q6,comment\n"
-        "f1,2026-10-01 20:00,c1,4,9,7,5,6,\n"
-        "f2,2026-10-01 20:00,c1,,,,,,\n"
-        "f3,2026-10-01 20:00,c1,2,x\n"
-    ))
-    [(valid, rejected)] = read_validated(path, "feedback", CHANNELS, SHANGHAI, batch_rows=10, fallback_dt="2026-11-23")
-    assert valid.schema == VALID_SCHEMAS["feedback"]
-    [row] = valid.to_pylist()
-    assert row["submitted_at"] == datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
-    assert (row["csat"], row["nps"], row["ces"], row["comment"]) == (4, 9, None, None)
-    assert row["ratings"] == [
-        {"item": "Q5", "dimension": "reliability", "expectation": 7.0, "perception": 5.0},
-        {"item": "Q6", "dimension": "reliability", "expectation": None, "perception": 6.0},
-    ]
-    assert (row["reliability_expectation"], row["reliability_perception"], row["reliability_gap"]) == (7.0, 5.5, -1.5)
-    assert (row["source_file"], row["line_no"]) == (path, 2)
-    assert rejected.select(["record_id", "error_kind", "line_no", "raw_record", "dt"]).to_pylist() == [
-        {"record_id": "f2", "error_kind": "no_feedback_signal", "line_no": 3, "dt": "2026-10-01",
-         "raw_record": '{"feedback_id": "f2", "submitted_at": "2026-10-01 20:00", "customer_id": "c1", "csat": "", '
-                       '"nps": "", "rating.Q5.expectation": "", "rating.Q5.perception": "", "rating.Q6": "", '
-                       '"comment": ""}'},
-        {"record_id": None, "error_kind": "unparseable_line", "line_no": 4, "dt": "2026-11-23",
-         "raw_record": '["f3", "2026-10-01 20:00", "c1", "2", "x"]'},
-    ]
-
-
-# --- exact repeats are recognised by their validated values -------------------------------------
-
-
-def test_exact_repeat_however_the_line_was_written(tmp_path):
-    path = write(tmp_path / "events.jsonl", "".join([
-        '{"event_id": "e1", "occurred_at": "2026-10-01T09:00:00+08:00", "customer_id": "c1", "channel": "branch", '
-        '"touchpoint": "greeting", "wait_s": 30, "attributes": {"a": 1, "b": 2}}\n',
-        '{ "attributes":{"b":2,"a":1},"wait_s":"30.0","touchpoint":" greeting","channel":"Branch",'
-        '"customer_id":"c1","occurred_at":"2026-10-01T01:00:00Z","event_id":"e1"}\n',
-        '{"event_id": "e1", "occurred_at": "2026-10-01T09:00:00+08:00", "customer_id": "c1", "channel": "branch", '
-        '"touchpoint": "farewell", "wait_s": 30, "attributes": {"a": 1, "b": 2}}\n',
-        '{"event_id": "e1", "occurred_at": "2026-10-01T09:00:00+08:00", "customer_id": "c1", "channel": "branch", '
-        '"touchpoint": "greeting", "wait_s": 30, "attributes": {"a": 1, "b": 3}}\n',
-    ]))
-    [(valid, rejected)] = read_validated(path, "events", CHANNELS, UTC, batch_rows=10, fallback_dt="2026-11-23")
-    assert rejected.num_rows == 0
-    result = deduplicate(valid, "events", "UTC")
-    assert result.duplicates.column("line_no").to_pylist() == [2]
-    assert result.conflicts.column("line_no").to_pylist() == [3, 4]
-    assert [m.split("differs in ")[1] for m in result.conflicts.column("error_message").to_pylist()] == [
-        "touchpoint", "attributes"]
-
-
-def test_validated_feedback_equal_however_written():
-    raw = {"feedback_id": "f1", "submitted_at": "2026-10-01T12:00:00Z", "customer_id": "c1", "csat": 4,
-           "ratings": {"Q5": {"perception": 5, "expectation": 7}}}
-    rewritten = {"ratings": {"Q5": {"expectation": "7", "perception": "5.0"}}, "csat": "4", "customer_id": "c1",
-                 "submitted_at": "2026-10-01 20:00:00+08:00", "feedback_id": "f1"}
-    changed = {**raw, "ratings": {"Q5": {"perception": 6, "expectation": 7}}}
-    a, b, c = (validate_feedback(r, CHANNELS, UTC) for r in (raw, rewritten, changed))
-    assert a == b
-    assert a != c
-
-
-def test_publish_keeps_a_partition_whose_rows_differ_only_in_run_id(tmp_path):
-    out, staging = tmp_path / "out", tmp_path / "stage"
-    write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [1], "run_id": ["r1"]})], 10)
-    publish(str(staging), str(out), ["t"], None)
-    write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [1], "run_id": ["r2"]})], 10)
-    assert [Path(p).parent.name for p in publish(str(staging), str(out), ["t"], None).unchanged] == ["dt=2026-10-01"]
-    assert pq.read_table(out / "t" / "dt=2026-10-01" / "part-00000.parquet").column("run_id").to_pylist() == ["r1"]
-    write_partition(str(staging), "t", "2026-10-01", [pa.table({"n": [2], "run_id": ["r3"]})], 10)
-    assert len(publish(str(staging), str(out), ["t"], None).replaced) == 1
-
 
 def _event_line(i: int) -> str:
     return json.dumps({"event_id": f"e{i:03d}", "customer_id": "c1", "occurred_at": f"2026-10-01T09:{i % 60:02d}:00Z",
@@ -561,9 +324,9 @@ def test_file_parts_of_a_compressed_jsonl_file_interleave_its_blocks(tmp_path):
 def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path, monkeypatch, name):
     """Bad lines, blank lines, CRLF and a BOM stay as they are in a whole read, with the same line numbers; a
     compressed file's parts read every 4th block of 300 bytes of lines."""
-    from pipelines import ingest
+    from pipelines.ingest import reader
 
-    monkeypatch.setattr(ingest, "read_line_blocks", functools.partial(read_line_blocks, block_bytes=300))
+    monkeypatch.setattr(reader, "read_line_blocks", functools.partial(read_line_blocks, block_bytes=300))
     lines = ["\ufeff" + _event_line(0), *(_event_line(i) for i in range(1, 40)), "{not json", "", "[1, 2]", "  ",
              _event_line(1).replace('"branch"', '"telepathy"'), *(_event_line(i) + "\r" for i in range(40, 70))]
     data = ("\n".join(lines) + "\n").encode()
@@ -582,11 +345,3 @@ def test_reading_a_file_in_parts_gives_the_rows_of_reading_it_whole(tmp_path, mo
         assert pa.concat_tables([tables[i] for tables in in_parts]).sort_by("line_no").equals(whole[i])
     assert all(tables[0].num_rows for tables in in_parts)  # every part read some rows
     assert whole[0].num_rows == 70 and sorted(whole[1].column("line_no").to_pylist()) == [41, 43, 45]
-
-
-def test_local_dates_before_1970_and_at_a_half_hour_offset():
-    stamps = pa.array([datetime(1969, 12, 31, 23, 59, tzinfo=timezone.utc), datetime(2026, 10, 3, 13, 29, tzinfo=timezone.utc),
-                       datetime(2026, 10, 3, 13, 31, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
-    assert local_dates(stamps, "UTC").to_pylist() == ["1969-12-31", "2026-10-03", "2026-10-03"]
-    # Lord Howe Island: UTC+10:30 until its half-hour daylight saving starts on 2026-10-04
-    assert local_dates(stamps, "Australia/Lord_Howe").to_pylist() == ["1970-01-01", "2026-10-03", "2026-10-04"]
