@@ -12,10 +12,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.ingest.contract import DEFAULT_CHANNELS
+from pipelines.pii import DEFAULT_PHONE_REGIONS
 
 Dimension = Literal["reliability", "responsiveness", "assurance", "empathy", "tangibles"]
 Facet = Literal["appearance", "behaviour", "communication"]
@@ -67,6 +69,18 @@ class Thresholds(_Strict):
     short_wait_s: float | None = Field(default=None, gt=0)  # wait_s at or below this tags it positive
 
 
+class PiiSettings(_Strict):
+    phone_regions: list[str] = Field(default_factory=list)  # whose national formats are masked, besides the defaults
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        unknown = [r for r in regions if r.upper() not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown} (use ISO 3166 codes such as JP, DE, NG)")
+        return [r.upper() for r in regions]
+
+
 class Playbook(_Strict):
     name: str
     version: str
@@ -81,11 +95,17 @@ class Playbook(_Strict):
     opinion: PolarityCues = Field(default_factory=PolarityCues)  # general opinion words that polarise an aspect
     thresholds: Thresholds = Field(default_factory=Thresholds)
     quality: dict[str, float | int | str | None] = Field(default_factory=dict)  # pipelines.quality settings
+    pii: PiiSettings = Field(default_factory=PiiSettings)
 
     @property
     def ref(self) -> str:
         """`name@version`, stored on every tagged row."""
         return f"{self.name}@{self.version}"
+
+    @property
+    def phone_regions(self) -> tuple[str, ...]:
+        """The default phone regions, then the playbook's own."""
+        return tuple(dict.fromkeys((*DEFAULT_PHONE_REGIONS, *self.pii.phone_regions)))
 
     @property
     def allowed_channels(self) -> frozenset[str]:

@@ -28,7 +28,7 @@ from pipelines.config import RunConfig
 from pipelines.dedup import deduplicate, run_starts, split_by_bucket
 from pipelines.ingest.reader import read_validated
 from pipelines.output import local_dates, write_partition
-from pipelines.pii import mask_column, pseudonymize_column
+from pipelines.pii import DEFAULT_PHONE_REGIONS, mask_column, pseudonymize_column
 from pipelines.playbook import load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends
@@ -53,11 +53,12 @@ COPIES = ("quarantine_raw",)  # copies of another table: their rows outside the 
 
 
 # --- row-level steps (plain functions on Arrow tables) ---------------------------------------------
-def redact(table: pa.Table, text_columns: list[str], key: bytes | None) -> pa.Table:
+def redact(table: pa.Table, text_columns: list[str], key: bytes | None,
+           phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> pa.Table:
     """Mask PII in the text columns (count in `pii_masked`) and pseudonymise customer_id when a key is set."""
     masked_total = np.zeros(table.num_rows, dtype=np.int32)
     for column in text_columns:
-        masked, counts = mask_column(table.column(column))
+        masked, counts = mask_column(table.column(column), phone_regions)
         table = table.set_column(table.schema.get_field_index(column), column, masked)
         masked_total += counts.to_numpy()
     if key is not None and "customer_id" in table.column_names:
@@ -133,7 +134,7 @@ class Enricher:
         """The finished rows, sorted by the dataset's SORT_KEYS (time, id) before the tag columns are made, so
         they are in partition order already when split_by_date cuts them up."""
         table = table.sort_by([(c, "ascending") for c in SORT_KEYS[self.dataset]])
-        table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes)
+        table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes, self.playbook.phone_regions)
         counts[f"{self.dataset}.pii_masked"] += pc.sum(table.column("pii_masked")).as_py() or 0
         if self.dataset == "events":
             tags = self.tagger.tag_events(table)

@@ -3,7 +3,8 @@ import re
 import pyarrow as pa
 import pytest
 
-from pipelines.pii import PiiSpan, find_pii, mask_column, mask_pii, pseudonymize, pseudonymize_column
+from pipelines.pii import (DEFAULT_PHONE_REGIONS, PREFILTER, PiiSpan, find_pii, mask_column, mask_pii, pseudonymize,
+                           pseudonymize_column)
 
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
@@ -150,8 +151,77 @@ def test_phone_spans():
     assert text[3:14] == "13812345678"
 
 
-def test_hotlines_kept():
-    assert mask_pii("投诉请拨打400-820-8820") == ("投诉请拨打400-820-8820", 0)
+def test_hotlines_masked_too():
+    # decision (issue 16): a number's type cannot tell a business line from a personal one, so all are masked
+    assert mask_pii("投诉请拨打400-820-8820") == ("投诉请拨打[PHONE]", 1)
+    assert mask_pii("call 800-222-2377 or 0344 556 5650") == ("call [PHONE] or [PHONE]", 2)
+
+
+# --- issue 16: internationalised e-mail addresses (c) ------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("用户@例子.公司", "[EMAIL]"),
+    ("jöhn@exämple.de", "[EMAIL]"),
+    ("write to jöhn@example.de today", "write to [EMAIL] today"),
+    ("mail 用户@例子.公司 thanks", "mail [EMAIL] thanks"),
+    ("Ελένη@παράδειγμα.ελ", "[EMAIL]"),
+    # decision: the CJK run glued to a CJK address cannot be told apart from it, so it is masked with it
+    ("请发到用户@例子.公司", "[EMAIL]"),
+    ("联系zhang@qq.com或用户@例子.公司", "联系[EMAIL][EMAIL]"),
+])
+def test_international_email(text, expected):
+    assert mask_pii(text) == (expected, expected.count("["))
+
+
+# --- issue 16: phone numbers in national formats and after cues (e) -----------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("My phone number is 8106028994", "My phone number is [PHONE]"),
+    ("call me tomorrow afternoon 3:00 pm (706)614-7640", "call me tomorrow afternoon 3:00 pm [PHONE]"),
+    ("you can reach the desk at 850.266.3576 anytime", "you can reach the desk at [PHONE] anytime"),
+    ("my number 08070635658", "my number [PHONE]"),
+    ("pls call 0062395415777", "pls call [PHONE]"),
+    ("Please contact us on 0344 556 5650.", "Please contact us on [PHONE]."),
+    ("Customer Care 800-222-2377", "Customer Care [PHONE]"),
+    ("US line 1-800-222-2377", "US line [PHONE]"),
+    ("Delhi office 011 4155 6677", "Delhi office [PHONE]"),
+    ("电话 66778899", "电话 [PHONE]"),
+    ("联系方式：021-6688 1234", "联系方式：[PHONE]"),
+    ("tel 7654321", "tel [PHONE]"),
+    ("https://example.com/callback?phone=13812345678", "https://example.com/callback?phone=[PHONE]"),
+])
+def test_phone_national_and_cued(text, expected):
+    assert mask_pii(text) == (expected, 1)
+
+
+@pytest.mark.parametrize("text", [
+    "Your case id PP-006-234-348-863",
+    "order number 8106028994",
+    "order #8106028994",
+    "ticket 8106028994 is closed",
+    "reference 0344 556 5650",
+    "订单号码13812345678",
+    "tracking number 9400 1000 0000 0000 0000 00",
+    "call me on 2024-05-01 at 10:30",
+    "phone bill was $1,234,567.00",
+    "see https://web.archive.org/web/20191213044137/https://support.apple.com/kb",
+    "https://shop.example/s?qid=1585671141&sr=1-1&_ga=2.255752072.1014027261.1584376133",
+    "call 12345678901234567890",
+    "Tokyo desk 03-3123-4567 today",  # not a default region
+])
+def test_identifiers_dates_links_and_other_regions_kept(text):
+    assert mask_pii(text) == (text, 0)
+
+
+def test_playbook_phone_regions():
+    text = "Tokyo desk 03-3123-4567 today"
+    assert mask_pii(text, (*DEFAULT_PHONE_REGIONS, "JP")) == ("Tokyo desk [PHONE] today", 1)
+    masked, counts = mask_column(pa.array([text]), (*DEFAULT_PHONE_REGIONS, "JP"))
+    assert masked.to_pylist() == ["Tokyo desk [PHONE] today"] and counts.to_pylist() == [1]
+
+
+def test_prefilter_passes_every_text_with_pii():
+    texts = ["tel 7654321", "用户@例子.公司", "My phone number is 8106028994", "电话 66778899"]
+    assert all(re.search(PREFILTER, t) for t in texts)
+    assert not re.search(PREFILTER, "ticket 12345 at 10:30")
 
 
 # --- false positives ----------------------------------------------------------------------------------
@@ -250,3 +320,15 @@ def test_pseudonymize_column():
     out = pseudonymize_column(values, b"k")
     assert out.type == pa.string()
     assert out.to_pylist() == [pseudonymize("u1", b"k"), None, pseudonymize("u2", b"k"), pseudonymize("u1", b"k")]
+
+
+def test_playbook_adds_phone_regions(tmp_path):
+    from pipelines.playbook import load_playbook
+
+    path = tmp_path / "jp.yaml"
+    path.write_text("name: jp\nversion: '1'\nextends: bank_branch\npii:\n  phone_regions: [jp]\n", encoding="utf-8")
+    assert load_playbook(str(path)).phone_regions == (*DEFAULT_PHONE_REGIONS, "JP")
+    assert load_playbook("bank_branch").phone_regions == DEFAULT_PHONE_REGIONS
+    path.write_text("name: x\nversion: '1'\npii:\n  phone_regions: [XX]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown phone regions"):
+        load_playbook(str(path))
