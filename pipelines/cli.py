@@ -359,18 +359,23 @@ def eval_tagging(
     playbook: Annotated[str, typer.Option(help="Built-in playbook name or a YAML/JSON file.")] = "base",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
     top: Annotated[int, typer.Option(min=0, help="How many frequent false positives/negatives to show.")] = 10,
+    half: Annotated[str, typer.Option(help="Score only one half of each file: tuning or held-out (by sha256 of "
+                                           "the id, docs/tagging.md), or all.")] = "all",
+    rules_only: Annotated[bool, typer.Option(help="Switch the learned layer off (the rules alone).")] = False,
 ) -> None:
-    """Precision, recall and F1 of the tagger on labelled text (PZB dimensions, polarity, MOT steps)."""
+    """Precision, recall and F1 of the tagger on labelled text (PZB dimensions, polarity, MOT steps), per
+    language and per source."""
     from pipelines.tagging import Tagger
-    from pipelines.tagging.evaluate import evaluate, read_gold
+    from pipelines.tagging.evaluate import evaluate, read_gold, split_half
 
     try:
-        tagger = Tagger(load_playbook(playbook))
-        records = read_gold(gold)
+        book = load_playbook(playbook)
+        tagger = Tagger(book.model_copy(update={"model": type(book.model)()}) if rules_only else book)
+        records = split_half(read_gold(gold), half)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(EXIT_USAGE, str(error))
     report = evaluate(tagger, records, top=top)
-    report["playbook"] = tagger.playbook.ref
+    report["playbook"], report["half"], report["learned_layer"] = tagger.playbook.ref, half, not rules_only
     for lang, res in report["languages"].items():
         for title, key in (("PZB dimension", "dimension"), ("PZB dimension+polarity", "dimension_polarity"),
                            ("MOT step", "mot_step")):
@@ -394,9 +399,69 @@ def eval_tagging(
                     console.print(f"  {item['count']:>4}  {item['dimension']}  {item.get('rule', '')}  "
                                   f"e.g. {example.get('id')}: {example.get('text', '')[:80]!r}", soft_wrap=True,
                                   highlight=False, markup=False)
+    for source, langs in report.get("sources", {}).items():
+        for lang, res in langs.items():
+            if "dimension" in res:
+                per = ", ".join(f"{k} {v['f1']:.3f}" for k, v in res["dimension"]["per_class"].items())
+                console.print(f"{source} ({lang}, {res['pzb_records']:,}): dimension macro-F1 "
+                              f"{res['dimension']['macro_f1']:.3f}, micro {res['dimension']['micro']['f1']:.3f} ({per})",
+                              highlight=False)
     if json_out is not None:
         json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+@app.command("train-tagger")
+def train_tagger(
+    gold: Annotated[list[Path], typer.Option("--gold", "-g", help="Gold JSON Lines file to train on (repeatable).")],
+    task: Annotated[str, typer.Option(help="What to learn: dimensions (PZB, from \"labels\").")] = "dimensions",
+    lang: Annotated[Optional[list[str]], typer.Option(help="Language(s) to train (default: every one in the files).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Parent directory of the model folders (default: the package's "
+                                                     "pipelines/tagging/models, what the tagger loads).")] = None,
+    playbook: Annotated[str, typer.Option(help="Playbook whose rules give the rule features.")] = "base",
+    licence: Annotated[Optional[list[str]], typer.Option(help="SOURCE=LICENCE for a source of your own (repeatable); "
+                                                              "it is then taken as allowed in a shipped model.")] = None,
+    allow_noncommercial: Annotated[bool, typer.Option(help="Allow non-commercial sources; the model is marked "
+                                                           "non-shippable and must go to --out outside the package.")] = False,
+    group_by: Annotated[str, typer.Option(help="Record field that groups the cross-validation folds.")] = "source",
+    cv: Annotated[bool, typer.Option(help="Run the grouped cross-validation first.")] = True,
+    seed: Annotated[int, typer.Option(help="Random seed of the solver.")] = 0,
+    c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = 1.0,
+    min_df: Annotated[int, typer.Option(help="Minimum number of training texts per feature.")] = 2,
+    on: Annotated[Optional[str], typer.Option("--date", help="Date written on the model card (default: today, UTC).")] = None,
+) -> None:
+    """Train the learned tagging layer from gold JSON Lines; writes the model and its card (CARD.md, card.json)."""
+    from datetime import datetime, timezone
+
+    from pipelines.tagging import Tagger
+    from pipelines.tagging.linear import Settings
+    from pipelines.tagging.training import TASKS, train_and_write
+
+    if task not in TASKS:
+        _fail(EXIT_USAGE, f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    declared = {}
+    for item in licence or []:
+        source, sep, text = item.partition("=")
+        if not sep or not source or not text:
+            _fail(EXIT_USAGE, f"--licence wants SOURCE=LICENCE, got {item!r}")
+        declared[source] = text
+    try:
+        cards = train_and_write(task, gold, lang, Tagger(load_playbook(playbook)),
+                                Settings(c=c, min_df=min_df, seed=seed), out,
+                                on or datetime.now(timezone.utc).date().isoformat(), declared, allow_noncommercial,
+                                group_by, cv, command="motpipe train-tagger " + " ".join(f"--gold {g.name}" for g in gold))
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(EXIT_USAGE, str(error))
+    for card in cards:
+        console.print(f"{card['path']}: {card['features']:,} features, labels {', '.join(card['labels'])}, "
+                      f"shippable {'yes' if card['shippable'] else 'NO'}", highlight=False)
+        folds = card["cross_validation"]
+        for group, res in folds.get("groups", {}).items():
+            console.print(f"  left out {group}: model macro-F1 {res['model']['macro_f1']}, rules {res['rules']['macro_f1']} "
+                          f"(trained on {res['trained_on']:,})", highlight=False)
+        if folds.get("note"):
+            console.print(f"  cross-validation: {folds['note']}", highlight=False)
+    console.print(f"wrote {', '.join(c['path'] for c in cards)} under {out or 'the package models'}")
 
 
 def main() -> None:

@@ -81,6 +81,30 @@ class PiiSettings(_Strict):
         return [r.upper() for r in regions]
 
 
+class ModelLang(_Strict):
+    """How the learned layer of one task and language joins the rules (docs/tagging.md, "Rules + model")."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.5, ge=0, le=1)  # a label the rules missed is added at this probability
+    thresholds: dict[str, float] = Field(default_factory=dict)  # per label (e.g. a dimension), overrides `threshold`
+    veto_below: float | None = Field(default=None, ge=0, le=1)  # a weak rule tag goes when the model scores it below
+
+    def threshold_of(self, label: str) -> float:
+        return self.thresholds.get(label, self.threshold)
+
+
+class ModelTask(_Strict):
+    enabled: bool = False
+    zh: ModelLang = Field(default_factory=ModelLang)
+    en: ModelLang = Field(default_factory=ModelLang)
+
+
+class ModelSettings(_Strict):
+    """The learned layer per task; the models are the package's (pipelines/tagging/models/<task>-<lang>/)."""
+
+    dimensions: ModelTask = Field(default_factory=ModelTask)
+
+
 class Playbook(_Strict):
     name: str
     version: str
@@ -94,6 +118,7 @@ class Playbook(_Strict):
     intensifiers: LangCues = Field(default_factory=LangCues)  # 很 / very: transparent for negation windows
     opinion: PolarityCues = Field(default_factory=PolarityCues)  # general opinion words that polarise an aspect
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    model: ModelSettings = Field(default_factory=ModelSettings)
     quality: dict[str, float | int | str | None] = Field(default_factory=dict)  # pipelines.quality settings
     pii: PiiSettings = Field(default_factory=PiiSettings)
 

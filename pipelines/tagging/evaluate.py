@@ -7,6 +7,7 @@ text has it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -103,7 +104,29 @@ def evaluate(tagger: Tagger, records: list[dict], top: int = 10) -> dict:
         out["false_negatives"] = [{"dimension": k[0], "count": n, "example": examples.get(("fn", k[0], 0))}
                                   for k, n in fns.most_common(top)]
         report["languages"][lang] = out
+    sources = sorted({r.get("source") or "unknown" for r in records})
+    if len(sources) > 1:  # the same report per source (without the error lists)
+        report["sources"] = {src: evaluate(tagger, [r for r in records if (r.get("source") or "unknown") == src], 0)
+                             ["languages"] for src in sources}
     return report
+
+
+HALVES = ("tuning", "held-out")
+
+
+def half_of(record_id: str) -> str:
+    """'tuning' or 'held-out': the first 8 hex digits of sha256(id) / 2^32 below 0.5 is the tuning half (the
+    split docs/tagging.md has used for the English dev file since base@1.2.0)."""
+    return HALVES[int(hashlib.sha256(record_id.encode("utf-8")).hexdigest()[:8], 16) >= 2 ** 31]
+
+
+def split_half(records: list[dict], half: str) -> list[dict]:
+    """The records of one half ('tuning', 'held-out'), or all of them ('all')."""
+    if half == "all":
+        return records
+    if half not in HALVES:
+        raise ValueError(f"half must be one of all, {', '.join(HALVES)}; got {half!r}")
+    return [r for r in records if half_of(r["id"]) == half]
 
 
 def _count(cell: list[int], gold: bool, pred: bool) -> None:

@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 
 from pipelines.ingest.contract import MOT_STEPS
 from pipelines.playbook import Playbook
+from pipelines.tagging.learned import load_models, with_dimension_model
 from pipelines.tagging.lexicon import Lexicon
 from pipelines.tagging.rules import tag, wait_bucket
 from pipelines.tagging.types import MomentTags
@@ -23,19 +24,23 @@ class Tagger:
     def __init__(self, playbook: Playbook):
         self.playbook = playbook
         self.lexicon = Lexicon(playbook)
+        self.dimension_models = load_models(playbook, "dimensions")  # lang -> (model, settings); read once per process
         self._seen: dict[tuple, MomentTags] = {}  # (touchpoint, text, wait bucket) or ("comment", text) -> tags
 
     def tag_moment(self, touchpoint: str | None, text: str | None, wait_s: float | None) -> MomentTags:
         """Tags of one touchpoint event."""
         return self._moment(touchpoint, _clean_text(text), wait_bucket(wait_s, self.playbook))
 
-    def tag_comment(self, text: str | None) -> MomentTags:
-        """PZB tags and polarity of a feedback comment (no MOT step, no ABC facet)."""
-        return tag(self.lexicon, None, _clean_text(text), None, "comment", moment=False)
+    def tag_comment(self, text: str | None, use_model: bool = True) -> MomentTags:
+        """PZB tags and polarity of a feedback comment (no MOT step, no ABC facet); `use_model=False`: the rules
+        alone."""
+        text = _clean_text(text)
+        tags = tag(self.lexicon, None, text, None, "comment", moment=False)
+        return with_dimension_model(tags, text, "comment", self.dimension_models) if use_model else tags
 
     def _moment(self, touchpoint: str | None, text: str | None, bucket: str | None) -> MomentTags:
-        return self._remember((touchpoint, text, bucket),
-                              lambda: tag(self.lexicon, touchpoint, text, bucket, "text", moment=True))
+        return self._remember((touchpoint, text, bucket), lambda: with_dimension_model(
+            tag(self.lexicon, touchpoint, text, bucket, "text", moment=True), text, "text", self.dimension_models))
 
     def _comment(self, text: str | None) -> MomentTags:
         return self._remember(("comment", text), lambda: self.tag_comment(text))
