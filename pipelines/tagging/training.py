@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from pipelines.ingest.contract import DIMENSIONS
+from pipelines.tagging.evaluate import _prf as evaluate_prf  # one definition of P/R/F1
 from pipelines.tagging.learned import MODELS_DIR, rule_features
 from pipelines.tagging.linear import Extra, LinearTextModel, Settings
 from pipelines.tagging.types import MomentTags
@@ -92,10 +93,7 @@ def licences(records: list[dict], declared: dict[str, str], allow_noncommercial:
 
 
 def _prf(gold: np.ndarray, pred: np.ndarray) -> dict:
-    tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
-            "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0,
-            "f1": round(2 * tp / (2 * tp + fp + fn), 4) if tp else 0.0}
+    return evaluate_prf(int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum()))
 
 
 def scores(gold: list[set[str]], predicted: list[set[str]], labels: tuple[str, ...]) -> dict:
