@@ -29,6 +29,9 @@ class RunConfig(BaseModel):
     batch_rows: int = Field(default=50_000, ge=1)  # input rows per Arrow batch
     part_bytes: int = Field(default=64 << 20, ge=1)  # local uncompressed JSONL files are read in parts of this size
     row_group_rows: int = Field(default=65_536, ge=1)  # rows per Parquet row group (a writer holds one in memory)
+    # Beam's filesystem options of the run (S3 endpoint, credentials: storage.filesystem_options), for the
+    # workers; never dumped, so they reach neither the run id nor the run summary
+    filesystem_options: dict = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("timezone")
     @classmethod

@@ -14,6 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.ingest.formats import file_digest
+from pipelines.storage import delete_tree
 
 
 PART_FILE = "part-00000.parquet"  # one file per partition, so that publishing it is one atomic rename
@@ -103,8 +104,7 @@ def publish(staging: str, out: str, tables: list[str], window_dates: list[str] |
             if FileSystems.exists(final):
                 FileSystems.delete([final])
                 result.removed.append(final)
-    if FileSystems.exists(staging):
-        FileSystems.delete([staging])
+    delete_tree(staging)
     return result
 
 

@@ -24,6 +24,7 @@ from pipelines.playbook import load_playbook
 from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
 from pipelines.spill import read_counts
+from pipelines.storage import delete_tree, filesystem_options, use_filesystem_options
 from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits, WritePartitions
 
 PUBLIC_TABLES = ("events", "feedback", "quarantine", "duplicates")
@@ -168,6 +169,9 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
     Raises InputError, LockedError, ReconciliationError, or the pipeline's own error.
     """
     started_at = datetime.now(timezone.utc)
+    beam_args = beam_args or []
+    config = config.model_copy(update={"filesystem_options": filesystem_options(beam_args)})
+    use_filesystem_options(config.filesystem_options)  # the driver's own calls: inputs, lock, publishing
     config, inputs = prepare(config)
     roots = {"public": _staging(config.out, config.run_id), "restricted": _staging(config.restricted_dir, config.run_id)}
     work = FileSystems.join(roots["restricted"], WORK_DIR)  # unredacted rows between stages: kept apart with the raw quarantine
@@ -177,10 +181,9 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
                               for d in DATASETS for f in inputs[d]]}
     with output_lock(config.out, config.run_id):
         try:
-            stale = [path for path in roots.values() if FileSystems.exists(path)]
-            if stale:
-                FileSystems.delete(stale)  # left by a killed attempt of this run: never publish it
-            with beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args or [], input_bytes(inputs)))) as p:
+            for root in roots.values():
+                delete_tree(root)  # left by a killed attempt of this run: never publish it
+            with beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args, input_bytes(inputs)))) as p:
                 build_pipeline(p, config, inputs, roots, work)
             summary = summarise(config, inputs, read_counts(work), started_at)
             record["counts"] = json.dumps({d: summary[d] for d in DATASETS}, sort_keys=True)
@@ -202,7 +205,6 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
             record["error"] = f"{type(error).__name__}: {error}"
             raise
         finally:
-            if FileSystems.exists(work):
-                FileSystems.delete([work])
+            delete_tree(work)
             record["finished_at"] = datetime.now(timezone.utc)
             write_run_record(config.out, record)

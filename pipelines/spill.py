@@ -11,7 +11,8 @@ So the number of files grows with the number of producers, not with producers x 
 and 130 buckets: hundreds of files instead of ~50,000 small ones).
 
 Every file name is derived from what produced it, so a retried or repeated step rewrites the same files with
-the same bytes, and a file appears whole or not at all (written under a temporary name, then renamed).
+the same bytes, and a file appears whole or not at all (written under a temporary name, then renamed; on an
+object store, where an upload appears whole when it completes, straight under its name).
 
     >>> writer = SpillWriter("/tmp/work")                                    # doctest: +SKIP
     >>> writer.write(("dedup", "events", 3), "read-events-00001-0000", table)     # doctest: +SKIP
@@ -31,6 +32,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.storage import is_object_store
+
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 COUNTS_DIR = "_counts"
 SPILL_BATCH_ROWS = 1024  # rows per record batch of a spill file: the unit merge_sorted reads
@@ -40,8 +43,15 @@ def _create(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+def _temporary(final: str) -> str:
+    """Where a file is written before it is committed under `final`: `final` itself on an object store."""
+    return final if is_object_store(final) else f"{final}.{uuid.uuid4().hex}.tmp"
+
+
 def _commit(temporary: str, final: str) -> None:
     """Move a finished file to its final name (replacing an earlier attempt's file of the same name)."""
+    if temporary == final:
+        return
     if FileSystems.exists(final):
         FileSystems.delete([final])
     FileSystems.rename([temporary], [final])
@@ -65,7 +75,7 @@ class SpillWriter:
         stream = key[:-1]
         if stream not in self._files:
             final = FileSystems.join(self.root, *map(str, stream), f"{name}.arrow")
-            temporary = f"{final}.{uuid.uuid4().hex}.tmp"
+            temporary = _temporary(final)
             handle = _create(temporary)
             self._files[stream] = [final, temporary, handle, pa.ipc.new_file(handle, table.schema, options=_OPTIONS), 0]
         entry = self._files[stream]
@@ -182,7 +192,7 @@ def _gather(readers: list[_SegmentReader], segment_of: np.ndarray, row_of: np.nd
 def write_counts(root: str, name: str, counts: Counter) -> None:
     """Store one step's counts as `<root>/_counts/<name>.json` (a retried step overwrites its own file)."""
     final = FileSystems.join(root, COUNTS_DIR, f"{name}.json")
-    temporary = f"{final}.{uuid.uuid4().hex}.tmp"
+    temporary = _temporary(final)
     with _create(temporary) as handle:
         handle.write(json.dumps({k: int(v) for k, v in sorted(counts.items()) if v}).encode("utf-8"))
     _commit(temporary, final)

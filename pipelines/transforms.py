@@ -31,6 +31,7 @@ from pipelines.output import local_dates, write_partition
 from pipelines.pii import DEFAULT_PHONE_REGIONS, mask_column, pseudonymize_column
 from pipelines.playbook import load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
+from pipelines.storage import use_filesystem_options
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends
 from pipelines.tagging import Tagger
 from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS
@@ -162,7 +163,11 @@ class _GroupStep(beam.DoFn):
     """A step over one input file or one group of spills: `step(element)` does the work. Afterwards the memory
     the step freed goes back to the system: pyarrow's allocator (mimalloc) and the C heap would otherwise keep
     every step's high-water mark, and a worker would hold the most it ever needed (1M events: 1,546 -> 1,359 MB
-    peak for the process tree)."""
+    peak for the process tree). Each worker process reaches the run's filesystems with the run's options (the
+    DaskRunner's workers get no pipeline options of their own)."""
+
+    def setup(self):
+        use_filesystem_options(self.config.filesystem_options)
 
     def process(self, element):
         yield from self.step(element)
@@ -228,6 +233,7 @@ class _DeduplicateBucket(_SpillingDoFn):
 
 class _StitchBucket(_SpillingDoFn):
     def setup(self):
+        super().setup()
         self.enrich = Enricher("events", self.config)
 
     def step(self, keyed):
@@ -243,6 +249,7 @@ class _StitchBucket(_SpillingDoFn):
 
 class _LinkBucket(_SpillingDoFn):
     def setup(self):
+        super().setup()
         self.enrich = Enricher("feedback", self.config)
 
     def step(self, keyed):

@@ -1,0 +1,158 @@
+"""motpipe with every path on an S3-compatible object store (the `object_store` fixture: moto's server on a
+loopback port), reached through Beam's S3 filesystem and its options, compared with the same run on local disk."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.config import RunConfig
+from pipelines.ingest.formats import match_inputs
+from pipelines.storage import delete_tree, filesystem_options, is_remote, list_tree, use_filesystem_options
+
+FIXTURES = Path(__file__).parent / "fixtures"
+INPUTS = ("events_a.jsonl", "events_b.csv", "feedback.jsonl")
+SETTINGS = ["--run-id", "store-run", "--timezone", "Asia/Shanghai", "--buckets", "4"]
+
+
+def upload_inputs(store) -> str:
+    landing = store.bucket("landing")
+    for name in INPUTS:
+        store.upload(FIXTURES / name, f"{landing}/in/{name}")
+    return landing
+
+
+@pytest.fixture(scope="module")
+def cloud_run(object_store, tmp_path_factory):
+    """The fixture run by `motpipe run` with inputs, --out and --restricted-out (so the work directory too) in
+    three buckets; returns (the store, its paths, the CLI result, a local copy of the outputs)."""
+    landing, tables, restricted = upload_inputs(object_store), object_store.bucket("tables"), object_store.bucket("restricted")
+    paths = {"landing": landing, "out": f"{tables}/motpipe", "restricted": f"{restricted}/motpipe"}
+    result = CliRunner().invoke(app, ["run", "-t", f"{landing}/in/events_*", "-f", f"{landing}/in/feedback.jsonl",
+                                      "--out", paths["out"], "--restricted-out", paths["restricted"], "--no-check",
+                                      *SETTINGS, *object_store.beam_args])
+    copy = tmp_path_factory.mktemp("cloud-copy")
+    object_store.download(paths["out"], copy)
+    object_store.download(paths["restricted"], copy / "_restricted")
+    return object_store, paths, result, copy
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    result = CliRunner().invoke(app, ["run", "-t", str(FIXTURES / "events_*"), "-f", str(FIXTURES / "feedback.jsonl"),
+                                      "--out", str(out), "--no-check", *SETTINGS])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+def test_run_on_the_object_store_succeeds(cloud_run):
+    _, _, result, copy = cloud_run
+    assert result.exit_code == 0, result.output
+    summary = json.loads((copy / "_runs" / "store-run.json").read_text())
+    assert summary["events"]["reconciled"] and summary["feedback"]["reconciled"]
+    assert (summary["events"]["input_rows"], summary["events"]["output_rows"]) == (20, 9)
+
+
+def relocated(tables: dict[str, list[dict]], old: str, new: str) -> dict[str, list[dict]]:
+    """The rows with the input directory `old` replaced by `new` wherever a text names it (source_file,
+    kept_source_file, the message of a conflicting duplicate)."""
+    return {name: [{k: v.replace(old, new) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+            for name, rows in tables.items()}
+
+
+def test_every_table_equals_the_local_runs(cloud_run, local_run, published_rows):
+    _, paths, _, copy = cloud_run
+    expected = published_rows(local_run)
+    got = relocated(published_rows(copy), f"{paths['landing']}/in/", f"{FIXTURES}/")
+    assert {Path(name).parts[0] for name in expected} == {"events", "feedback", "quarantine", "duplicates", "_restricted"}
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+
+
+def test_summary_counts_equal_the_local_runs_and_inputs_carry_the_stores_checksums(cloud_run, local_run):
+    copy = cloud_run[3]
+    cloud, local = (json.loads((out / "_runs" / "store-run.json").read_text()) for out in (copy, local_run))
+    for key in ("events", "feedback", "published", "partitions"):
+        assert cloud[key] == local[key], key
+    inputs = cloud["inputs"]["events"] + cloud["inputs"]["feedback"]
+    assert [f["path"].rsplit("/", 1)[1] for f in inputs] == list(INPUTS)
+    assert all(f["checksum"].startswith("s3:") for f in inputs)
+
+
+def test_the_restricted_bucket_holds_the_raw_quarantine_and_nothing_of_the_run_is_left_behind(cloud_run):
+    store, paths, _, _ = cloud_run
+    restricted = store.keys(paths["restricted"])
+    assert restricted and all(key.startswith("quarantine_raw/dt=") for key in restricted)  # no _staging, no _work
+    public = store.keys(paths["out"])
+    assert {key.split("/")[0] for key in public} == {"events", "feedback", "quarantine", "duplicates", "runs", "_runs"}
+    assert store.keys(paths["landing"]) == [f"in/{name}" for name in INPUTS]  # inputs untouched
+
+
+# --- the driver's filesystem calls get the options ------------------------------------------------------------
+def test_only_filesystem_options_are_kept_for_the_driver_and_workers():
+    assert filesystem_options(["--s3_endpoint_url=http://127.0.0.1:1", "--s3_disable_ssl", "--runner=DirectRunner",
+                               "--direct_num_workers=2"]) == {"s3_endpoint_url": "http://127.0.0.1:1", "s3_disable_ssl": True}
+    assert filesystem_options([]) == {}
+
+
+def test_the_options_never_reach_the_run_id_or_the_summary_settings():
+    config = RunConfig(touchpoints=["x.jsonl"], out="o", filesystem_options={"s3_secret_access_key": "secret"})
+    assert "filesystem_options" not in config.model_dump() and "secret" not in repr(config)
+
+
+def test_inputs_on_the_store_are_matched_once_the_options_are_set(object_store):
+    landing = upload_inputs(object_store)
+    use_filesystem_options(filesystem_options(object_store.beam_args))
+    try:
+        matched = match_inputs([f"{landing}/in/events_*"])
+    finally:
+        use_filesystem_options({})
+    assert [(f.path, f.size_bytes) for f in matched] == [
+        (f"{landing}/in/{name}", (FIXTURES / name).stat().st_size) for name in INPUTS[:2]]
+
+
+def test_delete_tree_removes_every_object_under_a_prefix_and_nothing_beside_it(object_store):
+    bucket = object_store.bucket()
+    for key in ("run/a.json", "run/x/b.arrow", "run-other/c.json", "keep.json"):
+        object_store.upload(FIXTURES / "feedback.jsonl", f"{bucket}/{key}")
+    use_filesystem_options(filesystem_options(object_store.beam_args))
+    try:
+        assert list_tree(f"{bucket}/run") == [f"{bucket}/run/a.json", f"{bucket}/run/x/b.arrow"]
+        delete_tree(f"{bucket}/run")
+        delete_tree(f"{bucket}/nothing-here")  # no error
+    finally:
+        use_filesystem_options({})
+    assert object_store.keys(bucket) == ["keep.json", "run-other/c.json"]
+
+
+def test_delete_tree_on_a_local_directory(tmp_path):
+    (tmp_path / "run" / "x").mkdir(parents=True)
+    (tmp_path / "run" / "x" / "a.arrow").write_bytes(b"a")
+    (tmp_path / "keep").write_bytes(b"k")
+    delete_tree(str(tmp_path / "run"))
+    delete_tree(str(tmp_path / "missing"))
+    assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+
+
+@pytest.mark.parametrize("path, remote", [("s3://b/k", True), ("gs://b/k", True), ("/data/out", False),
+                                          ("out", False), ("file:///data/out", False)])
+def test_remote_paths_are_told_by_their_scheme(path, remote):
+    assert is_remote(path) is remote
+
+
+def test_beams_s3_client_wrapper_shares_one_boto3_client_per_set_of_options(object_store):
+    from apache_beam.io.aws.clients.s3 import boto3_client
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    use_filesystem_options({})
+    first, second = (boto3_client.Client(options=PipelineOptions(object_store.beam_args)) for _ in range(2))
+    other = boto3_client.Client(options=PipelineOptions([*object_store.beam_args[:-1], "--s3_region_name=eu-west-1"]))
+    assert first.client is second.client and other.client is not first.client
+    assert first is not second  # each wrapper keeps its own download state
+
