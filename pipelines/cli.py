@@ -277,13 +277,22 @@ def views(
                                                    "(others keep 0.30/0.25/0.20/0.15/0.10; normalised to sum 1).")] = None,
     materialize: Annotated[bool, typer.Option(help="Materialise the intermediate and mart layers as tables.")] = True,
     timings: Annotated[bool, typer.Option(help="Then time every view (best of 3, full result into Arrow).")] = False,
+    playbook: Annotated[Optional[str], typer.Option(help="Playbook whose follow_up and attribution settings the views use "
+                                                    "[default: the built-in defaults].")] = None,
+    importance: Annotated[list[str], typer.Option(help="Extra importance method for importance_performance: drivers "
+                                                  "(the key-driver shares of csat).")] = [],
 ) -> None:
     """Build (or rebuild) the DuckDB journey views from queries/ over the Parquet tables of OUT."""
     from pipelines.views import build_views, default_db, parse_weights, time_views
 
     try:
         chosen = parse_weights(weights)
-        built = build_views(out, db, weights=chosen, materialize=materialize)
+        unknown = set(importance) - {"drivers"}
+        if unknown:
+            raise ValueError(f"--importance: {', '.join(sorted(unknown))} is not a method (use: drivers)")
+        book = load_playbook(playbook) if playbook else None
+        built = build_views(out, db, weights=chosen, materialize=materialize, playbook=book,
+                            drivers_importance="drivers" in importance)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     except RuntimeError as error:
@@ -305,8 +314,8 @@ def views(
 def query(
     sql: Annotated[str, typer.Argument(help="SQL, or the name of a view (select * from it).")],
     db: Annotated[str, typer.Option(help="DuckDB file built by `motpipe views`.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the result to a .csv or .parquet file.")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="csv or parquet [default: from the --output extension].")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the result to a .csv, .parquet or .jsonl file.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="csv, parquet or jsonl [default: from the --output extension].")] = None,
     limit: Annotated[int, typer.Option(help="Rows to print (the file gets all).")] = 50,
 ) -> None:
     """Query the journey views: print a table, or write CSV/Parquet with --output."""
@@ -327,6 +336,45 @@ def query(
     table = Table(*columns, caption=f"{total:,} rows" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
     for row in rows:
         table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+@app.command()
+def cases(
+    out: Annotated[str, typer.Option(help="Output directory of a run.")],
+    db: Annotated[Optional[str], typer.Option(help="DuckDB file of the views [default: OUT/motpipe.duckdb; built when missing].")] = None,
+    status: Annotated[str, typer.Option(help="open, closed or all.")] = "open",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the cases to a .csv, .jsonl or .parquet file "
+                                                  "(e.g. for a CRM import).")] = None,
+    limit: Annotated[int, typer.Option(help="Cases to print (the file gets all).")] = 50,
+) -> None:
+    """The follow-up queue (MOT step 5): one case per at-risk visit, most urgent first (view follow_up_cases)."""
+    import duckdb
+
+    from pipelines.views import build_views, cases_query, default_db, export_query, run_query
+
+    target = db or default_db(out)
+    try:
+        sql = cases_query(status)
+        if not Path(target).exists():
+            console.print(f"building the views in {target} ...", soft_wrap=True, highlight=False)
+            build_views(out, target)
+        if output:
+            rows = export_query(target, sql, output)
+            console.print(f"wrote {rows:,} {status} cases to {output}", soft_wrap=True, highlight=False)
+            return
+        columns, rows, total = run_query(target, sql, limit=limit)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(EXIT_USAGE, str(error))
+    except duckdb.Error as error:
+        _fail(EXIT_USAGE, str(error).strip().splitlines()[0])
+    shown = ("case_id", "status", "priority", "reason", "customer_id", "opened_at", "due_at", "age_hours", "sla_breached",
+             "last_touchpoint", "evidence_text")
+    table = Table(*shown, caption=f"{total:,} {status} cases" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
+    for row in rows:
+        record = dict(zip(columns, row))
+        table.add_row(*("" if record[c] is None else f"{record[c]:.1f}" if isinstance(record[c], float) else str(record[c])
+                        for c in shown))
     console.print(table)
 
 

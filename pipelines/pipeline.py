@@ -20,7 +20,7 @@ from pipelines.config import RunConfig
 from pipelines.ingest.contract import DATASETS
 from pipelines.ingest.formats import InputFile, file_checksum, file_parts, match_inputs
 from pipelines.output import publish
-from pipelines.playbook import load_playbook
+from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
 from pipelines.spill import read_counts
@@ -148,7 +148,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
                      for d in DATASETS for f in inputs[d]]
         settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out",
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output
-        settings["playbook"] = load_playbook(config.playbook).model_dump()
+        settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
         config = config.model_copy(update={"run_id": derive_run_id(_window_label(config), described, settings)})
     return config, inputs

@@ -105,6 +105,40 @@ class ModelSettings(_Strict):
     dimensions: ModelTask = Field(default_factory=ModelTask)
 
 
+DUE_HOURS = {"high": 4.0, "medium": 24.0, "low": 72.0}  # follow-up service level per case priority
+
+
+class FollowUp(_Strict):
+    """When a visit becomes a follow-up case and how soon it is due (the follow_up_cases mart)."""
+
+    low_csat: float = Field(default=2, allow_inf_nan=False)  # a linked csat at or below this is a low score (1-5)
+    low_nps: float = Field(default=6, allow_inf_nan=False)  # nps at or below: a detractor (0-10)
+    high_ces: float = Field(default=5, allow_inf_nan=False)  # ces at or above: high effort (1-7)
+    due_hours: dict[Literal["high", "medium", "low"], float] = Field(default_factory=lambda: dict(DUE_HOURS))
+
+    @field_validator("due_hours")
+    @classmethod
+    def _every_priority(cls, hours: dict[str, float]) -> dict[str, float]:
+        """A priority not named keeps its default; every value is a positive, finite number of hours."""
+        if not all(0 < h < float("inf") for h in hours.values()):
+            raise ValueError("due_hours must be positive, finite numbers of hours")
+        return {**DUE_HOURS, **hours}
+
+    def as_settings(self) -> dict[str, float]:
+        """The flat map the SQL reads as getvariable('motpipe_follow_up')."""
+        return {"low_csat": self.low_csat, "low_nps": self.low_nps, "high_ces": self.high_ces,
+                **{f"due_hours_{p}": h for p, h in self.due_hours.items()}}
+
+
+class Attribution(_Strict):
+    """Settings of the moment attribution models (the moment_attribution mart)."""
+
+    half_life_s: float = Field(default=1800.0, gt=0, allow_inf_nan=False)  # time decay: a moment this long before the end weighs half
+
+
+VIEW_ONLY_SETTINGS = {"follow_up", "attribution"}  # read by `motpipe views` only: they change no pipeline output
+
+
 class Playbook(_Strict):
     name: str
     version: str
@@ -121,6 +155,8 @@ class Playbook(_Strict):
     model: ModelSettings = Field(default_factory=ModelSettings)
     quality: dict[str, float | int | str | None] = Field(default_factory=dict)  # pipelines.quality settings
     pii: PiiSettings = Field(default_factory=PiiSettings)
+    follow_up: FollowUp = Field(default_factory=FollowUp)
+    attribution: Attribution = Field(default_factory=Attribution)
 
     @property
     def ref(self) -> str:

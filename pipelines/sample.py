@@ -56,6 +56,15 @@ EVENT_BAD_KINDS = (E.UNPARSEABLE_LINE, E.MISSING_REQUIRED_FIELD, E.WRONG_TYPE, E
 FEEDBACK_BAD_KINDS = (E.UNPARSEABLE_LINE, E.MISSING_REQUIRED_FIELD, E.WRONG_TYPE, E.BAD_TIMESTAMP, E.OUT_OF_RANGE,
                       E.UNKNOWN_CHANNEL, E.NO_FEEDBACK_SIGNAL)
 
+# The true key drivers of the generated scores: csat, nps and ces are linear in the five rated perceptions (minus
+# the scale's middle, 4) with these weights, plus noise (ces falls as they rise: lower effort is better), so a
+# key-driver analysis of the output should rank the dimensions in this order. Recorded in the manifest.
+DRIVER_WEIGHTS = {
+    "csat": {"reliability": 0.44, "responsiveness": 0.28, "assurance": 0.16, "empathy": 0.08, "tangibles": 0.04},
+    "nps": {"assurance": 0.44, "reliability": 0.28, "empathy": 0.16, "responsiveness": 0.08, "tangibles": 0.04},
+    "ces": {"responsiveness": 0.44, "reliability": 0.28, "tangibles": 0.16, "assurance": 0.08, "empathy": 0.04},
+}
+
 HOUR, DAY = 3600, 86400
 CST = 8 * HOUR  # the +08:00 offset of most timestamps
 
@@ -328,6 +337,8 @@ class _Sample:
             channel = visit["channel"] if rng.random() < 0.5 else None
         mood = visit["mood"] if visit and rng.random() < 0.8 else rng.choices(("positive", "negative", "neutral"), (5, 3, 2))[0]
         good = {"positive": 1, "neutral": 0, "negative": -1}[mood]
+        perceived = {d: max(1, min(7, round(4 + 0.6 * good + rng.gauss(0, 1.5)))) for d in DIMENSIONS}
+        scores = {o: sum(w * (perceived[d] - 4) for d, w in DRIVER_WEIGHTS[o].items()) for o in DRIVER_WEIGHTS}
         style = rng.choices(("cst", "utc", "naive"), (80, 15, 5))[0]
         comment = has_pii = None
         if rng.random() < 0.7:
@@ -347,31 +358,33 @@ class _Sample:
             "visit_id": visit_id,
             "touchpoint": touchpoint,
             "channel": channel,
-            "csat": max(1, min(5, 3 + 2 * good + rng.randint(-1, 1))) if rng.random() < 0.85 else None,
-            "nps": max(0, min(10, 7 + 3 * good + rng.randint(-2, 2))) if rng.random() < 0.8 else None,
-            "ces": max(1, min(7, 3 - 2 * good + rng.randint(-1, 1))) if rng.random() < 0.75 else None,
+            "csat": max(1, min(5, round(3 + 1.1 * scores["csat"] + rng.gauss(0, 0.3)))) if rng.random() < 0.85 else None,
+            "nps": max(0, min(10, round(6.5 + 2.2 * scores["nps"] + rng.gauss(0, 0.6)))) if rng.random() < 0.8 else None,
+            "ces": max(1, min(7, round(3.5 - 1.5 * scores["ces"] + rng.gauss(0, 0.4)))) if rng.random() < 0.75 else None,
             "comment": comment,
-            "ratings": self.ratings(good) if rng.random() < 0.4 else None,
+            "ratings": self.ratings(perceived) if rng.random() < 0.6 else None,
         }
         if all(row[f] is None for f in ("csat", "nps", "ces", "comment", "ratings")):
-            row["csat"] = 3 + 2 * good
+            row["csat"] = max(1, min(5, round(3 + 1.1 * scores["csat"])))
         link = "unlinkable" if visit is None else ("with_visit_id" if visit_id else "linkable_by_time")
         row["_meta"] = {"naive_timestamps": style == "naive", "comments_with_pii": bool(has_pii), link: True}
         return row
 
-    def ratings(self, good: int) -> dict:
-        """SERVQUAL ratings keyed by dimension (bare perception or pair) or by item Q1..Q22 (pairs)."""
+    def ratings(self, perceived: dict[str, int]) -> dict:
+        """SERVQUAL ratings of the perceptions `perceived` (1-7 per dimension), keyed by dimension (bare perception
+        or an expectation/perception pair; all five dimensions (80 %) or 3-4 of them) or by item Q1..Q22 (pairs; all 22
+        items (70 %) or 5 of them, each within one point of its dimension's perception)."""
         rng = self.rng
 
-        def pair() -> dict:
-            return {"expectation": rng.randint(5, 7), "perception": max(1, min(7, 5 + 2 * good + rng.randint(-2, 1)))}
+        def pair(perception: int) -> dict:
+            return {"expectation": rng.randint(5, 7), "perception": perception}
 
         if rng.random() < 0.5:
-            keys = sorted(rng.sample(DIMENSIONS, rng.randint(3, 5)), key=DIMENSIONS.index)
+            keys = list(DIMENSIONS) if rng.random() < 0.8 else sorted(rng.sample(DIMENSIONS, rng.randint(3, 4)), key=DIMENSIONS.index)
             bare = rng.random() < 0.5
-            return {k: pair()["perception"] if bare else pair() for k in keys}
-        items = list(SERVQUAL_ITEMS) if rng.random() < 0.5 else sorted(rng.sample(list(SERVQUAL_ITEMS), 5), key=lambda q: int(q[1:]))
-        return {q: pair() for q in items}
+            return {k: perceived[k] if bare else pair(perceived[k]) for k in keys}
+        items = list(SERVQUAL_ITEMS) if rng.random() < 0.7 else sorted(rng.sample(list(SERVQUAL_ITEMS), 5), key=lambda q: int(q[1:]))
+        return {q: pair(max(1, min(7, perceived[SERVQUAL_ITEMS[q]] + rng.choice((-1, 0, 0, 0, 1))))) for q in items}
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -656,6 +669,7 @@ def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch"
         "events": {**ev.manifest(), **s.stats},
         "feedback": {**fb.manifest(), **s.fb_stats},
         "pii_strings": sorted(set(s.pii)),
+        "driver_weights": DRIVER_WEIGHTS,
         "files": sorted((*EVENT_FILES, *FEEDBACK_FILES)),
     }
     assert manifest["events"]["rows"] == events

@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+
+from pipelines.analysis.drivers import OUTCOMES, driver_rows
+from pipelines.playbook import Playbook
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
 LAYERS = ("staging", "intermediate", "marts")
@@ -32,6 +37,14 @@ DIMENSIONS = ("reliability", "responsiveness", "assurance", "empathy", "tangible
 DEFAULT_WEIGHTS = {"reliability": 0.30, "responsiveness": 0.25, "assurance": 0.20, "empathy": 0.15, "tangibles": 0.10}
 DEFAULT_DB_NAME = "motpipe.duckdb"
 SETTINGS_TABLE = "motpipe_settings"
+KEY_DRIVERS = "key_drivers"  # built in Python between the staging and intermediate layers
+DRIVER_SEED = 7
+KEY_DRIVERS_SCHEMA = pa.schema([
+    ("outcome", pa.string()), ("dimension", pa.string()), ("rank", pa.int32()), ("share", pa.float64()),
+    ("relative_share", pa.float64()), ("share_low", pa.float64()), ("share_high", pa.float64()),
+    ("standardized_coefficient", pa.float64()), ("r2", pa.float64()), ("responses_used", pa.int64()),
+    ("responses_left_out", pa.int64()), ("resamples", pa.int32()), ("seed", pa.int32()),
+])
 
 # stg_quality_results when OUT/quality_results/ holds no file yet: the same columns, no rows.
 QUALITY_RESULTS_EMPTY = """\
@@ -208,9 +221,15 @@ def build_views(
     weights: Optional[dict[str, float]] = None,
     materialize: bool = True,
     queries_dir: Path = QUERIES_DIR,
+    playbook: Optional[Playbook] = None,
+    drivers_importance: bool = False,
+    driver_resamples: int = 200,
 ) -> list[BuiltObject]:
     """Create or replace every view of `queries/` in the DuckDB file `db` (default OUT/motpipe.duckdb).
 
+    Between the staging and the intermediate layer the `key_drivers` table is computed in Python
+    (pipelines.analysis.drivers). `playbook` gives the follow-up and attribution settings (default: the built-in
+    defaults); `drivers_importance` adds the 'drivers' method to importance_performance.
     Idempotent: objects are replaced, a view that was a table (or the reverse) is dropped first, and the whole
     build is one transaction. Returns what was built, in build order.
     """
@@ -219,7 +238,11 @@ def build_views(
         raise FileNotFoundError(f"{out}/events does not exist: is {out} the --out directory of a motpipe run?")
     db = db or default_db(out)
     weights = dict(weights) if weights is not None else dict(DEFAULT_WEIGHTS)
-    params: dict[str, object] = {"motpipe_out": out, "motpipe_weights": weights}
+    analytics = playbook or Playbook(name="defaults", version="0")
+    params: dict[str, object] = {"motpipe_out": out, "motpipe_weights": weights,
+                                 "motpipe_follow_up": analytics.follow_up.as_settings(),
+                                 "motpipe_half_life_s": analytics.attribution.half_life_s,
+                                 "motpipe_drivers_importance": drivers_importance}
     views = load_views(queries_dir)
     quality_present = _quality_results_present(out)
     Path(db).parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +251,8 @@ def build_views(
     try:
         con.execute("begin transaction").fetchall()
         for view in views:
+            if view.layer != "staging" and not any(b.name == KEY_DRIVERS for b in built):
+                built.append(_build_key_drivers(con, driver_resamples))
             as_table = materialize and view.layer in MATERIALIZED_LAYERS
             kind = "table" if as_table else "view"
             existing = _existing_kind(con, view.name)
@@ -248,6 +273,10 @@ def build_views(
             "out_dir": out,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "weights": json.dumps(weights),
+            "follow_up": json.dumps(analytics.follow_up.as_settings()),
+            "attribution_half_life_s": str(analytics.attribution.half_life_s),
+            "drivers_importance": str(drivers_importance).lower(),
+            "driver_resamples": str(driver_resamples),
             "materialized_layers": ",".join(MATERIALIZED_LAYERS) if materialize else "",
             "quality_results": "present" if quality_present else "absent",
             "objects": ",".join(b.name for b in built),
@@ -264,6 +293,26 @@ def build_views(
     finally:
         con.close()
     return built
+
+
+def _build_key_drivers(con: duckdb.DuckDBPyConnection, resamples: int) -> BuiltObject:
+    """The key_drivers table: Shapley shares of R² of csat, nps and ces on the five perceptions (stg_feedback)."""
+    started = time.perf_counter()
+    columns = ", ".join(f"cast({d}_perception as double) as {d}" for d in DIMENSIONS)
+    feedback = con.execute(f"select {columns}, cast(csat as double) as csat, cast(nps as double) as nps, "
+                           f"cast(ces as double) as ces from stg_feedback").fetchnumpy()
+    def as_floats(name: str) -> np.ndarray:
+        return np.ma.filled(np.ma.asarray(feedback[name], dtype=float), np.nan)
+    rows = driver_rows({d: as_floats(d) for d in DIMENSIONS}, {o: as_floats(o) for o in OUTCOMES},
+                       resamples=resamples, seed=DRIVER_SEED)
+    table = pa.Table.from_pylist(rows, schema=KEY_DRIVERS_SCHEMA)
+    kind = _existing_kind(con, KEY_DRIVERS)
+    if kind == "view":
+        con.execute(f"drop view {KEY_DRIVERS}").fetchall()
+    con.register("key_drivers_rows", table)
+    con.execute(f"create or replace table {KEY_DRIVERS} as select * from key_drivers_rows").fetchall()
+    con.unregister("key_drivers_rows")
+    return BuiltObject(KEY_DRIVERS, "marts", "table", len(rows), time.perf_counter() - started)
 
 
 def connect(db: str, read_only: bool = True) -> duckdb.DuckDBPyConnection:
@@ -298,18 +347,34 @@ def run_query(db: str, query_or_view: str, limit: Optional[int] = None):
     return table.column_names, [tuple(r.values()) for r in rows], table.num_rows
 
 
+EXPORT_FORMATS = {"csv": "format csv, header true", "parquet": "format parquet", "jsonl": "format json"}
+
+
 def export_query(db: str, query_or_view: str, path: str, fmt: Optional[str] = None) -> int:
-    """Write the result to CSV or Parquet (format from `fmt` or the file extension); returns the row count."""
+    """Write the result to CSV, Parquet or JSON Lines (format from `fmt` or the file extension); returns the row count."""
     fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"cannot tell the format of {path!r}: use a .csv or .parquet file name or --format csv|parquet")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"cannot tell the format of {path!r}: use a .csv, .parquet or .jsonl file name "
+                         "or --format csv|parquet|jsonl")
     sql = as_sql(query_or_view)
     con = connect(db)
     try:
-        con.execute(f"copy ({sql}) to {sql_literal(str(path))} (format {fmt}{', header true' if fmt == 'csv' else ''})").fetchall()
+        con.execute(f"copy ({sql}) to {sql_literal(str(path))} ({EXPORT_FORMATS[fmt]})").fetchall()
         return con.execute(f"select count(*) from ({sql})").fetchall()[0][0]
     finally:
         con.close()
+
+
+CASE_STATUSES = ("open", "closed", "all")
+
+
+def cases_query(status: str) -> str:
+    """The follow_up_cases rows of a status ('open', 'closed' or 'all'), most urgent first: priority, then due_at."""
+    if status not in CASE_STATUSES:
+        raise ValueError(f"--status: {status!r} is not one of {', '.join(CASE_STATUSES)}")
+    where = "" if status == "all" else f" where status = {sql_literal(status)}"
+    return (f"select * from follow_up_cases{where} order by case priority when 'high' then 1 when 'medium' then 2 "
+            "else 3 end, due_at, case_id")
 
 
 def time_views(db: str, names: Optional[Iterable[str]] = None, repeat: int = 3) -> list[dict]:

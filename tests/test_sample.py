@@ -110,7 +110,7 @@ def test_exact_row_count_spread_over_three_files(out, manifest):
 
 
 def test_manifest_counts_and_invariants(manifest):
-    assert set(manifest) == {"seed", "playbook", "events", "feedback", "pii_strings", "files"}
+    assert set(manifest) == {"seed", "playbook", "events", "feedback", "pii_strings", "files", "driver_weights"}
     assert (manifest["seed"], manifest["playbook"]) == (7, "bank_branch")
     ev, fb = manifest["events"], manifest["feedback"]
     for part in (ev, fb):
@@ -309,3 +309,31 @@ def test_other_playbooks(tmp_path, playbook):
     channels = Counter(r["channel"] for r in winners.values())
     expected = {"retail_counter": {"store", "web", "app", "phone"}, "airline": {"airport", "onboard", "app", "chat", "email"}}
     assert expected[playbook] <= set(channels) <= load_playbook(playbook).allowed_channels
+
+
+def test_scores_follow_the_recorded_driver_weights(tmp_path):
+    """csat rises with the perceptions weighted as in DRIVER_WEIGHTS: the most heavily weighted dimension
+    correlates with csat more than the least weighted, in the generated rows themselves."""
+    import statistics
+
+    from pipelines.sample import DRIVER_WEIGHTS
+
+    manifest = generate_sample(tmp_path, 6000, feedback_ratio=0.5, seed=3)
+    assert manifest["driver_weights"] == DRIVER_WEIGHTS
+    rated = []
+    with gzip.open(tmp_path / "feedback/part-00000.jsonl.gz", "rt", encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # an injected unparseable line
+            ratings = row.get("ratings") if isinstance(row, dict) else None
+            if isinstance(ratings, dict) and isinstance(row.get("csat"), int) and all(
+                    isinstance(ratings.get(d), (int, dict)) for d in DRIVER_WEIGHTS["csat"]):
+                rated.append((row["csat"], {d: v if isinstance(v, int) else v.get("perception")
+                                            for d, v in ratings.items() if d in DRIVER_WEIGHTS["csat"]}))
+    assert len(rated) > 100
+    weights = DRIVER_WEIGHTS["csat"]
+    strongest, weakest = max(weights, key=weights.get), min(weights, key=weights.get)
+    correlation = {d: statistics.correlation([c for c, _ in rated], [p[d] for _, p in rated]) for d in (strongest, weakest)}
+    assert correlation[strongest] > correlation[weakest] + 0.2

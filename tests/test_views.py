@@ -117,6 +117,19 @@ def write_fixture(out: Path) -> None:
            lambda r: r["dt"])
 
 
+def write_rated_responses(out: Path, n: int = 24) -> None:
+    """Unlinked feedback rating all five dimensions, enough for the key-drivers chart (the view fixture has 3)."""
+    from schemas.tables import FEEDBACK
+
+    rows = []
+    for i in range(n):
+        perception = {d: float(1 + (i * (j + 2)) % 7) for j, d in enumerate(DIMS)}
+        rows.append({"feedback_id": f"R{i:02d}", "submitted_at": t(5, 9, i), "customer_id": f"r{i}", "link_method": "unlinked",
+                     "csat": 1 + round(perception["reliability"] * 4 / 7 + (i % 2) * 0.4), "run_id": "r1", "schema_version": "1.0",
+                     **{f"{d}_perception": p for d, p in perception.items()}})
+    _write(out / "feedback", rows, FEEDBACK, lambda r: "2026-10-05")
+
+
 def write_quality_results(out: Path) -> None:
     target = out / "quality_results" / f"run_id={RUN}"
     target.mkdir(parents=True, exist_ok=True)

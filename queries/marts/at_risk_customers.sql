@@ -19,11 +19,6 @@ with ranked as (
 latest as (
     select * from ranked where recency = 1
 ),
-last_moments as (
-    select visit_id, text, evidence
-    from int_moments
-    qualify row_number() over (partition by visit_id order by position_in_visit desc, event_id desc) = 1
-),
 flagged as (
     select
         l.*,
@@ -47,15 +42,11 @@ select
         case when f.last_moment_negative then 'last_moment_negative' end,
         case when f.ended_unresolved then 'ended_unresolved' end) as risk_reason,
     m.text as evidence_text,
-    nullif(array_to_string(
-        list_transform(
-            list_filter(m.evidence, lambda e: e.tag like '%:negative'),
-            lambda e: e.rule || coalesce(' "' || e.span || '"', '')),
-        '; '), '') as evidence,
+    m.negative_evidence as evidence,
     vf.latest_comment as feedback_comment,
     f.csat
 from flagged as f
-left join last_moments as m on m.visit_id = f.visit_id
+left join int_last_moments as m on m.visit_id = f.visit_id
 left join int_visit_feedback as vf on vf.visit_id = f.visit_id
 where f.last_moment_negative or f.ended_unresolved
 order by f.ended_at desc, f.customer_id;

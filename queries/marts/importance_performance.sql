@@ -1,9 +1,11 @@
 -- importance_performance: importance-performance analysis (Martilla & James) of the five PZB dimensions.
--- grain: importance_method ('correlation' | 'weights'), dimension
+-- grain: importance_method ('correlation' | 'weights' | 'drivers'), dimension
 -- columns: importance_method, dimension, pzb_rank, importance, performance, importance_threshold,
 --          performance_threshold, quadrant, responses, responses_with_csat
 -- importance: 'correlation' = Pearson correlation of the dimension's perception with csat over the responses that
---             have both (null with fewer than 3 such responses); 'weights' = the weight from int_servqual_weights.
+--             have both (null with fewer than 3 such responses); 'weights' = the weight from int_servqual_weights;
+--             'drivers' (only with `motpipe views --importance drivers`) = the dimension's relative share of the
+--             explained variance of csat in key_drivers (Shapley decomposition of R²).
 -- performance: mean perception of the dimension. Thresholds: the mean importance and the mean performance over
 --             the dimensions of the method (data-centred crosshair); a value equal to its threshold counts as high.
 -- quadrant: high importance + low performance = 'concentrate here'; high + high = 'keep up the good work';
@@ -32,6 +34,13 @@ by_method as (
            d.performance, d.responses, d.responses_with_csat
     from int_servqual_weights as w
     left join per_dimension as d on d.dimension = w.dimension
+    union all
+    select 'drivers' as importance_method, w.dimension, w.pzb_rank, k.relative_share as importance,
+           d.performance, d.responses, d.responses_with_csat
+    from int_servqual_weights as w
+    left join per_dimension as d on d.dimension = w.dimension
+    left join key_drivers as k on k.dimension = w.dimension and k.outcome = 'csat'
+    where getvariable('motpipe_drivers_importance')
 ),
 thresholds as (
     select

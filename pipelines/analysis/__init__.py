@@ -1,0 +1,1 @@
+"""motpipe analytics computed outside SQL (key drivers)."""
