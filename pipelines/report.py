@@ -16,12 +16,18 @@ import altair as alt
 import duckdb
 import pandas as pd
 
-from pipelines.views import SETTINGS_TABLE, connect
+from pipelines.analysis.drivers import OUTCOMES
+from pipelines.contract import MOT_STEPS
+from pipelines.views import DIMENSIONS as DIMENSION_ORDER, SETTINGS_TABLE, connect
 
 AGGREGATORS = {"mean_score": "mean", "peak_end_score": "peak-end", "min_score": "minimum", "last_score": "last moment"}
 QUADRANT_COLORS = {"concentrate here": "#d62728", "keep up the good work": "#2ca02c",
                    "low priority": "#7f7f7f", "possible overkill": "#ff7f0e"}
-CHARTS = ("satisfaction", "funnel", "servqual", "ipa", "scorecard", "quality")
+CHARTS = ("satisfaction", "funnel", "servqual", "ipa", "drivers", "attribution", "cases", "scorecard", "quality")
+ATTRIBUTION_MODELS = {"first_moment": "first moment", "last_moment": "last moment", "linear": "linear",
+                      "u_shaped": "U-shaped", "time_decay": "time decay"}
+IPA_IMPORTANCE = {"drivers": "share of csat's R², key drivers", "correlation": "correlation with csat", "weights": "weight"}
+CASE_AGES = ("< 1 day", "1-3 days", "3-7 days", ">= 7 days")
 
 
 def _df(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
@@ -100,13 +106,13 @@ def servqual_chart(con) -> alt.TopLevelMixin:
 
 def ipa_chart(con) -> alt.TopLevelMixin:
     ipa = _df(con, "select * from importance_performance").dropna(subset=["importance", "performance"])
-    method = "correlation" if (ipa["importance_method"] == "correlation").any() else "weights"
+    method = next((m for m in IPA_IMPORTANCE if (ipa["importance_method"] == m).any()), "weights")
     ipa = ipa[ipa["importance_method"] == method]
     if ipa.empty:
         return _empty("no SERVQUAL ratings in the feedback")
     base = alt.Chart(ipa)
     x = alt.X("performance:Q", title="performance (mean perception)", scale=alt.Scale(zero=False))
-    y = alt.Y("importance:Q", title=f"importance ({'correlation with csat' if method == 'correlation' else 'weight'})",
+    y = alt.Y("importance:Q", title=f"importance ({IPA_IMPORTANCE[method]})",
               scale=alt.Scale(zero=False))
     points = base.mark_point(filled=True, size=160).encode(
         x=x, y=y,
@@ -117,6 +123,59 @@ def ipa_chart(con) -> alt.TopLevelMixin:
     vline = alt.Chart(ipa.head(1)).mark_rule(strokeDash=[4, 4], color="#999").encode(x="performance_threshold:Q")
     hline = alt.Chart(ipa.head(1)).mark_rule(strokeDash=[4, 4], color="#999").encode(y="importance_threshold:Q")
     return (vline + hline + points + labels).properties(width=760, height=340)
+
+
+def drivers_chart(con) -> alt.TopLevelMixin:
+    drivers = _df(con, "select * from key_drivers").dropna(subset=["share"])
+    if drivers.empty:
+        return _empty("too few responses that rate all five dimensions")
+    drivers["label"] = drivers.apply(lambda r: f"{r.outcome} (R² {r.r2:.2f}, n = {r.responses_used:,})", axis=1)
+    base = alt.Chart(drivers).encode(
+        y=alt.Y("dimension:N", sort=list(DIMENSION_ORDER), title=None),
+        tooltip=["outcome:N", "dimension:N", "rank:Q", alt.Tooltip("share:Q", format=".3f"),
+                 alt.Tooltip("share_low:Q", format=".3f"), alt.Tooltip("share_high:Q", format=".3f"),
+                 alt.Tooltip("relative_share:Q", format=".1%"), alt.Tooltip("standardized_coefficient:Q", format=".3f"),
+                 "responses_used:Q", "responses_left_out:Q"])
+    bars = base.mark_bar(color="#4c78a8").encode(x=alt.X("share:Q", title="share of R² (Shapley)"))
+    interval = base.mark_rule(color="#222").encode(x="share_low:Q", x2="share_high:Q")
+    labels = [drivers.loc[drivers["outcome"] == o, "label"].iloc[0] for o in OUTCOMES if (drivers["outcome"] == o).any()]
+    return alt.layer(bars, interval).properties(width=220, height=150).facet(
+        column=alt.Column("label:N", title=None, sort=labels))
+
+
+def attribution_chart(con) -> alt.TopLevelMixin:
+    columns = ", ".join(ATTRIBUTION_MODELS)
+    rows = _df(con, f"select key, {columns} from moment_attribution where outcome = 'csat' and level = 'mot_step'")
+    if rows.empty:
+        return _empty("no visit has csat feedback")
+    rows["key"] = rows["key"].fillna("(no step)")
+    long = rows.melt(id_vars="key", var_name="model", value_name="deviation")
+    long["model"] = long["model"].map(ATTRIBUTION_MODELS)
+    return alt.Chart(long).mark_bar().encode(
+        y=alt.Y("model:N", sort=list(ATTRIBUTION_MODELS.values()), title=None),
+        x=alt.X("deviation:Q", title="csat deviation carried (sum over visits)"),
+        color=alt.Color("model:N", sort=list(ATTRIBUTION_MODELS.values()), legend=None),
+        row=alt.Row("key:N", title="MOT step", sort=[*(name for name, _ in MOT_STEPS.values()), "(no step)"],
+                    header=alt.Header(labelAngle=0, labelAlign="left")),
+        tooltip=["key:N", "model:N", alt.Tooltip("deviation:Q", format=".2f")],
+    ).properties(width=640, height=80)
+
+
+def cases_chart(con) -> alt.TopLevelMixin:
+    ages = _df(con, f"""
+        select priority, case when age_hours < 24 then '{CASE_AGES[0]}' when age_hours < 72 then '{CASE_AGES[1]}'
+                              when age_hours < 168 then '{CASE_AGES[2]}' else '{CASE_AGES[3]}' end as age,
+               count(*) as cases, count(*) filter (where sla_breached) as past_due
+        from follow_up_cases where status = 'open' group by all""")
+    if ages.empty:
+        return _empty("no open follow-up cases")
+    return alt.Chart(ages).mark_bar().encode(
+        x=alt.X("age:N", sort=list(CASE_AGES), title="age of the open case", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("cases:Q", title="open cases"),
+        color=alt.Color("priority:N", scale=alt.Scale(domain=["high", "medium", "low"],
+                                                      range=["#d62728", "#ff7f0e", "#7f7f7f"])),
+        tooltip=["age:N", "priority:N", "cases:Q", "past_due:Q"],
+    ).properties(width=760, height=220)
 
 
 def scorecard_chart(con) -> alt.TopLevelMixin:
@@ -197,11 +256,20 @@ SECTIONS = {
     "servqual": ("SERVQUAL gaps", "Mean perception minus mean expectation per PZB dimension, most important first."),
     "ipa": ("Importance-performance analysis",
             "Dashed lines are the mean importance and the mean performance; top-left is where to concentrate."),
+    "drivers": ("Key drivers",
+                "Share of each outcome's explained variance carried by each dimension's perception (Shapley decomposition "
+                "of R²; the shares sum to R²); the black line is a bootstrap 90 % interval: overlapping intervals mean "
+                "the ranking of those dimensions is not sure."),
+    "attribution": ("Which moments carry the score",
+                    "Each scored visit's csat deviation from the mean, split over its moments by five attribution models "
+                    "and summed per MOT step: negative bars are where satisfaction is lost."),
+    "cases": ("Open follow-up cases by age", "At-risk visits not yet followed up (MOT step 5), by priority."),
     "scorecard": ("MOT step scorecard", "Per playbook touchpoint; colour compares touchpoints within each column (blue = better)."),
     "quality": ("Daily data quality", "Quarantined and duplicate input rows per day and error kind."),
 }
 BUILDERS = {"satisfaction": satisfaction_chart, "funnel": funnel_chart, "servqual": servqual_chart,
-            "ipa": ipa_chart, "scorecard": scorecard_chart, "quality": quality_chart}
+            "ipa": ipa_chart, "drivers": drivers_chart, "attribution": attribution_chart, "cases": cases_chart,
+            "scorecard": scorecard_chart, "quality": quality_chart}
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.report import CHARTS, build_report
 from pipelines.views import build_views
-from test_views import write_fixture
+from test_views import write_fixture, write_rated_responses
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -18,6 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     write_fixture(root / "out")
+    write_rated_responses(root / "out")
     build_views(str(root / "out"), str(root / "motpipe.duckdb"))
     result = build_report(str(root / "motpipe.duckdb"), str(root / "report.html"))
     return root, result
