@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from pipelines.analysis.drivers import OUTCOMES
-from pipelines.contract import MOT_STEPS
+from pipelines.ingest.contract import MOT_STEPS
 from pipelines.views import DIMENSIONS as DIMENSION_ORDER, SETTINGS_TABLE, connect
 
 AGGREGATORS = {"mean_score": "mean", "peak_end_score": "peak-end", "min_score": "minimum", "last_score": "last moment"}
