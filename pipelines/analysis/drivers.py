@@ -4,7 +4,8 @@ The method is the Shapley decomposition of R² of a linear regression (LMG, Lind
 dominance analysis's general dominance): a predictor's share is its increase in R² when it joins a subset of the
 other predictors, averaged over all orders of entry. With five predictors that is exact over the 2^5 = 32 subsets,
 and the shares always sum to the full model's R². Each subset's R² comes from the correlation matrix
-(R²(S) = r_S' R_SS⁻¹ r_S), so a bootstrap resample costs one weighted covariance of the rows plus 32 tiny solves.
+(R²(S) = r_S' R_SS⁻¹ r_S), so a bootstrap resample costs one weighted sum of the rows' products plus 32 tiny
+solves.
 
     >>> result = key_drivers(perceptions, csat, ("reliability", ...))   # doctest: +SKIP
     >>> result.shares.sum() == result.r2
@@ -34,25 +35,38 @@ class DriverResult:
     resamples: int
 
 
-def _weighted_correlation(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
-    """Correlation matrix of [x, y] (y last); None when y or every predictor is constant."""
-    data = np.column_stack([x, y])
-    if weights is None:
-        weights = np.ones(len(data))
-    total = weights.sum()
-    mean = weights @ data / total
-    centred = data - mean
-    cov = (centred * weights[:, None]).T @ centred / total
-    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    if sd[-1] <= 1e-12:
-        return None
-    with np.errstate(invalid="ignore", divide="ignore"):
+class _Moments:
+    """First and second moments of the rows of [X, y] (centred once), so that the correlation matrix of any
+    weighting of the rows (a bootstrap resample) is one vector-matrix product away."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        data = np.column_stack([x, y])
+        data = data - data.mean(axis=0)  # a constant column becomes exact zeros
+        self.width = data.shape[1]
+        self.upper = np.triu_indices(self.width)
+        self.products = np.column_stack([data, data[:, self.upper[0]] * data[:, self.upper[1]]])
+
+    def correlation(self, weights: np.ndarray | None = None) -> np.ndarray | None:
+        """Correlation matrix of [X, y] (y last) under row weights; None when y is constant."""
+        if weights is None:
+            total, sums = float(len(self.products)), self.products.sum(axis=0)
+        else:
+            total, sums = float(weights.sum()), np.einsum("i,ij->j", weights, self.products)  # faster than @ here
+        mean = sums[: self.width] / total
+        second = np.zeros((self.width, self.width))
+        second[self.upper] = sums[self.width:] / total
+        second = second + np.triu(second, 1).T
+        cov = second - np.outer(mean, mean)
+        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        if sd[-1] <= 1e-12:
+            return None
+        constant = sd <= 1e-12  # a constant predictor explains nothing: zero correlations
+        sd[constant] = 1.0
         corr = cov / np.outer(sd, sd)
-    constant = sd <= 1e-12  # a constant predictor explains nothing: zero correlations
-    corr[constant, :] = 0.0
-    corr[:, constant] = 0.0
-    corr[constant, constant] = 1.0
-    return corr
+        corr[constant, :] = 0.0
+        corr[:, constant] = 0.0
+        corr[constant, constant] = 1.0
+        return corr
 
 
 def _subset_r2(corr: np.ndarray, subset: tuple[int, ...]) -> float:
@@ -94,7 +108,8 @@ def key_drivers(x: np.ndarray, y: np.ndarray, predictors: tuple[str, ...], *, re
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n, p = x.shape
     nothing = np.full(p, np.nan)
-    corr = _weighted_correlation(x, y, None) if n >= MIN_RESPONSES else None
+    moments = _Moments(x, y) if n >= MIN_RESPONSES else None
+    corr = moments.correlation() if moments else None
     if corr is None:
         return DriverResult(predictors, n, None, nothing, nothing, nothing, nothing, 0)
     r2, shares = shapley_shares(corr)
@@ -103,8 +118,8 @@ def key_drivers(x: np.ndarray, y: np.ndarray, predictors: tuple[str, ...], *, re
         rng = np.random.default_rng(seed)
         boot = []
         for _ in range(resamples):
-            counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
-            resampled = _weighted_correlation(x, y, counts)
+            counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)  # rows drawn with replacement
+            resampled = moments.correlation(counts)
             if resampled is not None:
                 boot.append(shapley_shares(resampled)[1])
         if boot:
