@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/motpipe sample --events $(EVENTS) --out demo/input
 	$(BIN)/motpipe run -t 'demo/input/touchpoints/*' -f 'demo/input/feedback/*' --out demo/out
 	$(BIN)/motpipe views --out demo/out
+	$(BIN)/motpipe query --db demo/out/motpipe.duckdb "select outcome, rank, dimension, round(share, 3) as share, round(share_low, 3) as low, round(share_high, 3) as high from key_drivers order by outcome, rank"
+	$(BIN)/motpipe cases --out demo/out --limit 5
 	$(BIN)/motpipe report --out demo/out
 
 ## demo-real: the pipeline on the real public logs in ../shared/data/events with the example playbooks

@@ -368,8 +368,7 @@ def cases(
         _fail(EXIT_USAGE, str(error))
     except duckdb.Error as error:
         _fail(EXIT_USAGE, str(error).strip().splitlines()[0])
-    shown = ("case_id", "status", "priority", "reason", "customer_id", "opened_at", "due_at", "age_hours", "sla_breached",
-             "last_touchpoint", "evidence_text")
+    shown = ("case_id", "priority", "reason", "customer_id", "due_at", "age_hours", "sla_breached", "evidence_text")
     table = Table(*shown, caption=f"{total:,} {status} cases" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
     for row in rows:
         record = dict(zip(columns, row))
