@@ -247,3 +247,16 @@ def test_cases_open_stay_open_and_close_across_three_daily_runs(tmp_path):
         (case_c, "vC", "open", "high", "ended_escalated", t(2, 11, 20), None, None)]
     assert cases(start="2026-10-03", end="2026-10-03") == seen[2]  # the same daily run again
     assert cases(start="2026-10-01", end="2026-10-03") == seen[2]  # a backfill of the three days
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"follow_up": {"due_hours": {"high": 0}}}, "due_hours must be positive, finite numbers of hours"),
+    ({"follow_up": {"due_hours": {"urgent": 1}}}, "Input should be 'high', 'medium' or 'low'"),
+    ({"follow_up": {"low_csat": float("inf")}}, "finite number"),
+    ({"attribution": {"half_life_s": 0}}, "greater than 0"),
+])
+def test_bad_follow_up_or_attribution_settings_are_clear_errors(section, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        Playbook(name="t", version="1", **section)
