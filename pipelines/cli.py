@@ -318,25 +318,38 @@ def query(
     format: Annotated[Optional[str], typer.Option("--format", help="csv, parquet or jsonl [default: from the --output extension].")] = None,
     limit: Annotated[int, typer.Option(help="Rows to print (the file gets all).")] = 50,
 ) -> None:
-    """Query the journey views: print a table, or write CSV/Parquet with --output."""
+    """Query the journey views: print a table, or write CSV/Parquet/JSON Lines with --output."""
+    result = _result_or_export(db, sql, output, format, limit, "rows")
+    if result is None:
+        return
+    columns, rows, total = result
+    table = Table(*columns, caption=f"{total:,} rows" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+def _result_or_export(db: str, sql: str, output: Optional[str], fmt: Optional[str], limit: int, noun: str):
+    """Write the result of `sql` to `output` and return None, or return (columns, first `limit` rows, total rows);
+    a bad query, file name or database exits with code 2."""
     import duckdb
 
     from pipelines.views import export_query, run_query
 
     try:
         if output:
-            rows = export_query(db, sql, output, format)
-            console.print(f"wrote {rows:,} rows to {output}", soft_wrap=True, highlight=False)
-            return
-        columns, rows, total = run_query(db, sql, limit=limit)
+            written = export_query(db, sql, output, fmt)
+            console.print(f"wrote {written:,} {noun} to {output}", soft_wrap=True, highlight=False)
+            return None
+        return run_query(db, sql, limit=limit)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     except duckdb.Error as error:
         _fail(EXIT_USAGE, str(error).strip().splitlines()[0])
-    table = Table(*columns, caption=f"{total:,} rows" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
-    for row in rows:
-        table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+
+
+def _cell(value: object, float_format: str = ".6g") -> str:
+    return "" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
 
 
 @app.command()
@@ -349,9 +362,7 @@ def cases(
     limit: Annotated[int, typer.Option(help="Cases to print (the file gets all).")] = 50,
 ) -> None:
     """The follow-up queue (MOT step 5): one case per at-risk visit, most urgent first (view follow_up_cases)."""
-    import duckdb
-
-    from pipelines.views import build_views, cases_query, default_db, export_query, run_query
+    from pipelines.views import build_views, cases_query, default_db
 
     target = db or default_db(out)
     try:
@@ -359,21 +370,17 @@ def cases(
         if not Path(target).exists():
             console.print(f"building the views in {target} ...", soft_wrap=True, highlight=False)
             build_views(out, target)
-        if output:
-            rows = export_query(target, sql, output)
-            console.print(f"wrote {rows:,} {status} cases to {output}", soft_wrap=True, highlight=False)
-            return
-        columns, rows, total = run_query(target, sql, limit=limit)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
-    except duckdb.Error as error:
-        _fail(EXIT_USAGE, str(error).strip().splitlines()[0])
+    result = _result_or_export(target, sql, output, None, limit, f"{status} cases")
+    if result is None:
+        return
+    columns, rows, total = result
     shown = ("case_id", "priority", "reason", "customer_id", "due_at", "age_hours", "sla_breached", "evidence_text")
     table = Table(*shown, caption=f"{total:,} {status} cases" + (f" (first {len(rows):,} shown)" if total > len(rows) else ""))
     for row in rows:
         record = dict(zip(columns, row))
-        table.add_row(*("" if record[c] is None else f"{record[c]:.1f}" if isinstance(record[c], float) else str(record[c])
-                        for c in shown))
+        table.add_row(*(_cell(record[c], ".1f") for c in shown))
     console.print(table)
 
 
