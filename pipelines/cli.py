@@ -104,7 +104,7 @@ def run(
     from pipelines.ingest.formats import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline
-    from pipelines.pipeline import unknown_beam_options
+    from pipelines.pipeline import stray_arguments, unknown_beam_options
     from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
     from pipelines.runs import LockedError
 
@@ -113,13 +113,17 @@ def run(
         check_runner_options(runner, dask_address, dask_workers, ctx.args)
     except RunnerOptionsError as error:
         _fail(EXIT_USAGE, str(error))
+    stray = stray_arguments(ctx.args)
+    if stray:
+        _fail(EXIT_USAGE, f"unexpected argument{'s' * (len(stray) > 1)} {' '.join(stray)}: each -t/-f takes one path or "
+                          "glob; quote globs (-t 'in/*.jsonl') or repeat the option (-t a.jsonl -t b.jsonl)")
     settings = dict(touchpoints=touchpoints, feedback=feedback or [], out=out, playbook=playbook, gap_minutes=gap_minutes,
                     timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
                     restricted_out=restricted_out, buckets=buckets, lookback_days=lookback_days,
                     start=date_ or start, end=date_ or end)
     if date_ and (start or end):
         _fail(EXIT_USAGE, "use either --date or --start/--end")
-    if run_id:
+    if run_id is not None:
         settings["run_id"] = run_id
     try:
         config = RunConfig(**settings)
@@ -168,12 +172,14 @@ def _quality_settings(playbook: str, thresholds: list[str]):
 def _checkpoint(out: str, settings, run_id: str | None, run_record: str | None = None) -> None:
     """Run the quality checkpoint, print where results are and the failed checks, note the outcome in the
     run's row of the `runs` table; exit 5 or 6 on failures."""
-    from pipelines.quality.checkpoint import CheckError, run_checkpoint
+    from pipelines.quality.checkpoint import CheckError, UnreadableOutputError, run_checkpoint
     from pipelines.runs import set_quality
 
     try:
         with console.status("running quality checks ..."):
             report = run_checkpoint(out, settings, run_id)
+    except UnreadableOutputError as error:
+        _fail(EXIT_FAILED, str(error))
     except CheckError as error:
         _fail(EXIT_USAGE, str(error))
     console.print(f"quality: {len(report.results) - len(report.failures)}/{len(report.results)} checks passed for run "
@@ -207,7 +213,8 @@ def check(
     except CheckError as error:
         _fail(EXIT_USAGE, str(error))
     settings = _quality_settings(playbook or summary["settings"]["playbook"], threshold or [])
-    _checkpoint(out, settings, summary["run_id"], summary["outputs"].get("run record"))
+    recorded = summary["outputs"].get("run record")  # an absolute path when written: find it under --out
+    _checkpoint(out, settings, summary["run_id"], recorded and f"{out.rstrip('/')}/runs/{recorded.rsplit('/', 1)[-1]}")
 
 
 @app.command()
@@ -244,7 +251,10 @@ def runs(out: Annotated[str, typer.Option(help="Output directory of the runs.")]
     """List the run history of an output directory (the `runs` table), oldest first."""
     from pipelines.runs import read_runs
 
-    history = read_runs(out).to_pylist()
+    unreadable: list[str] = []
+    history = read_runs(out, unreadable).to_pylist()
+    for record in unreadable:
+        err.print(f"[yellow]warning:[/] skipped an unreadable run record {record}", highlight=False, soft_wrap=True)
     if not history:
         _fail(EXIT_USAGE, f"no runs recorded under {out}")
     table = Table("run_id", "window", "started_at", "took", "status", "events in/out/dup/quar", "quality")
@@ -317,9 +327,14 @@ def query(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the result to a .csv, .parquet or .jsonl file.")] = None,
     format: Annotated[Optional[str], typer.Option("--format", help="csv, parquet or jsonl [default: from the --output extension].")] = None,
     limit: Annotated[int, typer.Option(help="Rows to print (the file gets all).")] = 50,
+    unrestricted: Annotated[bool, typer.Option("--unrestricted", help="The full DuckDB (data engineers): any statement, "
+                            "any file, _restricted/ included. Without it, one SELECT over the public tables.")] = False,
 ) -> None:
-    """Query the journey views: print a table, or write CSV/Parquet/JSON Lines with --output."""
-    result = _result_or_export(db, sql, output, format, limit, "rows")
+    """Query the journey views: print a table, or write CSV/Parquet/JSON Lines with --output.
+
+    By default (analyst mode) the query is one SELECT statement that can read only the public tables of the
+    output directory and write no file but --output; --unrestricted lifts both limits."""
+    result = _result_or_export(db, sql, output, format, limit, "rows", unrestricted)
     if result is None:
         return
     columns, rows, total = result
@@ -329,19 +344,20 @@ def query(
     console.print(table)
 
 
-def _result_or_export(db: str, sql: str, output: Optional[str], fmt: Optional[str], limit: int, noun: str):
+def _result_or_export(db: str, sql: str, output: Optional[str], fmt: Optional[str], limit: int, noun: str,
+                      unrestricted: bool = False):
     """Write the result of `sql` to `output` and return None, or return (columns, first `limit` rows, total rows);
-    a bad query, file name or database exits with code 2."""
+    a bad query, file name or database exits with code 2. Analyst mode unless `unrestricted` (views.connect_analyst)."""
     import duckdb
 
     from pipelines.views import export_query, run_query
 
     try:
         if output:
-            written = export_query(db, sql, output, fmt)
+            written = export_query(db, sql, output, fmt, unrestricted)
             console.print(f"wrote {written:,} {noun} to {output}", soft_wrap=True, highlight=False)
             return None
-        return run_query(db, sql, limit=limit)
+        return run_query(db, sql, limit=limit, unrestricted=unrestricted)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     except duckdb.Error as error:

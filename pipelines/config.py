@@ -1,12 +1,29 @@
 """Settings of one `motpipe run`, validated once and shipped to the Beam workers."""
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PSEUDONYMIZE_KEY_ENV = "MOTPIPE_PSEUDONYMIZE_KEY"  # read by the CLI
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id names files and directories: no separator, no `..`
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(9998, 12, 31)  # window days (a day's partition must stay a 4-digit year)
+
+
+def safe_run_id(value: str) -> str:
+    """`value` if it can name a run's files and directories (it is joined to paths), else ValueError.
+
+    >>> safe_run_id("2026-10-01-3f9a1c2b7d10")
+    '2026-10-01-3f9a1c2b7d10'
+    """
+    if not RUN_ID.fullmatch(value) or ".." in value:
+        raise ValueError(f"run id {value!r} must be 1-128 letters, digits, '.', '_' or '-', start with a letter or "
+                         "digit and hold no '..' (it names the run's files)")
+    return value
 
 
 class RunConfig(BaseModel):
@@ -42,12 +59,26 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC or Asia/Shanghai)") from None
         return value
 
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, value: str | None) -> str | None:
+        return None if value is None else safe_run_id(value)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _representable_day(cls, value: date | None) -> date | None:
+        if value is not None and not FIRST_DATE <= value <= LAST_DATE:
+            raise ValueError(f"{value} is outside the supported days {FIRST_DATE} .. {LAST_DATE}")
+        return value
+
     @model_validator(mode="after")
     def _window(self) -> "RunConfig":
         if (self.start is None) != (self.end is None):
             raise ValueError("give both start and end of the window (or --date for one day)")
         if self.start is not None and self.end < self.start:
             raise ValueError(f"the window ends ({self.end}) before it starts ({self.start})")
+        if self.start is not None and (self.start - FIRST_DATE).days < self.lookback_days:
+            raise ValueError(f"{self.lookback_days} lookback days before {self.start} reach before {FIRST_DATE}")
         return self
 
     @property
@@ -69,7 +100,14 @@ class RunConfig(BaseModel):
 
     @property
     def restricted_dir(self) -> str:
-        return self.restricted_out or f"{self.out.rstrip('/')}/_restricted"
+        """Where this output's restricted tables go: `OUT/_restricted`, or with `restricted_out` its own
+        subdirectory `RESTRICTED/<out's name>-<12 hex of out's absolute path>`, so that runs of different outputs
+        sharing one restricted location never replace each other's rows (or staging)."""
+        if self.restricted_out is None:
+            return f"{self.out.rstrip('/')}/_restricted"
+        out = self.out.rstrip("/") if "://" in self.out else os.path.abspath(self.out)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", out.rsplit("/", 1)[-1]).lstrip(".") or "out"
+        return f"{self.restricted_out.rstrip('/')}/{name}-{hashlib.sha256(out.encode('utf-8')).hexdigest()[:12]}"
 
     @property
     def key_bytes(self) -> bytes | None:

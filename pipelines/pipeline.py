@@ -110,6 +110,25 @@ def unknown_beam_options(beam_args: list[str]) -> list[str]:
     return sorted(f"--{name}" for name in options.get_all_options(retain_unknown_options=True) if name not in known)
 
 
+def stray_arguments(beam_args: list[str]) -> list[str]:
+    """Bare arguments that are the value of no option, e.g. the 2nd, 3rd, ... file of an unquoted shell glob
+    (`-t in/*` expands to `-t in/a.jsonl in/b.jsonl`); Beam would ignore them. An unknown `--name` followed by a
+    bare argument takes it as its value, as Beam does."""
+    parsers = []
+    PipelineOptions(beam_args).get_all_options(add_extra_args_fn=parsers.append)
+    _, unknown = parsers[0].parse_known_args(beam_args)
+    stray, i = [], 0
+    while i < len(unknown) and unknown[i] != "--":
+        if not unknown[i].startswith("-"):
+            stray.append(unknown[i])
+            i += 1
+        elif "=" not in unknown[i] and i + 1 < len(unknown) and not unknown[i + 1].startswith("-"):
+            i += 2  # an option and its value
+        else:
+            i += 1
+    return stray
+
+
 def _window_label(config: RunConfig) -> str:
     if config.start is None:
         return "all"
@@ -157,8 +176,26 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
 WORK_DIR = "_work"
 
 
+STALE_STAGING_S = 3600  # another run's staging left this long unchanged is from a killed run
+
+
 def _staging(root: str, run_id: str) -> str:
     return FileSystems.join(root, "_staging", run_id)
+
+
+def remove_stale_staging(root: str, current_run: str, now: float, max_age_s: float = STALE_STAGING_S) -> list[str]:
+    """Delete the staging directories under `root/_staging/` of other runs whose newest file is older than
+    `max_age_s`: left by killed runs (the caller holds the output's lock), they may hold unredacted spill files.
+    Returns the directories removed."""
+    prefix = FileSystems.join(root, "_staging", "")
+    newest: dict[str, float] = {}
+    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+        run = meta.path[len(prefix):].split("/", 1)[0]
+        newest[run] = max(newest.get(run, 0.0), meta.last_updated_in_seconds)
+    stale = sorted(prefix + run for run, updated in newest.items() if run != current_run and now - updated > max_age_s)
+    for directory in stale:
+        delete_tree(directory)
+    return stale
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
@@ -183,6 +220,8 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
         try:
             for root in roots.values():
                 delete_tree(root)  # left by a killed attempt of this run: never publish it
+            for root in (config.out, config.restricted_dir):
+                remove_stale_staging(root, config.run_id, started_at.timestamp())
             with beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args, input_bytes(inputs)))) as p:
                 build_pipeline(p, config, inputs, roots, work)
             summary = summarise(config, inputs, read_counts(work), started_at)

@@ -201,6 +201,18 @@ def _resolve(name_or_path: str) -> Path:
     return builtin
 
 
+def read_yaml(path: Path):
+    """A YAML (or JSON) file's data, {} when empty; ValueError when it is not YAML or uses a tag that safe loading
+    refuses (e.g. `!!python/object`, which is never executed)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ValueError(f"{path} is not a valid playbook: {problem}{where}") from None
+
+
 def read_lexicon(directory: Path) -> dict:
     """A lexicon folder as playbook keys: `<lang>/<dimension>.yaml` ({positive, negative, neutral: [cue]}),
     `<lang>/mot_steps.yaml` ({step: [cue]}), `<lang>/abc.yaml` ({facet: [cue]}) and `<lang>/modifiers.yaml`
@@ -212,7 +224,7 @@ def read_lexicon(directory: Path) -> dict:
     for lang_dir in sorted(d for d in directory.iterdir() if d.is_dir()):
         lang = lang_dir.name
         for file in sorted(lang_dir.glob("*.yaml")):
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            data = read_yaml(file)
             if not isinstance(data, dict):
                 raise ValueError(f"lexicon file {file} must be a mapping")
             if file.stem == "mot_steps":
@@ -237,7 +249,7 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
     path = _resolve(name_or_path)
     if str(path) in seen:
         raise ValueError(f"playbook extends itself in a cycle: {' -> '.join(seen + (str(path),))}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ValueError(f"playbook {path} must be a mapping")
     if raw.get("lexicon"):

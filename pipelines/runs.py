@@ -104,12 +104,26 @@ def run_record_path(out: str, run_id: str, started_at: datetime) -> str:
     return FileSystems.join(out, RUNS_TABLE, f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{run_id}.parquet")
 
 
+def _write_whole(path: str, table: pa.Table) -> None:
+    """Write `table` to a temporary file beside `path`, then rename it: a failed write (a full disk) leaves no
+    truncated `path`."""
+    temporary = f"{path}.partial"
+    try:
+        with FileSystems.create(temporary) as handle:
+            pq.write_table(table, handle)
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([temporary], [path])
+    except BaseException:
+        if FileSystems.exists(temporary):
+            FileSystems.delete([temporary])
+        raise
+
+
 def write_run_record(out: str, record: dict) -> str:
     """Append one execution's row to the `runs` table (or rewrite it, when the same execution updates it)."""
     path = run_record_path(out, record["run_id"], record["started_at"])
-    table = pa.Table.from_pylist([{name: record.get(name) for name in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
-    with FileSystems.create(path) as handle:
-        pq.write_table(table, handle)
+    _write_whole(path, pa.Table.from_pylist([{name: record.get(name) for name in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA))
     return path
 
 
@@ -118,15 +132,19 @@ def set_quality(path: str, outcome: str) -> None:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         table = pq.read_table(pa.BufferReader(handle.read()), schema=RUNS_SCHEMA)
     table = table.set_column(RUNS_SCHEMA.get_field_index("quality"), "quality", pa.array([outcome], pa.string()))
-    with FileSystems.create(path) as handle:
-        pq.write_table(table, handle)
+    _write_whole(path, table)
 
 
-def read_runs(out: str) -> pa.Table:
-    """All run records of an output directory, oldest first."""
+def read_runs(out: str, unreadable: list[str] | None = None) -> pa.Table:
+    """All run records of an output directory, oldest first. A record that cannot be read (e.g. 0 bytes, left by a
+    full disk) is skipped; `unreadable` gets "path: reason" for each."""
     matched = FileSystems.match([FileSystems.join(out, RUNS_TABLE, "*.parquet")])[0].metadata_list
     tables = []
     for meta in sorted(matched, key=lambda m: m.path):
-        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            tables.append(pq.read_table(pa.BufferReader(handle.read()), schema=RUNS_SCHEMA))
+        try:
+            with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                tables.append(pq.read_table(pa.BufferReader(handle.read()), schema=RUNS_SCHEMA))
+        except (OSError, pa.ArrowException) as error:
+            if unreadable is not None:
+                unreadable.append(f"{meta.path}: {error}")
     return pa.concat_tables(tables) if tables else RUNS_SCHEMA.empty_table()

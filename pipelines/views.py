@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import time
@@ -29,6 +30,7 @@ import pyarrow as pa
 
 from pipelines.analysis.drivers import OUTCOMES, driver_rows
 from pipelines.playbook import Playbook
+from schemas.tables import table_schema
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
 LAYERS = ("staging", "intermediate", "marts")
@@ -64,6 +66,9 @@ select
     cast(null as boolean) as sampled
 where false;
 """
+
+TABLE_VIEWS = {"stg_events": "events", "stg_feedback": "feedback", "stg_quarantine": "quarantine",
+               "stg_duplicates": "duplicates"}  # staging view -> the pipeline table it reads
 
 _CREATE = re.compile(r"create\s+or\s+replace\s+view\s+([a-z_][a-z0-9_]*)\s+as", re.IGNORECASE)
 _VARIABLE = re.compile(r"getvariable\(\s*'([a-z_][a-z0-9_]*)'\s*\)", re.IGNORECASE)
@@ -134,8 +139,8 @@ def parse_weights(text: Optional[str]) -> dict[str, float]:
             value = float(number)
         except ValueError:
             raise ValueError(f"--weights: {number.strip()!r} is not a number") from None
-        if value < 0 or value != value:
-            raise ValueError(f"--weights: the weight of {name} must be >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"--weights: the weight of {name} must be a finite number >= 0, not {number.strip()!r}")
         weights[name] = value
     if sum(weights.values()) <= 0:
         raise ValueError("--weights: the weights must not all be 0")
@@ -200,10 +205,23 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _quality_results_present(out: str) -> bool:
+def _has_partitions(out: str, table: str) -> bool:
     if _is_remote(out):
         return True  # cannot glob cheaply; read_parquet will tell
-    return bool(glob.glob(os.path.join(out, "quality_results", "*", "*.parquet")))
+    return bool(glob.glob(os.path.join(out, table, "*", "*.parquet")))
+
+
+def empty_view(con: duckdb.DuckDBPyConnection, name: str, table: str) -> str:
+    """`create or replace view NAME` as the typed, empty relation of pipeline table `table` (schemas/tables.py)
+    plus its `dt` partition column: what the staging view reads when the table has no partition (e.g. a run
+    without duplicates)."""
+    con.register("motpipe_empty_table", table_schema(table).empty_table())
+    try:
+        types = con.execute("select column_name, column_type from (describe select * from motpipe_empty_table)").fetchall()
+    finally:
+        con.unregister("motpipe_empty_table")
+    columns = [f'cast(null as {column_type}) as "{column}"' for column, column_type in types]
+    return f"create or replace view {name} as\nselect {', '.join([*columns, 'cast(null as date) as dt'])}\nwhere false;\n"
 
 
 def _existing_kind(con: duckdb.DuckDBPyConnection, name: str) -> Optional[str]:
@@ -244,7 +262,8 @@ def build_views(
                                  "motpipe_half_life_s": analytics.attribution.half_life_s,
                                  "motpipe_drivers_importance": drivers_importance}
     views = load_views(queries_dir)
-    quality_present = _quality_results_present(out)
+    quality_present = _has_partitions(out, "quality_results")
+    empty_tables = [t for t in TABLE_VIEWS.values() if not _has_partitions(out, t)]
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     built: list[BuiltObject] = []
     con = duckdb.connect(db)
@@ -260,6 +279,8 @@ def build_views(
                 con.execute(f"drop {existing} {view.name}").fetchall()
             if view.name == "stg_quality_results" and not quality_present:
                 sql = QUALITY_RESULTS_EMPTY
+            elif TABLE_VIEWS.get(view.name) in empty_tables:
+                sql = empty_view(con, view.name, TABLE_VIEWS[view.name])
             else:
                 sql = render(view, params, as_table)
             started = time.perf_counter()
@@ -279,6 +300,7 @@ def build_views(
             "driver_resamples": str(driver_resamples),
             "materialized_layers": ",".join(MATERIALIZED_LAYERS) if materialize else "",
             "quality_results": "present" if quality_present else "absent",
+            "empty_tables": ",".join(empty_tables),
             "objects": ",".join(b.name for b in built),
         }
         con.execute(f"create or replace table {SETTINGS_TABLE} (key varchar primary key, value varchar)").fetchall()
@@ -335,12 +357,51 @@ def settings(db: str) -> dict[str, str]:
         con.close()
 
 
-def run_query(db: str, query_or_view: str, limit: Optional[int] = None):
-    """Run a query (or `select * from VIEW`) against the database file; returns (columns, rows, total_rows)."""
+PUBLIC_DIRECTORIES = ("events", "feedback", "quarantine", "duplicates", "quality_results")  # what analysts may read
+
+
+def connect_analyst(db: str, writable: Optional[str] = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that reads no file but the public tables of the database's output directory (not
+    `_restricted/`, not `/etc/passwd`) and writes no file but `writable`; its settings are locked, so SQL cannot
+    lift this (DuckDB's `enable_external_access = false` with `allowed_directories`)."""
+    out = settings(db)["out_dir"].rstrip("/")
     con = connect(db)
     try:
-        rel = con.sql(as_sql(query_or_view))
-        table = rel.to_arrow_table()
+        con.execute("set allowed_directories = ?", [[f"{out}/{name}/" for name in PUBLIC_DIRECTORIES]]).fetchall()
+        if writable:
+            con.execute("set allowed_paths = ?", [[os.path.abspath(writable)]]).fetchall()
+        con.execute("set enable_external_access = false").fetchall()
+        con.execute("set lock_configuration = true").fetchall()
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def analyst_select(query_or_view: str) -> str:
+    """The SQL of a view name or of one SELECT statement (with, from, describe and summarize included); anything
+    else (copy, attach, set, create, pragma, several statements) is a ValueError in analyst mode."""
+    sql = as_sql(query_or_view)
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kinds = ", ".join(str(s.type).rsplit(".", 1)[-1] for s in statements) or "nothing"
+        raise ValueError(f"motpipe query runs one SELECT statement (got: {kinds}); COPY, ATTACH and the like need "
+                         "--unrestricted (data engineers: the full DuckDB, which can read _restricted/ and write files)")
+    return sql
+
+
+def _query_connection(db: str, query_or_view: str, unrestricted: bool, writable: Optional[str] = None):
+    if unrestricted:
+        return connect(db), as_sql(query_or_view)
+    return connect_analyst(db, writable), analyst_select(query_or_view)
+
+
+def run_query(db: str, query_or_view: str, limit: Optional[int] = None, unrestricted: bool = False):
+    """Run a query (or `select * from VIEW`) against the database file; returns (columns, rows, total_rows).
+    Analyst mode (the default) runs one SELECT that sees only the public tables (connect_analyst)."""
+    con, sql = _query_connection(db, query_or_view, unrestricted)
+    try:
+        table = con.sql(sql).to_arrow_table()
     finally:
         con.close()
     rows = table.slice(0, limit).to_pylist() if limit is not None else table.to_pylist()
@@ -350,14 +411,14 @@ def run_query(db: str, query_or_view: str, limit: Optional[int] = None):
 EXPORT_FORMATS = {"csv": "format csv, header true", "parquet": "format parquet", "jsonl": "format json"}
 
 
-def export_query(db: str, query_or_view: str, path: str, fmt: Optional[str] = None) -> int:
-    """Write the result to CSV, Parquet or JSON Lines (format from `fmt` or the file extension); returns the row count."""
+def export_query(db: str, query_or_view: str, path: str, fmt: Optional[str] = None, unrestricted: bool = False) -> int:
+    """Write the result to CSV, Parquet or JSON Lines (format from `fmt` or the file extension); returns the row count.
+    In analyst mode the file written is `path` alone."""
     fmt = (fmt or Path(path).suffix.lstrip(".")).lower()
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"cannot tell the format of {path!r}: use a .csv, .parquet or .jsonl file name "
                          "or --format csv|parquet|jsonl")
-    sql = as_sql(query_or_view)
-    con = connect(db)
+    con, sql = _query_connection(db, query_or_view, unrestricted, writable=path)
     try:
         con.execute(f"copy ({sql}) to {sql_literal(str(path))} ({EXPORT_FORMATS[fmt]})").fetchall()
         return con.execute(f"select count(*) from ({sql})").fetchall()[0][0]

@@ -21,6 +21,7 @@ from pipelines.quality.settings import load_settings, parse_assignments
 from pipelines.sample import generate_sample
 
 runner = CliRunner()
+SCRIPT = """<img src=x onerror="document.title='pwned'">"""
 TABLES = ("events", "feedback", "quarantine", "duplicates")
 
 
@@ -250,6 +251,7 @@ def test_merge_sums_counts_over_batches():
                     reason="Debian's chromium is not installed (`make test` installs it where it can: apt-get install -y chromium)")
 def test_data_docs_open_offline_in_headless_chromium(out, tmp_path):
     chromium = shutil.which("chromium")
+    rewrite(out, "quarantine", first_row("error_kind", SCRIPT))  # shown as an unexpected value of a failed check
     check(out, "quarantine_share=0")
     index = out / "_quality" / "data_docs" / "index.html"
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -263,6 +265,8 @@ def test_data_docs_open_offline_in_headless_chromium(out, tmp_path):
     page = next((out / "_quality" / "data_docs" / "validations" / "quarantine").rglob("*.html"))
     detail = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert "quarantine_share" in detail and "Failed" in detail
+    assert "<title>pwned</title>" not in detail  # the handler did not run
+    assert '<img src="x"' not in detail and "&lt;img src=x onerror=" in detail  # shown as text, not markup
     shot = tmp_path / "index.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,900", index.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult  # noqa: E402
 from great_expectations.core import ExpectationValidationResult  # noqa: E402
 
+from pipelines.config import safe_run_id  # noqa: E402
 from pipelines.ingest.contract import DATASETS  # noqa: E402
 from pipelines.pii import PREFILTER, find_pii  # noqa: E402
 from pipelines.quality.docs import open_context, publish  # noqa: E402
@@ -48,6 +49,10 @@ RESULTS_SCHEMA = pa.schema([
 
 class CheckError(Exception):
     """The outputs cannot be checked (no run summary, unknown run id)."""
+
+
+class UnreadableOutputError(CheckError):
+    """A published file cannot be read (e.g. a corrupted partition): rerun the run that wrote it."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ def read_summary(out: Path, run_id: str | None = None) -> dict:
     """The run summary of `run_id`, or of the latest run (by start time) under `out`."""
     runs = out / "_runs"
     if run_id:
+        try:
+            safe_run_id(run_id)
+        except ValueError as error:
+            raise CheckError(str(error)) from None
         path = runs / f"{run_id}.json"
         if not path.is_file():
             raise CheckError(f"no run summary {path}")
@@ -289,23 +298,35 @@ def write_results(out: Path, run_id: str, checked_at: datetime, checks: list[Che
     return path
 
 
-def run_checkpoint(out: str | Path, settings: QualitySettings, run_id: str | None = None,
-                   now: datetime | None = None) -> CheckReport:
-    """Validate a run's tables (the latest run by default), write `quality_results` and Data Docs."""
-    out = Path(out)
-    now = now or datetime.now(timezone.utc)
-    summary = read_summary(out, run_id)
+def validate_run(out: Path, summary: dict, settings: QualitySettings, context, now: datetime):
+    """The suites of a run, their GE validation results by suite name and the CheckResults."""
     con = open_run(out, summary, settings)
     suites = build_suites(settings, run_window(con, settings, now), summary["settings"].get("pseudonymized", False))
     sampled = sampled_tables(con)
+    validations, checks = {}, []
+    for spec in suites:
+        validations[spec.name], suite_checks = validate_suite(context, con, spec, settings, sampled)
+        checks += suite_checks
+    return suites, validations, checks
+
+
+def run_checkpoint(out: str | Path, settings: QualitySettings, run_id: str | None = None,
+                   now: datetime | None = None) -> CheckReport:
+    """Validate a run's tables (the latest run by default), write `quality_results` and Data Docs.
+    Raises CheckError (UnreadableOutputError when a published file cannot be read)."""
+    out = Path(out)
+    now = now or datetime.now(timezone.utc)
+    summary = read_summary(out, run_id)
     context = open_context(out / "_quality")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    validations, checks = {}, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for spec in suites:
-            validations[spec.name], suite_checks = validate_suite(context, con, spec, settings, sampled)
-            checks += suite_checks
+        try:
+            suites, validations, checks = validate_run(out, summary, settings, context, now)
+        except (duckdb.IOException, duckdb.InvalidInputException) as error:  # e.g. a partition that is not Parquet
+            message = str(error).strip().splitlines()[0]
+            raise UnreadableOutputError(f"cannot read the published tables of {out}: {message}; rerun the run that "
+                                        "wrote that partition to rewrite it") from None
         docs_index = publish(context, [s.expectation_suite() for s in suites], validations, summary["run_id"], now)
     results_path = write_results(out, summary["run_id"], now, checks)
     return CheckReport(summary["run_id"], now, checks, results_path, docs_index)

@@ -7,6 +7,8 @@ vendored in `pipelines/quality/vendor/`, drops the rest, and a small stylesheet 
 """
 from __future__ import annotations
 
+import copy
+import html
 import re
 from datetime import datetime
 from importlib import resources
@@ -73,12 +75,34 @@ def open_context(quality_dir: Path):
     return context
 
 
+def escaped(value):
+    """Every string inside `value` (lists and dicts walked) HTML-escaped. GE's pages insert observed and unexpected
+    values as markup, so a table value such as `<img src=x onerror=...>` would run in the reader's browser."""
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, (list, tuple)):
+        return [escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: escaped(v) for k, v in value.items()}
+    return value
+
+
+def for_docs(validation):
+    """A copy of a suite's validation result whose values (observed, unexpected, errors) are safe as HTML."""
+    validation = copy.deepcopy(validation)
+    for result in validation.results:
+        result.result = escaped(result.result)
+        result.exception_info = escaped(result.exception_info)
+    return validation
+
+
 def publish(context, suites, validations: dict, run_id: str, checked_at: datetime) -> Path:
-    """Save the suites, store one validation result per suite for this run, rebuild the site; its index.html."""
+    """Save the suites, store one validation result per suite for this run (its values HTML-escaped), rebuild the
+    site; its index.html. `run_id` names directories, so it is a safe run id (config.safe_run_id), never markup."""
     run = RunIdentifier(run_name=run_id, run_time=checked_at)
     for suite in suites:
         context.suites.add_or_update(suite)
-        validation = validations[suite.name]
+        validation = for_docs(validations[suite.name])
         validation.meta["run_id"] = run
         validation.meta["validation_time"] = checked_at
         suite_id = ExpectationSuiteIdentifier(name=suite.name)
