@@ -36,7 +36,8 @@ def cloud_run(object_store, tmp_path_factory):
                                       *SETTINGS, *object_store.beam_args])
     copy = tmp_path_factory.mktemp("cloud-copy")
     object_store.download(paths["out"], copy)
-    object_store.download(paths["restricted"], copy / "_restricted")
+    keyed = RunConfig(touchpoints=["-"], out=paths["out"], restricted_out=paths["restricted"]).restricted_dir
+    object_store.download(keyed, copy / "_restricted")  # this output's own directory of the shared restricted store
     return object_store, paths, result, copy
 
 
@@ -87,8 +88,10 @@ def test_summary_counts_equal_the_local_runs_and_inputs_carry_the_stores_checksu
 
 def test_the_restricted_bucket_holds_the_raw_quarantine_and_nothing_of_the_run_is_left_behind(cloud_run):
     store, paths, _, _ = cloud_run
+    keyed = RunConfig(touchpoints=["-"], out=paths["out"], restricted_out=paths["restricted"]).restricted_dir
     restricted = store.keys(paths["restricted"])
-    assert restricted and all(key.startswith("quarantine_raw/dt=") for key in restricted)  # no _staging, no _work
+    assert restricted and all(f"{paths['restricted']}/{key}".startswith(f"{keyed}/quarantine_raw/dt=")
+                              for key in restricted)  # no _staging, no _work
     public = store.keys(paths["out"])
     assert {key.split("/")[0] for key in public} == {"events", "feedback", "quarantine", "duplicates", "runs", "_runs"}
     assert store.keys(paths["landing"]) == [f"in/{name}" for name in INPUTS]  # inputs untouched
