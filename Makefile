@@ -33,11 +33,13 @@ demo-real: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
-## bench: motpipe run vs the DuckDB SQL baseline on N generated events (results in benchmarks/results/; docs/performance.md)
+## bench: motpipe run (with its checkpoint, and --no-check) vs the DuckDB SQL baseline on N generated events of both
+## input shapes (results in benchmarks/results/; docs/performance.md)
 N ?= 1000000
-RUNS ?= motpipe,baseline
+RUNS ?= motpipe-check,motpipe,baseline
+SHAPES ?= mixed,production
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bench --events $(N) --runs $(RUNS)
+	$(BIN)/python -m benchmarks.bench --events $(N) --runs $(RUNS) --shapes $(SHAPES)
 
 ## browser: Debian's chromium for the Data Docs and report tests (they skip, saying why, where it can't be installed)
 browser:

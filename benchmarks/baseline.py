@@ -89,6 +89,14 @@ def _read_csv(files: list[str]) -> str:
     return "\nUNION ALL\n".join(selects)
 
 
+def _csv_rejects(any_csv: bool) -> str:
+    """The CSV reader's rejected lines; without CSV input DuckDB creates no `reject_errors` table."""
+    if not any_csv:
+        return "SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS line_no LIMIT 0"
+    return ("SELECT DISTINCT s.file_path AS source_file, e.line AS line_no\n"
+            "FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)")
+
+
 def _read_lines(files: list[str]) -> str:
     selects = []
     for path in files:
@@ -154,6 +162,7 @@ def render(touchpoints: list[str], out: str, playbook: str = "bank_branch", time
         "read_lines": _read_lines(files),
         "json_paths": ", ".join(lit(f"$.{f}") for f in FIELDS),
         "read_csv": _read_csv([f for f in files if is_csv(f)]),   # JSONL files never go through the CSV reader
+        "csv_rejects": _csv_rejects(any(is_csv(f) for f in files)),
         "csv_not_blank": " OR ".join(f"pystrip(c.c_{f}) IS NOT NULL" for f in FIELDS),
         "csv_raw": ", ".join(f"{lit(f)}, c_{f}" for f in FIELDS),
         "csv_fields": ", ".join(

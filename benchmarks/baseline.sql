@@ -48,8 +48,7 @@ CREATE TEMP TABLE csv_cells AS
 
 CREATE TEMP TABLE csv_rejects AS
 -- all read_csv calls of one statement share one scan_id: a file is (scan_id, file_id), never scan_id alone
-SELECT DISTINCT s.file_path AS source_file, e.line AS line_no
-FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id);
+{{csv_rejects}};
 
 CREATE TEMP VIEW csv_rows AS
 WITH aligned AS (

@@ -1,20 +1,22 @@
 """Benchmark `motpipe run` against a DuckDB SQL baseline on the same generated files.
 
     python -m benchmarks.bench --events 1000000                    # make bench N=1000000
-    python -m benchmarks.bench --events 200000 --runs motpipe,motpipe-check,baseline --keep
+    python -m benchmarks.bench --events 200000 --shapes production --runs motpipe-check,baseline --keep
 
-Generates N touchpoint events and N/10 feedback rows with `motpipe sample` into a temporary work directory, then
-runs each of `--runs` as a subprocess and records its wall time, events per second (input event rows / wall s)
-and peak resident memory of the whole process tree (VmRSS summed over the process and its descendants, sampled
-from /proc every 0.2 s). Runs:
+For each of `--shapes` (`motpipe sample --shape`: `mixed`, the generator's several files and formats, mostly
+gzip; `production`, one big uncompressed JSON Lines file per dataset with 1.5% faulty lines spread evenly),
+generates N touchpoint events and N/10 feedback rows into a work directory, then runs each of `--runs` as a
+subprocess and records its wall time, events per second (input event rows / wall s) and peak resident memory of
+the whole process tree (VmRSS summed over the process and its descendants, sampled from /proc every 0.2 s). Runs:
 
+  motpipe-check    motpipe run, the default: the pipeline and its Great Expectations checkpoint (the headline)
   motpipe          motpipe run --no-check (the pipeline only; DirectRunner)
-  motpipe-check    motpipe run with its Great Expectations checkpoint
   motpipe-dask     motpipe run --no-check --runner dask (a local Dask cluster of one worker process per CPU)
   baseline         benchmarks/baseline.sql rendered from the playbook and executed by DuckDB (events only)
 
-Writes benchmarks/results/<date>-<N>.json and benchmarks/results/latest.md and prints the table. Exits 1 if
-motpipe and the baseline disagree on the events written or the event rows quarantined (or a run fails).
+Writes benchmarks/results/<date>-<N>[-<shape>].json (no suffix for `mixed`) and benchmarks/results/latest.md
+(every shape of this invocation) and prints the tables. Exits 1 if motpipe and the baseline disagree on the
+events written or the event rows quarantined (or a run fails).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -35,8 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: .venv/bin/python benchmarks/bench.py
     sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
-RUNS = ("motpipe", "motpipe-check", "motpipe-dask", "baseline")
+RUNS = ("motpipe-check", "motpipe", "motpipe-dask", "baseline")
 RUN_OPTIONS = {"motpipe": ["--no-check"], "motpipe-check": [], "motpipe-dask": ["--no-check", "--runner", "dask"]}
+SHAPES = ("mixed", "production")
+CHECKPOINT_TIME = re.compile(r"checks passed in ([0-9.]+) s")  # the checkpoint's line in `motpipe run`'s output
 SAMPLE_INTERVAL_S = 0.2
 
 
@@ -172,28 +177,43 @@ def machine() -> dict:
             "beam": version("apache-beam"), "duckdb": version("duckdb"), "pyarrow": version("pyarrow")}
 
 
-def run_benchmark(events: int, runs: list[str], work: Path, playbook: str, reuse_input: bool = False) -> dict:
+def _same_sample(manifest: Path, events: int, shape: str) -> bool:
+    if not manifest.exists():
+        return False
+    m = json.loads(manifest.read_text())
+    return m["events"]["rows"] == events and m.get("shape", "mixed") == shape
+
+
+def checkpoint_seconds(log: Path) -> float | None:
+    """The checkpoint's own time as `motpipe run` printed it (None if it did not run)."""
+    found = CHECKPOINT_TIME.findall(log.read_text(encoding="utf-8", errors="replace"))
+    return float(found[-1]) if found else None
+
+
+def run_benchmark(events: int, runs: list[str], work: Path, playbook: str, reuse_input: bool = False,
+                  shape: str = "mixed") -> dict:
     bin_dir = Path(sys.executable).parent
     motpipe = str(bin_dir / "motpipe") if (bin_dir / "motpipe").exists() else "motpipe"
-    data = work / "input"
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "events": events,
+    data = work / ("input" if shape == "mixed" else f"input-{shape}")
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "events": events, "shape": shape,
               "feedback": round(events * 0.1), "playbook": playbook, "commit": git_commit(), "machine": machine(),
               "runs": {}}
-    manifest = data / "manifest.json"
-    if reuse_input and manifest.exists() and json.loads(manifest.read_text())["events"]["rows"] == events:
+    if reuse_input and _same_sample(data / "manifest.json", events, shape):
         print(f"reusing the {events:,} events + feedback rows in {data}", flush=True)
         result["generate_s"] = None  # generated by an earlier `motpipe sample` (the same seed gives the same files)
     else:
-        print(f"generating {events:,} events + {round(events * 0.1):,} feedback rows into {data} ...", flush=True)
+        print(f"generating {events:,} events + {round(events * 0.1):,} feedback rows ({shape}) into {data} ...", flush=True)
+        shutil.rmtree(data, ignore_errors=True)
         started = time.perf_counter()
-        subprocess.run([motpipe, "sample", "--events", str(events), "--out", str(data), "--playbook", playbook],
-                       check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        subprocess.run([motpipe, "sample", "--events", str(events), "--out", str(data), "--playbook", playbook,
+                        "--shape", shape], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         result["generate_s"] = round(time.perf_counter() - started, 1)
     result["input_bytes"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file() and f.name != "manifest.json")
     touchpoints, feedback = str(data / "touchpoints" / "*"), str(data / "feedback" / "*")
 
     for name in runs:
-        out = work / f"out-{name}"
+        out = work / f"out-{name}" if shape == "mixed" else work / shape / f"out-{name}"
+        out.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out, ignore_errors=True)
         if name.startswith("motpipe"):
             cmd = [motpipe, "run", "-t", touchpoints, "-f", feedback, "--out", str(out), "--playbook", playbook,
@@ -208,48 +228,71 @@ def run_benchmark(events: int, runs: list[str], work: Path, playbook: str, reuse
         else:
             raise SystemExit(f"unknown run {name!r}; choose from {', '.join(RUNS)}")
         print(f"running {name}: {' '.join(cmd)}", flush=True)
-        figures = measure(cmd, work / f"{name}.log")
+        figures = measure(cmd, out.parent / f"{name}.log")
         # motpipe-check exits 5/6 when quality checks fail: the data is published, the timing holds
         ok = figures["exit_code"] == 0 or (name == "motpipe-check" and figures["exit_code"] in (5, 6))
         figures["events_per_s"] = round(events / figures["wall_s"]) if figures["wall_s"] else None
         figures["counts"] = (baseline_counts(out) if name == "baseline" else motpipe_counts(out)) if ok else {}
         figures["ok"] = ok
+        if name == "motpipe-check":
+            figures["checkpoint_s"] = checkpoint_seconds(Path(figures["log"]))
         result["runs"][name] = figures
         print(f"  {figures['wall_s']:.1f} s, {figures['events_per_s']:,} events/s, peak {figures['peak_rss_mb']:,.0f} MB,"
               f" exit {figures['exit_code']}", flush=True)
 
-    mp, base = result["runs"].get("motpipe") or result["runs"].get("motpipe-check"), result["runs"].get("baseline")
-    if mp and base and mp["ok"] and base["ok"]:
-        result["ratio_wall"] = round(mp["wall_s"] / base["wall_s"], 2)
-        result["ratio_peak_rss"] = round(mp["peak_rss_mb"] / base["peak_rss_mb"], 2) if base["peak_rss_mb"] else None
-        mc, bc = mp["counts"], base["counts"]
+    base = result["runs"].get("baseline")
+    compared = [name for name in ("motpipe-check", "motpipe") if result["runs"].get(name, {}).get("ok")]
+    if base and base["ok"] and compared:
+        for name in compared:  # the headline: the default run (with its checkpoint) when it ran
+            result.setdefault("ratio_wall", round(result["runs"][name]["wall_s"] / base["wall_s"], 2))
+            result.setdefault("ratio_peak_rss", round(result["runs"][name]["peak_rss_mb"] / base["peak_rss_mb"], 2)
+                              if base["peak_rss_mb"] else None)
+        result["ratio_wall_by_run"] = {name: round(result["runs"][name]["wall_s"] / base["wall_s"], 2) for name in compared}
+        result["compared_run"] = compared[0]
+        mc, bc = result["runs"][compared[0]]["counts"], base["counts"]
         result["counts_agree"] = mc["events_written"] == bc["events_written"] and mc["quarantined"] == bc["quarantined"]
-        motpipe_name = "motpipe" if "motpipe" in result["runs"] else "motpipe-check"
-        result["agreement"] = agreement(work / f"out-{motpipe_name}", work / "out-baseline")
+        out_dir = (lambda n: work / f"out-{n}") if shape == "mixed" else (lambda n: work / shape / f"out-{n}")
+        result["agreement"] = agreement(out_dir(compared[0]), out_dir("baseline"))
     return result
 
 
 # --- report ------------------------------------------------------------------------------------------
-COLUMNS = ("run", "wall s", "events/s", "peak RSS MB", "events written", "quarantined", "duplicates", "exit")
+COLUMNS = ("run", "wall s", "checkpoint s", "events/s", "peak RSS MB", "events written", "quarantined", "duplicates",
+           "exit")
+SHAPE_NOTES = {"mixed": "the generator's mixed shape: JSONL + gzip JSONL + gzip CSV events, gzip JSONL + CSV feedback",
+               "production": "production shape: one uncompressed JSON Lines file per dataset, 1.5% faulty lines spread "
+                             "evenly, 0.5% exact duplicates"}
 
 
 def table_rows(result: dict) -> list[list[str]]:
     rows = []
     for name, r in result["runs"].items():
         c = r.get("counts") or {}
-        rows.append([name, f"{r['wall_s']:.1f}", f"{r['events_per_s']:,}", f"{r['peak_rss_mb']:,.0f}",
+        checkpoint = r.get("checkpoint_s")
+        rows.append([name, f"{r['wall_s']:.1f}", "-" if checkpoint is None else f"{checkpoint:.1f}",
+                     f"{r['events_per_s']:,}", f"{r['peak_rss_mb']:,.0f}",
                      f"{c['events_written']:,}" if c else "-", f"{c['quarantined']:,}" if c else "-",
                      f"{c['duplicates']:,}" if c else "-", str(r["exit_code"])])
     return rows
 
 
+def title(result: dict) -> str:
+    return f"{result['events']:,} events, {result.get('shape', 'mixed')} shape"
+
+
 def notes(result: dict) -> list[str]:
+    shape = result.get("shape", "mixed")
     lines = [f"{result['events']:,} events + {result['feedback']:,} feedback rows ({result['input_bytes'] / 2**20:,.0f} MB of "
-             f"input), playbook {result['playbook']}, commit {result['commit']}, {result['date']}",
+             f"input; {SHAPE_NOTES[shape]}), playbook {result['playbook']}, commit {result['commit']}, {result['date']}",
              "machine: {cpus} CPUs ({cpu}), {memory_gb} GB RAM; Python {python}, Beam {beam}, DuckDB {duckdb}, "
              "pyarrow {pyarrow}".format(**result["machine"])]
+    check = result["runs"].get("motpipe-check", {})
+    if check.get("checkpoint_s") is not None:
+        lines.append(f"motpipe-check: the quality checkpoint took {check['checkpoint_s']:.1f} s of its {check['wall_s']:.1f} s "
+                     f"({check['checkpoint_s'] / check['wall_s']:.0%})")
     if "ratio_wall" in result:
-        lines.append(f"motpipe / baseline: wall time {result['ratio_wall']}x, peak RSS {result['ratio_peak_rss']}x; "
+        by_run = ", ".join(f"{name} {ratio}x" for name, ratio in result["ratio_wall_by_run"].items())
+        lines.append(f"motpipe / baseline: wall time {by_run}; peak RSS {result['ratio_peak_rss']}x; "
                      f"events written and quarantined {'agree' if result['counts_agree'] else 'DIFFER'}")
         a = result["agreement"]
         lines.append(f"row-level: {a['quarantine_rows_differing']} quarantine rows, {a['duplicate_rows_differing']} duplicate "
@@ -261,7 +304,7 @@ def notes(result: dict) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    out = [f"# Benchmark: {result['events']:,} events", "", "| " + " | ".join(COLUMNS) + " |",
+    out = [f"# Benchmark: {title(result)}", "", "| " + " | ".join(COLUMNS) + " |",
            "|" + "|".join("---" if c == "run" else "---:" for c in COLUMNS) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     out += [""] + [f"- {line}" for line in notes(result)]
@@ -273,7 +316,7 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"motpipe benchmark, {result['events']:,} events", title_justify="left")
+    table = Table(title=f"motpipe benchmark, {title(result)}", title_justify="left")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in table_rows(result):
@@ -288,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, required=True, help="touchpoint events to generate (feedback: N/10)")
-    parser.add_argument("--runs", default="motpipe,baseline", help=f"comma-separated, from {', '.join(RUNS)}")
+    parser.add_argument("--runs", default="motpipe-check,motpipe,baseline", help=f"comma-separated, from {', '.join(RUNS)}")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated input shapes, from {', '.join(SHAPES)}")
     parser.add_argument("--playbook", default="bank_branch")
     parser.add_argument("--work", help="work directory (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (inputs, outputs, logs)")
@@ -300,31 +344,44 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
         parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    if not shapes or any(s not in SHAPES for s in shapes):
+        parser.error(f"--shapes {args.shapes!r}: choose from {', '.join(SHAPES)}")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="motpipe-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_benchmark(args.events, runs, work, args.playbook, args.reuse_input)
+        measured = [run_benchmark(args.events, runs, work, args.playbook, args.reuse_input, shape) for shape in shapes]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    result["work"] = str(work) if args.keep else None
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{result['date'][:10]}-{args.events}.json"
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (results / "latest.md").write_text(markdown(result), encoding="utf-8")
-    print_table(result)
-    print(f"wrote {path} and {results / 'latest.md'}")
+    code = 0
+    for result in measured:
+        result["work"] = str(work) if args.keep else None
+        suffix = "" if result["shape"] == "mixed" else f"-{result['shape']}"
+        path = results / f"{result['date'][:10]}-{args.events}{suffix}.json"
+        path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print_table(result)
+        print(f"wrote {path}")
+        code = max(code, verdict(result, work if args.keep else None))
+    (results / "latest.md").write_text("\n".join(markdown(result) for result in measured), encoding="utf-8")
+    print(f"wrote {results / 'latest.md'}")
+    return code
+
+
+def verdict(result: dict, work: Path | None) -> int:
+    """1 (and why on stderr) if a run failed or motpipe and the baseline disagree, else 0."""
     failed = [name for name, r in result["runs"].items() if not r["ok"]]
     if failed:
-        print(f"FAILED: {', '.join(failed)} exited with an error (see the logs{' in ' + str(work) if args.keep else ''})",
-              file=sys.stderr)
+        print(f"FAILED ({title(result)}): {', '.join(failed)} exited with an error (see the logs"
+              f"{' in ' + str(work) if work else ''})", file=sys.stderr)
         return 1
     if result.get("counts_agree") is False:
-        m = result["runs"].get("motpipe", result["runs"].get("motpipe-check"))["counts"]
+        m = result["runs"][result["compared_run"]]["counts"]
         b = result["runs"]["baseline"]["counts"]
-        print(f"FAILED: motpipe and the baseline disagree: events written {m['events_written']:,} vs {b['events_written']:,}, "
-              f"quarantined {m['quarantined']:,} vs {b['quarantined']:,}", file=sys.stderr)
+        print(f"FAILED ({title(result)}): motpipe and the baseline disagree: events written {m['events_written']:,} vs "
+              f"{b['events_written']:,}, quarantined {m['quarantined']:,} vs {b['quarantined']:,}", file=sys.stderr)
         return 1
     return 0
 

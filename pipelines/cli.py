@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -172,6 +173,7 @@ def _quality_settings(playbook: str, thresholds: list[str]):
 def _checkpoint(out: str, settings, run_id: str | None, run_record: str | None = None) -> None:
     """Run the quality checkpoint, print where results are and the failed checks, note the outcome in the
     run's row of the `runs` table; exit 5 or 6 on failures."""
+    started = time.perf_counter()
     from pipelines.quality.checkpoint import CheckError, UnreadableOutputError, run_checkpoint
     from pipelines.runs import set_quality
 
@@ -182,8 +184,8 @@ def _checkpoint(out: str, settings, run_id: str | None, run_record: str | None =
         _fail(EXIT_FAILED, str(error))
     except CheckError as error:
         _fail(EXIT_USAGE, str(error))
-    console.print(f"quality: {len(report.results) - len(report.failures)}/{len(report.results)} checks passed for run "
-                  f"{report.run_id}; results {report.results_path}; Data Docs {report.docs_index}",
+    console.print(f"quality: {len(report.results) - len(report.failures)}/{len(report.results)} checks passed in "
+                  f"{time.perf_counter() - started:.1f} s for run {report.run_id}; results {report.results_path}; Data Docs {report.docs_index}",
                   soft_wrap=True, highlight=False)
     if run_record:
         passed = len(report.results) - len(report.failures)
@@ -224,20 +226,27 @@ def sample(
     playbook: Annotated[str, typer.Option(help="Playbook whose touchpoints the journeys follow.")] = "bank_branch",
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 7,
     feedback_ratio: Annotated[float, typer.Option(min=0, help="Feedback rows per touchpoint row.")] = 0.1,
-    bad_share: Annotated[float, typer.Option(min=0, max=0.5, help="Share of injected bad rows.")] = 0.02,
-    duplicate_share: Annotated[float, typer.Option(min=0, max=0.5, help="Share of injected duplicates.")] = 0.02,
+    shape: Annotated[str, typer.Option(help="mixed: several files and formats, mostly gzip, every kind of bad row; "
+                                            "production: one big JSON Lines file per dataset.")] = "mixed",
+    bad_share: Annotated[Optional[float], typer.Option(min=0, max=0.5, help="Share of injected bad rows "
+                                                       "[default: the shape's, 0.02 / 0.015].")] = None,
+    duplicate_share: Annotated[Optional[float], typer.Option(min=0, max=0.5, help="Share of injected duplicates "
+                                                             "[default: the shape's, 0.02 / 0.005].")] = None,
     start: Annotated[str, typer.Option(help="First day of the generated visits (YYYY-MM-DD).")] = "2026-10-01",
     days: Annotated[int, typer.Option(min=1, help="Number of days the visits span.")] = 7,
 ) -> None:
     """Generate realistic sample inputs with a known share of bad rows and duplicates."""
-    from pipelines.sample import generate_sample
+    from pipelines.sample import SHAPES, generate_sample
 
     try:
         first_day = date.fromisoformat(start)
     except ValueError:
         _fail(EXIT_USAGE, f"--start {start!r} is not a date (YYYY-MM-DD)")
+    if shape not in SHAPES:
+        _fail(EXIT_USAGE, f"--shape {shape!r} is not one of {', '.join(SHAPES)}")
     manifest = generate_sample(out, events, playbook=playbook, seed=seed, feedback_ratio=feedback_ratio,
-                               bad_share=bad_share, duplicate_share=duplicate_share, start=first_day, days=days)
+                               bad_share=bad_share, duplicate_share=duplicate_share, start=first_day, days=days,
+                               shape=shape)
     for dataset in ("events", "feedback"):
         m = manifest[dataset]
         console.print(f"{dataset}: {m['rows']:,} rows = {m['good_rows']:,} good + {m['exact_duplicates']:,} exact duplicates "

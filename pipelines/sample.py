@@ -7,7 +7,13 @@ recovers exactly the generated visits. Bad rows and duplicates are *extra* rows,
 exactly one validation check; their counts are in `manifest.json`. Naive timestamps are written as
 UTC wall-clock time: the manifest holds for a run with the default `--timezone UTC`.
 
+Two shapes (`SHAPES`): `mixed` (the default: events over JSONL, gzip JSONL and gzip CSV files, every kind of
+bad row, a quarter of the duplicates conflicting) and `production` (one big uncompressed JSON Lines file per
+dataset, null fields left out, integer `wait_s`/`duration_s`, a phone number or e-mail address in ~7% of the
+rows, 1.5% faulty lines of three kinds and 0.5% exact duplicates, spread evenly through the file).
+
     >>> manifest = generate_sample(Path("/tmp/sample"), 2000)   # doctest: +SKIP
+    >>> manifest = generate_sample(Path("/tmp/prod"), 2000, shape="production")   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import itertools
 import json
 import random
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from operator import itemgetter
 from pathlib import Path
@@ -63,6 +70,41 @@ DRIVER_WEIGHTS = {
     "csat": {"reliability": 0.44, "responsiveness": 0.28, "assurance": 0.16, "empathy": 0.08, "tangibles": 0.04},
     "nps": {"assurance": 0.44, "reliability": 0.28, "empathy": 0.16, "responsiveness": 0.08, "tangibles": 0.04},
     "ces": {"responsiveness": 0.44, "reliability": 0.28, "tangibles": 0.16, "assurance": 0.08, "empathy": 0.04},
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How the generated inputs look: files, kinds of faults, numbers and PII."""
+
+    event_files: tuple[str, ...]
+    event_file_weights: tuple[float, ...]
+    feedback_files: tuple[str, ...]
+    feedback_file_weights: tuple[float, ...]
+    event_bad_kinds: tuple[ErrorKind, ...]
+    feedback_bad_kinds: tuple[ErrorKind, ...]
+    bad_share: float  # default share of injected bad rows
+    duplicate_share: float  # default share of injected duplicates
+    conflicting_share: float  # of the duplicates, the share with the same id and other content
+    pii_share: float  # of the texts and comments, the share carrying a PII string
+    pii_kinds: tuple[str, ...]
+    integer_seconds: bool  # wait_s and duration_s as whole seconds
+    omit_nulls: bool  # JSON lines leave null fields out
+    respaced_duplicates: bool  # exact JSONL duplicates written with shuffled keys and other spacing
+    blank_line: bool  # one blank line in the second event file
+
+
+SHAPES = {
+    "mixed": Shape(EVENT_FILES, EVENT_FILE_WEIGHTS, FEEDBACK_FILES, FEEDBACK_FILE_WEIGHTS, EVENT_BAD_KINDS,
+                   FEEDBACK_BAD_KINDS, bad_share=0.02, duplicate_share=0.02, conflicting_share=0.25, pii_share=0.03,
+                   pii_kinds=("phone", "email", "id", "card"), integer_seconds=False, omit_nulls=False,
+                   respaced_duplicates=True, blank_line=True),
+    "production": Shape(("touchpoints/events.jsonl",), (1.0,), ("feedback/feedback.jsonl",), (1.0,),
+                        (E.UNPARSEABLE_LINE, E.MISSING_REQUIRED_FIELD, E.BAD_TIMESTAMP),
+                        (E.UNPARSEABLE_LINE, E.MISSING_REQUIRED_FIELD, E.BAD_TIMESTAMP),
+                        bad_share=0.015, duplicate_share=0.005, conflicting_share=0.0, pii_share=0.12,
+                        pii_kinds=("phone", "email"), integer_seconds=True, omit_nulls=True,
+                        respaced_duplicates=False, blank_line=False),
 }
 
 HOUR, DAY = 3600, 86400
@@ -147,9 +189,10 @@ def _pii(rng: random.Random, kind: str) -> str:
 class _Sample:
     """State of one generation run: the random stream, counters and the manifest being built."""
 
-    def __init__(self, playbook: Playbook, seed: int, start: date, days: int):
+    def __init__(self, playbook: Playbook, seed: int, start: date, days: int, shape: Shape):
         self.rng = random.Random(seed)
         self.pb = playbook
+        self.shape = shape
         self.base = int(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp()) - CST
         self.span = days * DAY
         steps: dict[int, list[str]] = {}
@@ -179,7 +222,7 @@ class _Sample:
 
     # --- text ------------------------------------------------------------------------------------
     def text(self, step: int, mood: str, pii: bool) -> tuple[str, bool]:
-        """A staff utterance for the step and/or a customer remark; with `pii`, ~3% carry a PII string."""
+        """A staff utterance for the step and/or a customer remark; with `pii`, the shape's share carry a PII string."""
         rng = self.rng
         roll = rng.random()
         if roll < 0.5:
@@ -188,8 +231,8 @@ class _Sample:
             text = rng.choice(REMARKS[mood])
         else:
             text = rng.choice(STAFF_LINES[step]) + " " + rng.choice(REMARKS[mood])
-        if pii and rng.random() < 0.03:
-            kind = rng.choice(tuple(PII_TEMPLATES))
+        if pii and rng.random() < self.shape.pii_share:
+            kind = rng.choice(self.shape.pii_kinds)
             value = _pii(rng, kind)
             self.pii.append(value)
             return text + (" " if text[-1].isascii() else ",") + rng.choice(PII_TEMPLATES[kind]).format(value), True
@@ -284,10 +327,11 @@ class _Sample:
             occurred = self.timestamp(at, style)
         else:
             occurred = self.timestamp(at, "cst" if rng.random() < 0.85 else "utc")
+        digits = None if self.shape.integer_seconds else 1  # round(x, None) is an int
         wait = None
         if rng.random() < (0.85 if first else 0.2):
-            wait = (round(self.long_wait + rng.expovariate(1 / self.long_wait), 1) if rng.random() < 0.12
-                    else round(min(rng.expovariate(1 / self.short_wait), self.long_wait), 1))
+            wait = (round(self.long_wait + rng.expovariate(1 / self.long_wait), digits) if rng.random() < 0.12
+                    else round(min(rng.expovariate(1 / self.short_wait), self.long_wait), digits))
         text = None
         if rng.random() < 0.6:
             text, has_pii = self.text(step, mood, pii=True)
@@ -303,7 +347,7 @@ class _Sample:
             "touchpoint": touchpoint,
             "staff_id": staff,
             "location_id": location,
-            "duration_s": round(rng.uniform(20, 900), 1) if rng.random() < 0.7 else None,
+            "duration_s": round(rng.uniform(20, 900), digits) if rng.random() < 0.7 else None,
             "wait_s": wait,
             "text": text,
             "outcome": outcome,
@@ -345,8 +389,8 @@ class _Sample:
             comment = rng.choice(REMARKS[mood])
             if rng.random() < 0.4:
                 comment += rng.choice((",", "; ")) + rng.choice(REMARKS[mood])
-            if pii and rng.random() < 0.03:
-                kind = rng.choice(tuple(PII_TEMPLATES))
+            if pii and rng.random() < self.shape.pii_share:
+                kind = rng.choice(self.shape.pii_kinds)
                 value = _pii(rng, kind)
                 self.pii.append(value)
                 comment += " " + rng.choice(PII_TEMPLATES[kind]).format(value)
@@ -388,8 +432,11 @@ class _Sample:
 
 
 # --- rendering -----------------------------------------------------------------------------------
-def _jsonl(row: dict, variant: random.Random | None = None) -> str:
-    """One JSON line; with `variant`, keys shuffled and spaced so only a semantic comparison matches."""
+def _jsonl(row: dict, variant: random.Random | None = None, omit_nulls: bool = False) -> str:
+    """One JSON line (without its null fields with `omit_nulls`); with `variant`, keys shuffled and spaced so
+    only a semantic comparison matches."""
+    if omit_nulls:
+        row = {k: v for k, v in row.items() if v is not None}
     if variant is None:
         return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
     keys = list(row)
@@ -502,8 +549,8 @@ def _open(path: Path):
 class _Dataset:
     """The files of one dataset, the rows of the current chunk per file, and the counts for the manifest."""
 
-    def __init__(self, out_dir: Path, names, weights, header, cells, dataset):
-        self.names, self.cells, self.dataset = names, cells, dataset
+    def __init__(self, out_dir: Path, names, weights, header, cells, dataset, shape: Shape):
+        self.names, self.cells, self.dataset, self.shape = names, cells, dataset, shape
         self.cumulative = list(itertools.accumulate(weights))[:-1]
         self.is_csv = [".csv" in n for n in names]
         self.handles = []
@@ -518,7 +565,7 @@ class _Dataset:
         self.pool: list[tuple[dict, int, float]] = []  # good rows usable as originals of duplicates
         self.owed = {"exact": 0, "conflicting": 0}  # duplicates waiting for an original
         self.counts = {"rows": 0, "good_rows": 0, "exact_duplicates": 0, "conflicting_duplicates": 0}
-        kinds = EVENT_BAD_KINDS if dataset == "events" else FEEDBACK_BAD_KINDS
+        kinds = shape.event_bad_kinds if dataset == "events" else shape.feedback_bad_kinds
         self.quarantine = {k.value: 0 for k in (*kinds, E.CONFLICTING_DUPLICATE)}
 
     def pick_file(self, rng: random.Random) -> int:
@@ -545,7 +592,8 @@ class _Dataset:
             self.quarantine[E.CONFLICTING_DUPLICATE.value] += 1
         else:
             new_index = self.pick_file(rng)
-            payload = row if self.is_csv[new_index] else _jsonl(row, rng)
+            respace = rng if self.shape.respaced_duplicates else None
+            payload = row if self.is_csv[new_index] else _jsonl(row, respace, self.shape.omit_nulls)
             self.pending[new_index].append((rng.random(), payload))
             self.counts["exact_duplicates"] += 1
 
@@ -556,7 +604,8 @@ class _Dataset:
             if self.is_csv[index]:
                 self.writers[index].writerows(r if isinstance(r, list) else self.cells(r) for _, r in rows)
             else:
-                self.handles[index].write("".join((r if isinstance(r, str) else _jsonl(r)) + "\n" for _, r in rows))
+                self.handles[index].write("".join((r if isinstance(r, str) else _jsonl(r, None, self.shape.omit_nulls))
+                                                  + "\n" for _, r in rows))
             self.counts["rows"] += len(rows)
             rows.clear()
         self.pool = [(row, index, 0.0) for row, index, _ in self.pool[-50:]]  # any later line is after them
@@ -605,13 +654,17 @@ def _inject(s: _Sample, data: _Dataset, visits: list[dict], targets: dict, done:
 
 
 def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch", seed: int = 7,
-                    feedback_ratio: float = 0.1, bad_share: float = 0.02, duplicate_share: float = 0.02,
-                    start: date = date(2026, 10, 1), days: int = 7) -> dict:
+                    feedback_ratio: float = 0.1, bad_share: float | None = None, duplicate_share: float | None = None,
+                    start: date = date(2026, 10, 1), days: int = 7, shape: str = "mixed") -> dict:
     """Write sample touchpoint and feedback files under `out_dir` and return (and write) the manifest.
 
     `events` is the exact number of data rows in the touchpoint files, bad rows and duplicates included.
+    `shape` is a name in `SHAPES`; `bad_share` and `duplicate_share` default to the shape's.
     """
     out_dir = Path(out_dir)
+    form = SHAPES[shape]
+    bad_share = form.bad_share if bad_share is None else bad_share
+    duplicate_share = form.duplicate_share if duplicate_share is None else duplicate_share
     pb = load_playbook(playbook)
     n_bad, n_dup = round(events * bad_share), round(events * duplicate_share)
     n_good = events - n_bad - n_dup
@@ -623,18 +676,20 @@ def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch"
     if fb_good <= 0:
         fb_bad, fb_dup, fb_good = fb_total, 0, 0
     targets = {
-        "events": dict(zip(EVENT_BAD_KINDS, _split(n_bad, len(EVENT_BAD_KINDS)))),
-        "feedback": dict(zip(FEEDBACK_BAD_KINDS, _split(fb_bad, len(FEEDBACK_BAD_KINDS)))),
+        "events": dict(zip(form.event_bad_kinds, _split(n_bad, len(form.event_bad_kinds)))),
+        "feedback": dict(zip(form.feedback_bad_kinds, _split(fb_bad, len(form.feedback_bad_kinds)))),
     }
-    for dataset, dup in (("events", n_dup), ("feedback", fb_dup)):  # exact : conflicting = 3 : 1
-        targets[dataset].update({"exact": dup - dup // 4, "conflicting": dup // 4})
+    for dataset, dup in (("events", n_dup), ("feedback", fb_dup)):
+        conflicting = int(dup * form.conflicting_share)
+        targets[dataset].update({"exact": dup - conflicting, "conflicting": conflicting})
 
-    s = _Sample(pb, seed, start, days)
+    s = _Sample(pb, seed, start, days, form)
     rng = s.rng
-    ev = _Dataset(out_dir, EVENT_FILES, EVENT_FILE_WEIGHTS, EVENT_COLUMNS, _event_cells, "events")
-    fb = _Dataset(out_dir, FEEDBACK_FILES, FEEDBACK_FILE_WEIGHTS, FEEDBACK_COLUMNS, _feedback_cells, "feedback")
+    ev = _Dataset(out_dir, form.event_files, form.event_file_weights, EVENT_COLUMNS, _event_cells, "events", form)
+    fb = _Dataset(out_dir, form.feedback_files, form.feedback_file_weights, FEEDBACK_COLUMNS, _feedback_cells,
+                  "feedback", form)
     done = 0
-    blank_line = True
+    blank_line = form.blank_line
     try:
         while done < n_good:
             visits: list[dict] = []
@@ -665,12 +720,13 @@ def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch"
     assert not any(ev.owed.values()) and not any(fb.owed.values()), (ev.owed, fb.owed)
     manifest = {
         "seed": seed,
+        "shape": shape,
         "playbook": pb.name,
         "events": {**ev.manifest(), **s.stats},
         "feedback": {**fb.manifest(), **s.fb_stats},
         "pii_strings": sorted(set(s.pii)),
         "driver_weights": DRIVER_WEIGHTS,
-        "files": sorted((*EVENT_FILES, *FEEDBACK_FILES)),
+        "files": sorted((*form.event_files, *form.feedback_files)),
     }
     assert manifest["events"]["rows"] == events
     (out_dir / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n",

@@ -15,7 +15,7 @@ import pipelines.sample as sample
 from pipelines.ingest.formats import read_records
 from pipelines.playbook import load_playbook
 from pipelines.pii import id_check_char, luhn_check_digit
-from pipelines.sample import EVENT_FILES, FEEDBACK_FILES, generate_sample
+from pipelines.sample import EVENT_FILES, FEEDBACK_FILES, SHAPES, generate_sample
 from pipelines.ingest.validate import Rejection, validate_event, validate_feedback
 
 UTC = timezone.utc
@@ -63,7 +63,7 @@ def _data_rows(path: Path) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
-def _read(out: Path, dataset: str, playbook: str = "bank_branch"):
+def _read(out: Path, dataset: str, playbook: str = "bank_branch", shape: str = "mixed"):
     """Validate every row like the pipeline; dedup by id keeping the earliest (file, line).
 
     Returns (winners by id, Counter of quarantine kinds, number of exact duplicates).
@@ -74,7 +74,8 @@ def _read(out: Path, dataset: str, playbook: str = "bank_branch"):
     kinds: Counter = Counter()
     winners: dict[str, dict] = {}
     exact = 0
-    for name in sorted(EVENT_FILES if dataset == "events" else FEEDBACK_FILES):
+    form = SHAPES[shape]
+    for name in sorted(form.event_files if dataset == "events" else form.feedback_files):
         for record in read_records(str(out / name)):
             clean = Rejection(sample.E.UNPARSEABLE_LINE, None, "") if record.fields is None else validate(record.fields, channels, UTC)
             if isinstance(clean, Rejection):
@@ -110,8 +111,8 @@ def test_exact_row_count_spread_over_three_files(out, manifest):
 
 
 def test_manifest_counts_and_invariants(manifest):
-    assert set(manifest) == {"seed", "playbook", "events", "feedback", "pii_strings", "files", "driver_weights"}
-    assert (manifest["seed"], manifest["playbook"]) == (7, "bank_branch")
+    assert set(manifest) == {"seed", "shape", "playbook", "events", "feedback", "pii_strings", "files", "driver_weights"}
+    assert (manifest["seed"], manifest["shape"], manifest["playbook"]) == (7, "mixed", "bank_branch")
     ev, fb = manifest["events"], manifest["feedback"]
     for part in (ev, fb):
         assert part["rows"] == part["good_rows"] + part["exact_duplicates"] + sum(part["quarantine"].values())
@@ -337,3 +338,31 @@ def test_scores_follow_the_recorded_driver_weights(tmp_path):
     strongest, weakest = max(weights, key=weights.get), min(weights, key=weights.get)
     correlation = {d: statistics.correlation([c for c, _ in rated], [p[d] for _, p in rated]) for d in (strongest, weakest)}
     assert correlation[strongest] > correlation[weakest] + 0.2
+
+
+def test_production_shape_one_big_jsonl_file_per_dataset_with_faults_spread_evenly(tmp_path):
+    manifest = generate_sample(tmp_path, 8000, shape="production", seed=5)
+    assert manifest["files"] == ["feedback/feedback.jsonl", "touchpoints/events.jsonl"]
+    ev, fb = manifest["events"], manifest["feedback"]
+    # 1.5% faulty lines of three kinds, 0.5% exact duplicates, none conflicting
+    assert ev["quarantine"] == {"unparseable_line": 40, "missing_required_field": 40, "bad_timestamp": 40,
+                                "conflicting_duplicate": 0}
+    assert (ev["good_rows"], ev["exact_duplicates"], fb["rows"], fb["exact_duplicates"]) == (7840, 40, 800, 4)
+    for dataset in ("events", "feedback"):
+        winners, kinds, exact = _read(tmp_path, dataset, shape="production")
+        part = manifest[dataset]
+        assert (len(winners), exact) == (part["good_rows"], part["exact_duplicates"]), dataset
+        assert {k: v for k, v in part["quarantine"].items() if v} == dict(kinds), dataset
+    lines = _text(tmp_path / "touchpoints" / "events.jsonl").splitlines()
+    assert len(lines) == 8000 and 240 < sum(len(line.encode()) for line in lines) / len(lines) < 310
+    rows = [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+    assert not any(v is None for row in rows for v in row.values())  # null fields are left out
+    seconds = [row[f] for row in rows for f in ("wait_s", "duration_s") if isinstance(row.get(f), (int, float))]
+    assert seconds and all(isinstance(v, int) for v in seconds)
+    assert 0.05 < ev["texts_with_pii"] / ev["good_rows"] < 0.09
+    assert {"@" in v for v in manifest["pii_strings"]} == {True, False}  # e-mail addresses and phone numbers only
+    channels = load_playbook("bank_branch").allowed_channels
+    faulty = [i for i, record in enumerate(read_records(str(tmp_path / "touchpoints" / "events.jsonl")))
+              if record.fields is None or isinstance(validate_event(record.fields, channels, UTC), Rejection)]
+    quarters = Counter(4 * i // len(lines) for i in faulty)
+    assert len(faulty) == 120 and all(20 <= quarters[q] <= 40 for q in range(4)), quarters
