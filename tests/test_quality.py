@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_QUALITY_ERROR, EXIT_QUALITY_WARN, app
-from pipelines.quality.checkpoint import candidate_column, merge, unmasked_pii
+from pipelines.quality.checkpoint import candidate_column, unmasked_pii
 from pipelines.quality.settings import load_settings, parse_assignments
 from pipelines.sample import generate_sample
 
@@ -232,19 +232,55 @@ def test_unmasked_pii_names_column_and_kind_only():
     assert unmasked_pii(batch, ("text",)).to_pylist() == ["text:email,text:phone", None, None]
 
 
-def test_merge_sums_counts_over_batches():
-    from great_expectations.core import ExpectationValidationResult
+def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
+    """Every expectation type of the suites, on the same rows: GE evaluating DuckDB's metrics == GE's pandas engine."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    import pandas as pd
+    from great_expectations.core import ExpectationSuite
 
-    def part(element, unexpected, values):
-        return ExpectationValidationResult(success=unexpected == 0, result={
-            "element_count": element, "unexpected_count": unexpected, "missing_count": 0,
-            "partial_unexpected_list": values, "partial_unexpected_counts": [{"value": v, "count": 1} for v in values]})
+    from pipelines.quality.metrics import compute_metrics
+    from pipelines.quality.suites import WARN, at_most, between, expect, not_null
 
-    merged = merge([part(10, 0, []), part(5, 2, [-1, -2])])
-    assert merged.success is False
-    assert (merged.result["element_count"], merged.result["unexpected_count"]) == (15, 2)
-    assert merged.result["unexpected_percent"] == pytest.approx(100 * 2 / 15)
-    assert merged.result["partial_unexpected_list"] == [-1, -2]
+    at = [datetime(2026, 10, d, 9, tzinfo=timezone.utc) for d in (1, 2, 3, 4, 5, 6)]
+    frame = pd.DataFrame({
+        "x": [1.0, None, -2.0, 7.0, 3.0, 5.0], "n": [0, 1, 2, 3, 4, 5],
+        "s": ["empathy", "speed", None, "tangibles", "speed", "empathy"],
+        "t": at, "flag": [None, None, "text:phone", None, None, "text:email"],
+        "a": [1.0, 2.0, None, None, 4.0, 6.0], "b": [1.0, 3.0, None, 5.0, 4.0, 6.0],
+    })
+    expectations = [
+        *not_null("x", "s", "n"),
+        between("x", 0, 5), between("x", 0, None, check="x >= 0"), between("n", 0, 0, check="n = 0"),
+        between("t", None, at[3], check="t not after"), between("t", at[1], at[4], WARN, check="t inside"),
+        expect(gxe.ExpectColumnValuesToBeInSet, "s in set", "error", column="s", value_set=["empathy", "tangibles"]),
+        expect(gxe.ExpectColumnValuesToBeNull, "flag null", "error", column="flag"),
+        at_most("x", 5, WARN, "max x <= 5"), at_most("n", 5, WARN, "max n <= 5"),
+        expect(gxe.ExpectColumnMinToBeBetween, "min x >= 0", WARN, column="x", min_value=0),
+        expect(gxe.ExpectColumnPairValuesToBeEqual, "a = b", "error", column_A="a", column_B="b"),
+    ]
+    asset = gx.get_context(mode="ephemeral").data_sources.add_pandas("p").add_dataframe_asset("frame")
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
+    by_pandas = {r.expectation_config.meta["check"]: r for r in batch.validate(ExpectationSuite(name="s", expectations=expectations)).results}
+
+    con = duckdb.connect()
+    con.register("frame", pa.Table.from_pandas(frame))
+    metrics = compute_metrics(con, "select * from frame", expectations)
+    by_duckdb = {e.meta["check"]: e.metrics_validate(metrics) for e in expectations}
+
+    assert set(by_duckdb) == set(by_pandas)
+    assert {c for c, r in by_duckdb.items() if not r.success} == {
+        "x not null", "s not null", "x in 0..5", "x >= 0", "n = 0", "t not after", "t inside", "s in set", "flag null",
+        "max x <= 5", "min x >= 0", "a = b"}
+    for check, ours in by_duckdb.items():
+        theirs = by_pandas[check]
+        assert ours.success == theirs.success, check
+        for key in ("element_count", "unexpected_count", "missing_count", "observed_value"):
+            assert ours.result.get(key) == theirs.result.get(key), (check, key)
+        assert len(ours.result.get("partial_unexpected_list", [])) == len(theirs.result.get("partial_unexpected_list", []))
+    assert by_duckdb["x in 0..5"].result["partial_unexpected_list"] == [-2.0, 7.0]
+    assert by_duckdb["s in set"].result["partial_unexpected_list"] == ["speed", "speed"]
+    assert by_duckdb["a = b"].result["unexpected_count"] == 2  # (2, 3) and (None, 5); (None, None) is ignored
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None,

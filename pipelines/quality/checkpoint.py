@@ -4,9 +4,12 @@
     >>> report.worst_failure                                  # doctest: +SKIP
     'warn'
 
-DuckDB reads this run's rows (`run_id` = the run's) from the Parquet tables; row sources stream into
-Great Expectations' pandas engine in batches of `batch_rows` (GE's SQL engine on DuckDB fails on
-every expectation in GE 1.24), fact sources are computed exactly in SQL. Checks never change data.
+DuckDB reads the rows the run published from the Parquet tables and computes, in one aggregate query
+per source, the metrics Great Expectations asks for (`pipelines/quality/metrics.py`); GE evaluates
+them (`Expectation.metrics_validate`: its own success rules and result format) and renders Data Docs.
+GE's SQL engine on DuckDB fails on every expectation in GE 1.24, and its pandas engine would need a
+second pass over every row in Python objects. PII is looked for by `find_pii` only in the texts that
+match `PREFILTER` in SQL, streamed in batches of `batch_rows`. Checks never change data.
 """
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,13 +27,14 @@ import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult  # noqa: E402
-from great_expectations.core import ExpectationValidationResult  # noqa: E402
+from great_expectations import __version__ as gx_version  # noqa: E402
+from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult  # noqa: E402
 
 from pipelines.config import safe_run_id  # noqa: E402
 from pipelines.ingest.contract import DATASETS  # noqa: E402
 from pipelines.pii import PREFILTER, find_pii  # noqa: E402
 from pipelines.quality.docs import open_context, publish  # noqa: E402
+from pipelines.quality.metrics import compute_metrics  # noqa: E402
 from pipelines.quality.settings import QualitySettings  # noqa: E402
 from pipelines.quality.suites import ERROR, GX_SEVERITY, UNMASKED_PII, Source, SuiteSpec, Window, build_suites  # noqa: E402
 from schemas.tables import table_schema  # noqa: E402
@@ -39,6 +42,7 @@ from schemas.tables import table_schema  # noqa: E402
 TABLES = ("events", "feedback", "quarantine", "duplicates")
 SAMPLED_TABLES = ("events", "feedback", "quarantine")  # the ones row checks read
 SEVERITY = {gx: ours for ours, gx in GX_SEVERITY.items()}
+CHECK_MEMORY = "1GB"  # DuckDB's limit for the checks; distinct ids beyond it spill to OUT/_quality/duckdb_tmp
 RESULTS_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("checked_at", pa.timestamp("us", tz="UTC")), ("dataset", pa.string()),
     ("expectation", pa.string()), ("expectation_type", pa.string()), ("column", pa.string()),
@@ -117,7 +121,7 @@ def _rows_of_run(table: str, summary: dict) -> str:
 
 def open_run(out: Path, summary: dict, settings: QualitySettings) -> duckdb.DuckDBPyConnection:
     """DuckDB views of this run's rows: the tables, `*_checked` (all or sampled rows) and `summary`."""
-    con = duckdb.connect()
+    con = duckdb.connect(config={"memory_limit": CHECK_MEMORY, "temp_directory": str(out / "_quality" / "duckdb_tmp")})
     con.execute("set TimeZone = 'UTC'")
     for name in TABLES:
         if any((out / name).glob("*/*.parquet")):
@@ -158,88 +162,56 @@ def candidate_column(column: str) -> str:
     return f"pii_candidate:{column}"
 
 
-def with_pii_candidates(source: Source) -> str:
-    """The source query plus, per text column, its value where PREFILTER matches (else null)."""
+def pii_candidates(source: Source) -> str:
+    """The source's rows where PREFILTER matches a text column: per text column its value where it matches."""
     pattern = PREFILTER.replace("'", "''")
-    candidates = [f"""case when regexp_matches("{c}", '{pattern}') then "{c}" end as "{candidate_column(c)}\""""
-                  for c in source.pii_columns]
-    return f"select *, {', '.join(candidates)} from ({source.sql})" if candidates else source.sql
+    matches = {c: f"""regexp_matches("{c}", '{pattern}')""" for c in source.pii_columns}
+    candidates = ", ".join(f'case when {m} then "{c}" end as "{candidate_column(c)}"' for c, m in matches.items())
+    return f"select {candidates} from ({source.sql}) as source where {' or '.join(matches.values())}"
 
 
 def unmasked_pii(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.Array:
-    """Per row, `column:kind` of each PII kind `find_pii` finds in a candidate text, comma-separated, or null."""
+    """Per row, `column:kind` of each PII kind `find_pii` finds in a candidate text, comma-separated, or null.
+    `find_pii` runs once per distinct text of a column (error messages and raw records repeat)."""
     found: dict[int, list[str]] = {}
     for column in columns:
-        values = batch.column(candidate_column(column))
-        for row in pc.indices_nonzero(pc.is_valid(values)).to_pylist():
-            kinds = sorted({span.kind for span in find_pii(values[row].as_py())})
-            found.setdefault(row, []).extend(f"{column}:{kind}" for kind in kinds)
+        values = batch.column(candidate_column(column)).dictionary_encode()
+        kinds = [sorted({span.kind for span in find_pii(text)}) for text in values.dictionary.to_pylist()]
+        for row, index in zip(pc.indices_nonzero(pc.is_valid(values)).to_pylist(),
+                              pc.drop_null(values.indices).to_pylist()):
+            found.setdefault(row, []).extend(f"{column}:{kind}" for kind in kinds[index])
     flags = [",".join(found.get(row, [])) or None for row in range(batch.num_rows)]
     return pa.array(flags, pa.string())
 
 
-def expectation_columns(source: Source) -> list[str]:
-    """The columns the source's expectations read, in first-use order."""
-    names = [e.configuration.kwargs.get(k) for e in source.expectations for k in ("column", "column_A", "column_B")]
-    return list(dict.fromkeys(n for n in names if n))
-
-
-def frames(con: duckdb.DuckDBPyConnection, source: Source, batch_rows: int) -> Iterator:
-    """pandas frames of the columns the expectations need: streamed batches, or one frame of facts."""
-    reader = con.execute(with_pii_candidates(source)).to_arrow_reader(batch_rows if source.streamed else 1 << 30)
-    columns = expectation_columns(source)
-    seen = False
-    for batch in reader:
-        seen = True
-        if source.pii_columns:
-            batch = pa.RecordBatch.from_arrays([*batch.columns, unmasked_pii(batch, source.pii_columns)],
-                                               names=[*batch.schema.names, UNMASKED_PII])
-        yield batch.select(columns).to_pandas()
-    if not seen:
-        schema = reader.schema.append(pa.field(UNMASKED_PII, pa.string())) if source.pii_columns else reader.schema
-        yield schema.empty_table().select(columns).to_pandas()
+def pii_flags(con: duckdb.DuckDBPyConnection, source: Source, batch_rows: int) -> list[str]:
+    """The non-null `unmasked_pii` values of the source's rows, in row order (candidates streamed in batches)."""
+    flags: list[str] = []
+    for batch in con.execute(pii_candidates(source)).to_arrow_reader(batch_rows):
+        flags += [flag for flag in unmasked_pii(batch, source.pii_columns).to_pylist() if flag]
+    return flags
 
 
 def _check_name(result: ExpectationValidationResult) -> str:
     return result.expectation_config.meta["check"]
 
 
-def merge(results: list[ExpectationValidationResult]) -> ExpectationValidationResult:
-    """One result from the results of the same row expectation on several batches: counts summed."""
-    if len(results) == 1:
-        return results[0]
-    element = sum(r.result.get("element_count") or 0 for r in results)
-    unexpected = sum(r.result.get("unexpected_count") or 0 for r in results)
-    missing = sum(r.result.get("missing_count") or 0 for r in results)
-    counts: dict[str, dict] = {}
-    for r in results:
-        for item in r.result.get("partial_unexpected_counts", []):
-            counts.setdefault(repr(item["value"]), {"value": item["value"], "count": 0})["count"] += item["count"]
-    nonmissing = element - missing
-    result = {
-        "element_count": element, "unexpected_count": unexpected, "missing_count": missing,
-        "missing_percent": 100 * missing / element if element else None,
-        "unexpected_percent": 100 * unexpected / nonmissing if nonmissing else None,
-        "unexpected_percent_total": 100 * unexpected / element if element else None,
-        "unexpected_percent_nonmissing": 100 * unexpected / nonmissing if nonmissing else None,
-        "partial_unexpected_list": [v for r in results for v in r.result.get("partial_unexpected_list", [])][:20],
-        "partial_unexpected_counts": sorted(counts.values(), key=lambda c: -c["count"])[:20],
+def validate_source(con: duckdb.DuckDBPyConnection, source: Source, batch_rows: int) -> list[ExpectationValidationResult]:
+    """GE's results of the source's expectations, evaluated on metrics computed by DuckDB over all its rows."""
+    sparse = {UNMASKED_PII: pii_flags(con, source, batch_rows)} if source.pii_columns else {}
+    metrics = compute_metrics(con, source.sql, source.expectations, sparse)
+    return [expectation.metrics_validate(metrics) for expectation in source.expectations]
+
+
+def batch_meta(asset_name: str, sql: str, loaded_at: datetime) -> dict:
+    """The suite result's `meta` as GE's validator writes it, for a batch that is a DuckDB query."""
+    return {
+        "great_expectations_version": gx_version,
+        "batch_spec": {"batch_data": "DuckDB query", "query": sql},
+        "batch_markers": {"ge_load_time": loaded_at.strftime("%Y%m%dT%H%M%S.%fZ")},
+        "active_batch_definition": {"datasource_name": "motpipe", "data_connector_name": "duckdb",
+                                    "data_asset_name": asset_name, "batch_identifiers": {}},
     }
-    return ExpectationValidationResult(success=all(r.success for r in results),
-                                       expectation_config=results[0].expectation_config, result=result)
-
-
-def validate_source(batch_definition, suite_name: str, source: Source, data: Iterator) -> tuple[list, dict]:
-    """Merged GE results of the source's expectations over all its frames, and the first batch's meta."""
-    suite = ExpectationSuite(name=suite_name, expectations=source.expectations)
-    per_check: dict[str, list[ExpectationValidationResult]] = {}
-    meta: dict = {}
-    for frame in data:
-        validation = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
-        meta = meta or dict(validation.meta)
-        for result in validation.results:
-            per_check.setdefault(_check_name(result), []).append(result)
-    return [merge(results) for results in per_check.values()], meta
 
 
 def observed(result: ExpectationValidationResult) -> str | None:
@@ -265,17 +237,13 @@ def to_check_result(dataset: str, result: ExpectationValidationResult, sampled: 
     )
 
 
-def validate_suite(context, con, spec: SuiteSpec, settings: QualitySettings, sampled: set[str]):
+def validate_suite(con, spec: SuiteSpec, settings: QualitySettings, sampled: set[str], now: datetime):
     """GE suite result of one dataset, and its CheckResults."""
-    datasource = context.data_sources.add_or_update_pandas("motpipe")
-    results, checks, meta = [], [], {}
-    for source_name, source in spec.sources.items():
-        asset_name = f"{spec.name}.{source_name}"
-        asset = next((a for a in datasource.assets if a.name == asset_name), None) or datasource.add_dataframe_asset(asset_name)
-        batch_definition = next(iter(asset.batch_definitions), None) or asset.add_batch_definition_whole_dataframe("run")
-        source_results, source_meta = validate_source(batch_definition, asset_name, source,
-                                                       frames(con, source, settings.batch_rows))
-        meta = meta or source_meta
+    results, checks = [], []
+    first_source, first = next(iter(spec.sources.items()))
+    meta = batch_meta(f"{spec.name}.{first_source}", first.sql, now)
+    for source in spec.sources.values():
+        source_results = validate_source(con, source, settings.batch_rows)
         is_sampled = source.streamed and spec.name in sampled
         results += source_results
         checks += [to_check_result(spec.name, r, is_sampled) for r in source_results]
@@ -298,14 +266,14 @@ def write_results(out: Path, run_id: str, checked_at: datetime, checks: list[Che
     return path
 
 
-def validate_run(out: Path, summary: dict, settings: QualitySettings, context, now: datetime):
+def validate_run(out: Path, summary: dict, settings: QualitySettings, now: datetime):
     """The suites of a run, their GE validation results by suite name and the CheckResults."""
     con = open_run(out, summary, settings)
     suites = build_suites(settings, run_window(con, settings, now), summary["settings"].get("pseudonymized", False))
     sampled = sampled_tables(con)
     validations, checks = {}, []
     for spec in suites:
-        validations[spec.name], suite_checks = validate_suite(context, con, spec, settings, sampled)
+        validations[spec.name], suite_checks = validate_suite(con, spec, settings, sampled, now)
         checks += suite_checks
     return suites, validations, checks
 
@@ -322,7 +290,7 @@ def run_checkpoint(out: str | Path, settings: QualitySettings, run_id: str | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            suites, validations, checks = validate_run(out, summary, settings, context, now)
+            suites, validations, checks = validate_run(out, summary, settings, now)
         except (duckdb.IOException, duckdb.InvalidInputException) as error:  # e.g. a partition that is not Parquet
             message = str(error).strip().splitlines()[0]
             raise UnreadableOutputError(f"cannot read the published tables of {out}: {message}; rerun the run that "

@@ -4,10 +4,11 @@ A suite's expectations are grouped by the DuckDB query that feeds them (a `Sourc
 this run's rows (`events`, `feedback`, `quarantine`, `duplicates`, `summary`; `*_checked` are the
 same rows or a uniform sample of them, see `row_checks_max_rows`):
 
-* row sources are streamed through GE's pandas engine in batches, and each expectation's counts
-  are summed over the batches;
-* fact sources are one small frame of table-level facts computed exactly in DuckDB SQL
-  (uniqueness, shares, reconciliation), which GE then checks against the thresholds.
+* row sources: the rows of a table (or its unnested tags and ratings); DuckDB computes the metrics
+  of their expectations (counts of nulls and unexpected values, the first unexpected values) in one
+  aggregate query over all the rows and GE evaluates them;
+* fact sources are one small row of table-level facts computed exactly in DuckDB SQL
+  (uniqueness, shares, reconciliation), which GE then checks against the thresholds the same way.
 
 Every expectation carries a severity (GE `critical` = motpipe `error`, GE `warning` = `warn`) and
 `meta.check`, the name shown on the console, in `quality_results` and in Data Docs.
@@ -45,7 +46,7 @@ class Source:
 
     sql: str
     expectations: list[Expectation]
-    streamed: bool = True  # False: facts, one small frame validated at once
+    streamed: bool = True  # False: facts, one small row of table-level figures (never sampled)
     pii_columns: tuple[str, ...] = ()  # text columns (in the query) scanned for unmasked PII
 
 
