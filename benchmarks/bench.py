@@ -79,7 +79,9 @@ def tree_rss_bytes(root: int) -> int:
 
 
 def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run `cmd`, sampling its process tree's RSS; wall time, peak RSS and exit code."""
+    """Run `cmd`, sampling its process tree's RSS; wall time, CPU time (user + system of the process and the
+    descendants it waited for, from wait4: less sensitive than wall time to other jobs on the machine), peak RSS
+    and exit code."""
     with open(log, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -94,12 +96,13 @@ def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        code = proc.wait()
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
-    return {"command": " ".join(cmd), "wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1),
-            "exit_code": code, "log": str(log)}
+    return {"command": " ".join(cmd), "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(peak / 2**20, 1), "exit_code": code, "log": str(log)}
 
 
 # --- counts ------------------------------------------------------------------------------------------
@@ -248,6 +251,8 @@ def run_benchmark(events: int, runs: list[str], work: Path, playbook: str, reuse
             result.setdefault("ratio_peak_rss", round(result["runs"][name]["peak_rss_mb"] / base["peak_rss_mb"], 2)
                               if base["peak_rss_mb"] else None)
         result["ratio_wall_by_run"] = {name: round(result["runs"][name]["wall_s"] / base["wall_s"], 2) for name in compared}
+        result["ratio_cpu_by_run"] = {name: round(result["runs"][name]["cpu_s"] / base["cpu_s"], 2) for name in compared
+                                      if base["cpu_s"]}
         result["compared_run"] = compared[0]
         mc, bc = result["runs"][compared[0]]["counts"], base["counts"]
         result["counts_agree"] = mc["events_written"] == bc["events_written"] and mc["quarantined"] == bc["quarantined"]
@@ -257,8 +262,8 @@ def run_benchmark(events: int, runs: list[str], work: Path, playbook: str, reuse
 
 
 # --- report ------------------------------------------------------------------------------------------
-COLUMNS = ("run", "wall s", "checkpoint s", "events/s", "peak RSS MB", "events written", "quarantined", "duplicates",
-           "exit")
+COLUMNS = ("run", "wall s", "cpu s", "checkpoint s", "events/s", "peak RSS MB", "events written", "quarantined",
+           "duplicates", "exit")
 SHAPE_NOTES = {"mixed": "the generator's mixed shape: JSONL + gzip JSONL + gzip CSV events, gzip JSONL + CSV feedback",
                "production": "production shape: one uncompressed JSON Lines file per dataset, 1.5% faulty lines spread "
                              "evenly, 0.5% exact duplicates"}
@@ -269,7 +274,8 @@ def table_rows(result: dict) -> list[list[str]]:
     for name, r in result["runs"].items():
         c = r.get("counts") or {}
         checkpoint = r.get("checkpoint_s")
-        rows.append([name, f"{r['wall_s']:.1f}", "-" if checkpoint is None else f"{checkpoint:.1f}",
+        rows.append([name, f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-",
+                     "-" if checkpoint is None else f"{checkpoint:.1f}",
                      f"{r['events_per_s']:,}", f"{r['peak_rss_mb']:,.0f}",
                      f"{c['events_written']:,}" if c else "-", f"{c['quarantined']:,}" if c else "-",
                      f"{c['duplicates']:,}" if c else "-", str(r["exit_code"])])
@@ -292,7 +298,8 @@ def notes(result: dict) -> list[str]:
                      f"({check['checkpoint_s'] / check['wall_s']:.0%})")
     if "ratio_wall" in result:
         by_run = ", ".join(f"{name} {ratio}x" for name, ratio in result["ratio_wall_by_run"].items())
-        lines.append(f"motpipe / baseline: wall time {by_run}; peak RSS {result['ratio_peak_rss']}x; "
+        cpu = ", ".join(f"{name} {ratio}x" for name, ratio in result.get("ratio_cpu_by_run", {}).items())
+        lines.append(f"motpipe / baseline: wall time {by_run}; CPU time {cpu}; peak RSS {result['ratio_peak_rss']}x; "
                      f"events written and quarantined {'agree' if result['counts_agree'] else 'DIFFER'}")
         a = result["agreement"]
         lines.append(f"row-level: {a['quarantine_rows_differing']} quarantine rows, {a['duplicate_rows_differing']} duplicate "

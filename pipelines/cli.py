@@ -6,8 +6,10 @@ quality check failed; 7 another run holds the output directory's lock.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -134,6 +136,8 @@ def run(
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     quality = None if no_check else _quality_settings(playbook, threshold or [])
+    if quality is not None:
+        _import_checkpoint_meanwhile()
     for unknown in unknown_beam_options(ctx.args):
         err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
     try:
@@ -158,6 +162,13 @@ def run(
         err.print(f"[yellow]warning:[/] quality checks read local outputs only; run `motpipe check` on a copy of {config.out}")
         return
     _checkpoint(config.out, quality, summary["run_id"], summary["outputs"]["run record"])
+
+
+def _import_checkpoint_meanwhile() -> None:
+    """Import the checkpoint (Great Expectations and its dependencies: ~3 s of CPU) in a thread while the pipeline's
+    workers run; `_checkpoint`'s import then waits for it (Python's per-module import lock) instead of starting."""
+    threading.Thread(target=importlib.import_module, args=("pipelines.quality.checkpoint",), daemon=True,
+                     name="import-checkpoint").start()
 
 
 def _quality_settings(playbook: str, thresholds: list[str]):
