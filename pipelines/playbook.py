@@ -47,6 +47,7 @@ class TouchpointRule(_Strict):
     dimensions: list[Dimension] = Field(default_factory=list)  # default PZB dimensions (neutral polarity)
     abc: Facet | None = None  # first-impression facet this touchpoint exercises
     mot_point: int | None = Field(default=None, ge=1)  # position in a playbook's ordered list of MOT points
+    speech: Literal["staff", "customer"] | None = None  # whose words the text is (default: mot_text.customer_touchpoints)
 
 
 class Cues(_Strict):
@@ -139,6 +140,19 @@ class Attribution(_Strict):
 VIEW_ONLY_SETTINGS = {"follow_up", "attribution"}  # read by `motpipe views` only: they change no pipeline output
 
 
+class MotText(_Strict):
+    """How MOT steps are read from the words of an event whose touchpoint gives no step (docs/tagging.md)."""
+
+    # touchpoints whose text is the customer's own speech: the five steps describe staff behaviour, so these
+    # words give no MOT step (a touchpoint's mot_step still applies; its `speech:` overrides this list)
+    customer_touchpoints: list[str] = Field(default_factory=list)
+
+    def customer_speech(self, touchpoint: str | None, rule: TouchpointRule | None) -> bool:
+        if rule is not None and rule.speech is not None:
+            return rule.speech == "customer"
+        return touchpoint in self.customer_touchpoints
+
+
 class Playbook(_Strict):
     name: str
     version: str
@@ -153,6 +167,7 @@ class Playbook(_Strict):
     opinion: PolarityCues = Field(default_factory=PolarityCues)  # general opinion words that polarise an aspect
     thresholds: Thresholds = Field(default_factory=Thresholds)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    mot_text: MotText = Field(default_factory=MotText)
     quality: dict[str, float | int | str | None] = Field(default_factory=dict)  # pipelines.quality settings
     pii: PiiSettings = Field(default_factory=PiiSettings)
     follow_up: FollowUp = Field(default_factory=FollowUp)

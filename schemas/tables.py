@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 PZB_TAG = pa.struct([("dimension", pa.string()), ("polarity", pa.string())])
 EVIDENCE = pa.struct(
@@ -67,6 +67,7 @@ EVENTS = pa.schema(
         ("mot_step", pa.int8()),
         ("mot_step_name", pa.string()),
         ("mot_step_source", pa.string()),  # touchpoint | text | null
+        ("mot_steps", pa.list_(pa.int8())),  # every step the moment performs, ascending; mot_step is the primary one
         ("abc_facet", pa.string()),
         *_TAGS,
         ("playbook", pa.string()),  # name@version

@@ -102,8 +102,8 @@ def test_clean_run_passes_every_check(out):
     assert result.exit_code == 0, result.output
     rows = results(out)
     assert {r["dataset"] for r in rows} == {"events", "feedback", "quarantine", "run_summary"}
-    assert len(rows) == 58 and all(r["success"] for r in rows)
-    assert "58/58 checks passed" in result.output
+    assert len(rows) == 59 and all(r["success"] for r in rows)
+    assert "59/59 checks passed" in result.output
     unique = next(r for r in rows if r["expectation"] == "event_id unique")
     assert (unique["observed_value"], unique["severity"], unique["sampled"]) == ("0", "error", False)
 
@@ -116,7 +116,10 @@ BREAKS = {
                             ("run_summary", "input = output + duplicates + quarantine + outside window", "error"),
                             ("run_summary", "output rows in tables = run summary", "error")}),
     "future timestamp": ("events", first_row("occurred_at", FUTURE), {("events", "occurred_at not in the future", "error")}),
-    "mot_step 9": ("events", first_row("mot_step", 9), {("events", "mot_step in 1..5 or null", "error")}),
+    "mot_step 9": ("events", first_row("mot_step", 9), {("events", "mot_step in 1..5 or null", "error"),
+                                                        ("events", "mot_step is one of mot_steps", "error")}),
+    "primary step not performed": ("events", first_row("mot_steps", []),
+                                   {("events", "mot_step is one of mot_steps", "error")}),
     "unknown PZB dimension": ("events", first_row("pzb_tags", [{"dimension": "speed", "polarity": "negative"}]),
                               {("events", "PZB dimension in allowed set", "error")}),
     "negative wait_s": ("events", first_row("wait_s", -1.0), {("events", "wait_s >= 0", "error")}),
@@ -197,7 +200,7 @@ def test_rerun_of_a_run_id_replaces_its_quality_results(out):
     files = list((out / "quality_results").glob("*/*.parquet"))
     assert [f.parent.name for f in files] == ["run_id=qrun"]
     rows = duckdb.sql(f"select run_id, count(*) from read_parquet('{out}/quality_results/*/*.parquet') group by all").fetchall()
-    assert rows == [("qrun", 58)]
+    assert rows == [("qrun", 59)]
 
 
 def test_check_without_outputs_is_a_usage_error(tmp_path):

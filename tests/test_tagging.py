@@ -85,6 +85,43 @@ def test_step_cues(bank, text, step, rule):
 def test_several_step_cues_earliest_wins(bank):
     m = bank.tag_moment(None, "请问您贵姓？您好", None)
     assert m.mot_step == 2  # 请问 (step 2) comes before 您好 (step 1)
+    assert m.mot_steps == [1, 2]
+
+
+def test_every_step_performed_has_evidence_and_the_primary_is_the_highest_score(bank):
+    text = "Hello! I'm sorry to keep you waiting. Just to confirm, is there anything else I can help with?"
+    m = bank.tag_moment(None, text, None)
+    assert m.mot_steps == [1, 4]
+    steps = [(e["tag"], e["rule"], e["span"]) for e in m.evidence if e["tag"].startswith("mot_step=")]
+    assert steps == [("mot_step=1", "cue:en:hello", "Hello"), ("mot_step=4", "cue:en:just to confirm", "Just to confirm")]
+    # step 1: hello + sorry to keep you waiting (5 + 24 characters); step 4: just to confirm + is there anything else
+    # (15 + 21): 29 < 36, so the review is the primary step
+    assert (m.mot_step, m.mot_step_source) == (4, "text")
+    for e in m.evidence:
+        assert text[e["start"]:e["end"]] == e["span"]
+
+
+def test_customer_speech_gets_no_mot_step_from_its_words():
+    chat = Tagger(load_playbook("chat_support"))
+    said = "Hello, how can I help? Just to confirm, could you tell me more?"
+    customer, agent = chat.tag_moment("customer_message", said, None), chat.tag_moment("agent_reply", said, None)
+    assert (customer.mot_step, customer.mot_steps, customer.mot_step_source) == (None, [], None)
+    assert not [e for e in customer.evidence if e["tag"].startswith("mot_step")]
+    assert agent.mot_steps == [1, 2, 4] and agent.mot_step_source == "text"
+    # the base lexicon's default applies to every built-in playbook; a touchpoint map entry still gives its step
+    assert Tagger(load_playbook("bank_branch")).tag_moment("customer_message", said, None).mot_step is None
+    assert Tagger(load_playbook("bank_branch")).tag_moment("complaint", said, None).mot_step == 2
+
+
+def test_a_playbook_says_which_touchpoints_are_customer_speech(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nversion: '1'\nextends: base\nmot_text: {customer_touchpoints: [customer_post]}\n"
+                    "touchpoints: {customer_message: {speech: staff}, kiosk: {speech: customer}}\n")
+    tagger = Tagger(load_playbook(str(path)))
+    assert tagger.playbook.mot_text.customer_touchpoints == ["customer_message", "customer_post"]  # lists merge
+    said = "Hello, how can I help?"
+    assert [tagger.tag_moment(tp, said, None).mot_step for tp in ("customer_post", "kiosk", "customer_message", None)] \
+        == [None, None, 1, 1]  # a touchpoint's own `speech:` wins over the list
 
 
 def test_acknowledging_the_wait_is_empathy_not_a_slow_service_cue(bank):
@@ -246,7 +283,8 @@ def test_tag_events_on_a_table(bank):
         "wait_s": [1000.0, None, None, 1000.0, 10.0],
     })
     out = bank.tag_events(table)
-    assert set(out) == {"mot_step", "mot_step_name", "mot_step_source", "abc_facet", "pzb_tags", "polarity", "evidence"}
+    assert set(out) == {"mot_step", "mot_step_name", "mot_step_source", "mot_steps", "abc_facet", "pzb_tags", "polarity",
+                        "evidence"}
     for name, array in out.items():
         assert array.type == EVENTS.field(name).type, name
         assert len(array) == table.num_rows
@@ -264,6 +302,7 @@ def test_tag_events_on_a_table(bank):
     assert out["mot_step"].to_pylist() == [1, 1, None, 1, 4]
     assert out["mot_step_name"].to_pylist() == ["set_the_tone", "set_the_tone", None, "set_the_tone", "review"]
     assert out["mot_step_source"].to_pylist() == ["touchpoint", "text", None, "touchpoint", "touchpoint"]
+    assert out["mot_steps"].to_pylist() == [[1], [1], [], [1], [4]]
     assert out["abc_facet"].to_pylist() == ["behaviour", None, None, "behaviour", "behaviour"]
     assert out["polarity"].to_pylist() == ["negative", "neutral", "neutral", "negative", "positive"]
     assert out["pzb_tags"].to_pylist() == [

@@ -122,10 +122,13 @@ def events_suite(settings: QualitySettings, window: Window, ids: tuple[str, ...]
     facts = Source(
         "select count(*) - count(distinct event_id) as duplicate_event_ids,"
         " coalesce(avg((mot_step_source is distinct from 'touchpoint')::int), 0) as unmapped_touchpoint_share,"
-        " coalesce(avg((mot_step is null and coalesce(len(pzb_tags), 0) = 0)::int), 0) as untagged_event_share"
+        " coalesce(avg((mot_step is null and coalesce(len(pzb_tags), 0) = 0)::int), 0) as untagged_event_share,"
+        " count(*) filter (where mot_step is not null and not coalesce(list_contains(mot_steps, mot_step), false))"
+        " as primary_step_not_performed"
         " from events",
         [
             at_most("duplicate_event_ids", 0, ERROR, "event_id unique"),
+            at_most("primary_step_not_performed", 0, ERROR, "mot_step is one of mot_steps"),
             at_most("unmapped_touchpoint_share", settings.unmapped_touchpoint_share, WARN,
                     f"unmapped touchpoint share <= {settings.unmapped_touchpoint_share}"),
             at_most("untagged_event_share", settings.untagged_event_share, WARN,

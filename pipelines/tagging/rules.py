@@ -229,6 +229,20 @@ def _durations(text: str, folded: str | None) -> list[tuple[int, int, float]]:
     return out
 
 
+def step_cues(hits: list[Hit]) -> dict[int, tuple[int, Hit]]:
+    """Per step performed (in step order): its score, the total length of its distinct cues, and its first cue."""
+    cues: dict[int, dict[str, Hit]] = {}
+    for h in hits:
+        cues.setdefault(h.value, {}).setdefault(h.cue, h)
+    return {step: (sum(h.end - h.start for h in found.values()), min(found.values(), key=lambda h: h.start))
+            for step, found in sorted(cues.items())}
+
+
+def primary_step(steps: dict[int, tuple[int, Hit]]) -> int:
+    """The primary step of a text performing several: the highest score, a tie to the step whose cue comes first."""
+    return max(steps, key=lambda s: (steps[s][0], -steps[s][1].start, -s))
+
+
 # --- one row -------------------------------------------------------------------------------------
 def tag(lexicon: Lexicon, touchpoint: str | None, text: str | None, bucket: str | None, text_field: str,
         moment: bool) -> MomentTags:
@@ -260,17 +274,12 @@ def tag(lexicon: Lexicon, touchpoint: str | None, text: str | None, bucket: str 
     if text:
         families, words, contrast = analyse(lexicon, text)
         contrast_at = max((c.start for c in contrast), default=None)
-        if moment and step is None and families["mot_step"]:
-            scores: dict[int, list] = {}
-            for h in families["mot_step"]:
-                entry = scores.setdefault(h.value, [0, h, set()])
-                if h.cue not in entry[2]:
-                    entry[2].add(h.cue)
-                    entry[0] += h.end - h.start
-            _, hit, _ = max(scores.values(), key=lambda e: (e[0], -e[1].start, -e[1].value))
-            step, source = hit.value, "text"
-            evidence.append(_evidence(f"mot_step={step}", f"cue:{hit.lang}:{hit.cue}", text_field,
-                                      text[hit.start:hit.end], hit.start, hit.end))
+        if moment and step is None and families["mot_step"] and not playbook.mot_text.customer_speech(touchpoint, rule):
+            steps = step_cues(families["mot_step"])
+            step, source = primary_step(steps), "text"
+            for performed, (_, hit) in steps.items():
+                evidence.append(_evidence(f"mot_step={performed}", f"cue:{hit.lang}:{hit.cue}", text_field,
+                                          text[hit.start:hit.end], hit.start, hit.end))
         if moment and facet is None and families["abc"]:
             hit = families["abc"][0]
             facet = hit.value
@@ -333,4 +342,5 @@ def tag(lexicon: Lexicon, touchpoint: str | None, text: str | None, bucket: str 
                         late.add(key[1])
     pols = late or considered  # after a contrast marker (但是, but), the later clause decides
     polarity = "negative" if "negative" in pols else "positive" if "positive" in pols else "neutral"
-    return MomentTags(step, source, facet, [{"dimension": d, "polarity": p} for d, p in keys], polarity, evidence)
+    steps = sorted({int(e["tag"].split("=")[1]) for e in evidence if e["tag"].startswith("mot_step=")})
+    return MomentTags(step, source, facet, [{"dimension": d, "polarity": p} for d, p in keys], polarity, evidence, steps)

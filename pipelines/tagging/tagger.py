@@ -71,6 +71,7 @@ class Tagger:
             "mot_step": pa.array(steps, pa.int8()).take(take),
             "mot_step_name": pa.array([MOT_STEPS[s][0] if s else None for s in steps], pa.string()).take(take),
             "mot_step_source": pa.array([t.mot_step_source for t in tags], pa.string()).take(take),
+            "mot_steps": pa.array([t.mot_steps for t in tags], pa.list_(pa.int8())).take(take),
             "abc_facet": pa.array([t.abc_facet for t in tags], pa.string()).take(take),
             **_common_columns(tags, take),
         }

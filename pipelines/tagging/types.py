@@ -14,3 +14,4 @@ class MomentTags:
     pzb_tags: list[dict] = field(default_factory=list)
     polarity: str = "neutral"
     evidence: list[dict] = field(default_factory=list)
+    mot_steps: list[int] = field(default_factory=list)  # every step performed (mot_step is the primary one)

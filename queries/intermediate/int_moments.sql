@@ -2,7 +2,8 @@
 -- grain: event_id
 -- columns: event_id, visit_id, customer_id, occurred_at, dt, position_in_visit, moments_in_visit,
 --          is_first_moment, is_last_moment, channel, touchpoint, is_playbook_touchpoint, staff_id, location_id,
---          wait_s, duration_s, text, outcome, mot_step, mot_step_name, polarity, moment_score, evidence
+--          wait_s, duration_s, text, outcome, mot_step, mot_step_name, mot_steps, polarity, moment_score, evidence
+-- mot_steps: every step the moment performs (mot_step is the primary one), from schema 1.1 on.
 -- moment_score: +1 positive, -1 negative, 0 neutral or untagged (null polarity).
 -- is_playbook_touchpoint: the step came from the playbook's touchpoint map (mot_step_source = 'touchpoint').
 create or replace view int_moments as
@@ -30,6 +31,7 @@ select
     outcome,
     cast(mot_step as integer) as mot_step,
     mot_step_name,
+    mot_steps,
     polarity,
     case polarity when 'positive' then 1 when 'negative' then -1 else 0 end as moment_score,
     evidence
