@@ -452,23 +452,33 @@ def eval_tagging(
     half: Annotated[str, typer.Option(help="Score only one half of each file: tuning or held-out (by sha256 of "
                                            "the id, docs/tagging.md), or all.")] = "all",
     rules_only: Annotated[bool, typer.Option(help="Switch the learned layer off (the rules alone).")] = False,
+    certain_only: Annotated[bool, typer.Option(help='Leave out gold records marked "uncertain".')] = False,
+    split: Annotated[str, typer.Option(help="all, or dev / held-out: only the records of the groups outside / inside "
+                                            "the held-out set (whole groups in sha256 order, 25 % of the records).")] = "all",
+    group_by: Annotated[str, typer.Option(help="Record field naming the group of --split.")] = "company",
+    events: Annotated[Optional[str], typer.Option(help="Score the MOT steps of this `motpipe run` output's events "
+                                                       "(gold id = event_id) instead of tagging the gold texts.")] = None,
 ) -> None:
     """Precision, recall and F1 of the tagger on labelled text (PZB dimensions, polarity, MOT steps), per
     language and per source."""
     from pipelines.tagging import Tagger
-    from pipelines.tagging.evaluate import evaluate, read_gold, split_half
+    from pipelines.tagging.evaluate import evaluate, events_report, read_gold, select, split_half
 
     try:
+        records = select(split_half(read_gold(gold), half), certain_only, split, group_by)
+        if events is not None:
+            report = events_report(events, records)
+            _print_mot(report["mot"])
+            return _write_report(report, json_out)
         book = load_playbook(playbook)
         tagger = Tagger(book.model_copy(update={"model": type(book.model)()}) if rules_only else book)
-        records = split_half(read_gold(gold), half)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(EXIT_USAGE, str(error))
     report = evaluate(tagger, records, top=top)
     report["playbook"], report["half"], report["learned_layer"] = tagger.playbook.ref, half, not rules_only
     for lang, res in report["languages"].items():
         for title, key in (("PZB dimension", "dimension"), ("PZB dimension+polarity", "dimension_polarity"),
-                           ("MOT step", "mot_step")):
+                           ("MOT step (primary)", "mot_step"), ("MOT steps (all performed)", "mot_steps")):
             if key not in res:
                 continue
             table = Table(title=f"{lang}: {title} ({res['records']:,} records, playbook {tagger.playbook.ref})",
@@ -496,6 +506,31 @@ def eval_tagging(
                 console.print(f"{source} ({lang}, {res['pzb_records']:,}): dimension macro-F1 "
                               f"{res['dimension']['macro_f1']:.3f}, micro {res['dimension']['micro']['f1']:.3f} ({per})",
                               highlight=False)
+    if "mot" in report:
+        _print_mot(report["mot"])
+    _write_report(report, json_out)
+
+
+def _print_mot(mot: dict) -> None:
+    """The MOT-step summary per source and language, and the confusion table of all records."""
+    summary = Table(title="MOT steps per source and language", title_justify="left")
+    for column in ("group", "records", "primary in gold", "primary macro-F1", "steps macro-F1", "steps micro-F1"):
+        summary.add_column(column, justify="left" if column == "group" else "right")
+    for group, res in [("all", mot["all"])] + [(f"{key[3:]}={k}", v) for key in ("by_source", "by_lang")
+                                               for k, v in mot[key].items()]:
+        summary.add_row(group, f"{res['records']:,}", f"{res['primary_in_gold']:.3f}", f"{res['mot_step']['macro_f1']:.3f}",
+                        f"{res['mot_steps']['macro_f1']:.3f}", f"{res['mot_steps']['micro']['f1']:.3f}")
+    console.print(summary)
+    confusion = Table(title="MOT step confusion: gold step (rows) x predicted primary step", title_justify="left")
+    columns = list(next(iter(mot["all"]["mot_step_confusion"].values())))
+    for column in ("gold", *columns):
+        confusion.add_column(column, justify="right")
+    for gold_step, row in mot["all"]["mot_step_confusion"].items():
+        confusion.add_row(gold_step, *(str(row[c]) for c in columns))
+    console.print(confusion)
+
+
+def _write_report(report: dict, json_out: Path | None) -> None:
     if json_out is not None:
         json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {json_out}")

@@ -1,0 +1,127 @@
+"""MOT-step evaluation (multi-label gold, primary step, confusion, per source) and the grouped splits."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.tagging.evaluate import mot_report, mot_scores, read_gold, select
+from pipelines.tagging.folds import grouped_folds, held_out_groups
+
+MOT_DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dialogues" / "mot_dev.jsonl"
+
+
+def test_held_out_groups_are_whole_groups_in_sha256_order():
+    groups = ["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] * 10
+    order = sorted(set(groups), key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    chosen = held_out_groups(groups, 0.25)
+    taken, total = set(), 0
+    for g in order:
+        if total >= 0.25 * len(groups):
+            break
+        taken.add(g)
+        total += groups.count(g)
+    assert chosen == taken and total >= 5
+    assert held_out_groups(groups, 0.25) == chosen  # deterministic
+
+
+def test_grouped_folds_never_split_a_group():
+    groups = ["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] * 10 + ["e"]
+    folds = grouped_folds(groups, 3)
+    assert all(len({f for g2, f in zip(groups, folds) if g2 == g}) == 1 for g in set(groups))
+    assert sorted(set(folds)) == [0, 1, 2]
+    assert folds[groups.index("d")] != folds[groups.index("a")]  # the two largest groups go to different folds
+    with pytest.raises(ValueError, match="cannot fill"):
+        grouped_folds(["a", "b"], 3)
+
+
+def test_mot_scores_primary_and_all_steps():
+    golds = [{1, 3}, {2}, {3, 4}, {5}]
+    predicted = [(3, [1, 3]), (1, [1, 2]), (None, []), (5, [3, 5])]
+    s = mot_scores(golds, predicted)
+    assert s["records"] == 4 and s["primary_in_gold"] == 0.5  # 3 in {1,3}, 5 in {5}
+    # primary: step 1 predicted once (record 2, gold {2}): fp; gold 1 in record 1 not primary: fn
+    assert s["mot_step"]["per_class"]["1"] | {} == {"tp": 0, "fp": 1, "fn": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # all steps: step 3 predicted in records 1 and 4, gold in 1 and 3
+    assert (s["mot_steps"]["per_class"]["3"]["tp"], s["mot_steps"]["per_class"]["3"]["fp"],
+            s["mot_steps"]["per_class"]["3"]["fn"]) == (1, 1, 1)
+    assert s["mot_steps"]["per_class"]["2"]["f1"] == 1.0
+    assert s["mot_step_confusion"]["3"] == {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0, "none": 1}
+    assert s["mot_step_confusion"]["2"]["1"] == 1
+
+
+def test_mot_report_per_source_and_language(tmp_path):
+    path = tmp_path / "gold.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"id": "a", "text": "Hi there, could you tell me your order number?", "mot_steps": [1, 2], "source": "s1"},
+        {"id": "b", "text": "您好，请问有什么可以帮您？", "mot_step": 1},
+        {"id": "c", "text": "a comment", "labels": []},
+    ]) + "\n", encoding="utf-8")
+    records = read_gold([path])
+    assert [(r["lang"], r["source"]) for r in records] == [("en", "s1"), ("zh", "gold.jsonl"), ("en", "gold.jsonl")]
+    report = mot_report(records, [(2, [1, 2]), (2, [1, 2]), (None, [])])
+    assert report["all"]["records"] == 2 and report["all"]["primary_in_gold"] == 0.5
+    assert report["by_source"]["s1"]["primary_in_gold"] == 1.0 and report["by_lang"]["zh"]["primary_in_gold"] == 0.0
+
+
+def test_gold_steps_must_be_one_to_five(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "hi", "mot_steps": [0, 2]}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1: MOT steps must be 1..5"):
+        read_gold([path])
+
+
+def test_select_certain_and_split():
+    records = [{"id": str(i), "company": c, "text": "x", "mot_steps": [1], "uncertain": i == 0}
+               for i, c in enumerate(["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] * 10)]
+    held = held_out_groups([r["company"] for r in records], 0.25)
+    dev, test = select(records, split="dev"), select(records, split="held-out")
+    assert {r["company"] for r in test} == held and not {r["company"] for r in dev} & held
+    assert len(dev) + len(test) == 20
+    assert len(select(records, certain_only=True)) == 19
+    with pytest.raises(ValueError, match="needs the field 'brand'"):
+        select(records, split="dev", group_by="brand")
+
+
+def test_eval_tagging_prints_the_mot_summary_and_confusion(tmp_path):
+    path = tmp_path / "gold.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "Sorry to hear that! Could you tell me your order number?",
+                                "mot_steps": [1, 2]}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval-tagging", "--gold", str(path), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "MOT steps per source and language" in result.output and "MOT step confusion" in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["mot"]["all"]["primary_in_gold"] == 1.0
+    assert report["languages"]["en"]["mot_steps"]["macro_f1"] == 1.0
+
+
+@pytest.mark.skipif(not MOT_DEV.is_file(), reason="needs ../shared/data/dialogues/mot_dev.jsonl")
+def test_the_held_out_companies_of_mot_dev():
+    records = read_gold([MOT_DEV])
+    held = held_out_groups([r["company"] for r in records], 0.25)
+    assert sorted(held) == ["AmazonHelp", "Delta", "DropboxSupport", "MojangSupport", "YahooCare", "hulu_support"]
+    assert sum(r["company"] in held for r in records) == 156
+
+
+def test_eval_tagging_scores_the_events_of_a_run(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": i, "text": "t", "mot_steps": s}) + "\n"
+                            for i, s in (("e1", [1, 3]), ("e2", [2]))), encoding="utf-8")
+    (tmp_path / "out" / "events" / "dt=2020-01-01").mkdir(parents=True)
+    pq.write_table(pa.table({"event_id": ["e1", "e2", "e3"], "mot_step": pa.array([3, None, 1], pa.int8()),
+                             "mot_steps": pa.array([[1, 3], [], [1]], pa.list_(pa.int8()))}),
+                   tmp_path / "out" / "events" / "dt=2020-01-01" / "part-0.parquet")
+    result = CliRunner().invoke(app, ["eval-tagging", "--gold", str(gold), "--events", str(tmp_path / "out"),
+                                      "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    mot = json.loads((tmp_path / "r.json").read_text())["mot"]["all"]
+    assert (mot["records"], mot["primary_in_gold"], mot["mot_steps"]["micro"]["f1"]) == (2, 0.5, 0.8)
+    gold.write_text(json.dumps({"id": "e9", "text": "t", "mot_steps": [1]}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval-tagging", "--gold", str(gold), "--events", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "1 gold records have no event" in result.output
