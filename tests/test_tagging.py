@@ -59,8 +59,8 @@ def test_unmapped_touchpoint_zh_text_cue(bank):
 def test_unmapped_touchpoint_en_text_cue(bank):
     m = bank.tag_moment("chatbot", "Hi! How can I help you today?", None)
     assert (m.mot_step, m.mot_step_source) == (1, "text")
-    assert m.evidence == [{"tag": "mot_step=1", "rule": "cue:en:how can i help", "field": "text",
-                           "span": "How can I help", "start": 4, "end": 18}]
+    # one evidence entry per step: its first cue (`hi` since base 1.3.0; `how can i help` is step 1 too)
+    assert m.evidence == [{"tag": "mot_step=1", "rule": "cue:en:hi", "field": "text", "span": "Hi", "start": 0, "end": 2}]
 
 
 @pytest.mark.parametrize(
