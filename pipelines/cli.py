@@ -63,6 +63,12 @@ def _print_summary(summary: dict) -> None:
                   f"{events['pii_masked'] + feedback['pii_masked']:,}")
     if feedback["link"]:
         console.print("feedback links: " + ", ".join(f"{k} {v:,}" for k, v in feedback["link"].items()))
+    for s in summary["sources"]:
+        kinds = ", ".join(f"{k} {v:,}" for k, v in s["quarantine_by_kind"].items()) or "none"
+        console.print(f"source {s['name']}: {s['rows_in']:,} rows in -> {s[s['dataset'] + '_out']:,} {s['dataset']} from "
+                      f"{s['rows_with_moments']:,} rows, {s['rows_without_moments']:,} rows without a moment, "
+                      f"{s['quarantine_rows']:,} rows quarantined ({kinds}); "
+                      f"{'reconciled' if s['reconciled'] else '[red]NOT reconciled[/]'}", highlight=False, soft_wrap=True)
     for dataset in ("events", "feedback"):
         if summary[dataset]["quarantine_by_kind"]:
             kinds = ", ".join(f"{k} {v:,}" for k, v in summary[dataset]["quarantine_by_kind"].items())
@@ -75,8 +81,11 @@ def _print_summary(summary: dict) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    touchpoints: Annotated[list[str], typer.Option("--touchpoints", "-t", help="Touchpoint event file or glob (repeatable).")],
     out: Annotated[str, typer.Option(help="Output directory (local or any Beam filesystem).")],
+    touchpoints: Annotated[Optional[list[str]], typer.Option("--touchpoints", "-t", help="Touchpoint event file or glob "
+                           "in the input contract (repeatable).")] = None,
+    source: Annotated[Optional[list[str]], typer.Option("--source", "-s", help="A source file describing a native "
+                      "export, FILE.yaml[=GLOB] (the glob replaces the file's paths; repeatable; docs/sources.md).")] = None,
     feedback: Annotated[Optional[list[str]], typer.Option("--feedback", "-f", help="Feedback file or glob (repeatable).")] = None,
     playbook: Annotated[str, typer.Option(help="Built-in playbook name or a YAML/JSON file.")] = "bank_branch",
     gap_minutes: Annotated[float, typer.Option(help="Inactivity gap that starts a new visit.")] = 30.0,
@@ -120,7 +129,9 @@ def run(
     if stray:
         _fail(EXIT_USAGE, f"unexpected argument{'s' * (len(stray) > 1)} {' '.join(stray)}: each -t/-f takes one path or "
                           "glob; quote globs (-t 'in/*.jsonl') or repeat the option (-t a.jsonl -t b.jsonl)")
-    settings = dict(touchpoints=touchpoints, feedback=feedback or [], out=out, playbook=playbook, gap_minutes=gap_minutes,
+    sources = _sources(source or [])
+    settings = dict(touchpoints=touchpoints or [], feedback=feedback or [], sources=sources, out=out, playbook=playbook,
+                    gap_minutes=gap_minutes,
                     timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
                     restricted_out=restricted_out, buckets=buckets, lookback_days=lookback_days,
                     start=date_ or start, end=date_ or end)
@@ -169,6 +180,16 @@ def _import_checkpoint_meanwhile() -> None:
     workers run; `_checkpoint`'s import then waits for it (Python's per-module import lock) instead of starting."""
     threading.Thread(target=importlib.import_module, args=("pipelines.quality.checkpoint",), daemon=True,
                      name="import-checkpoint").start()
+
+
+def _sources(arguments: list[str]) -> list:
+    """The sources of `--source FILE.yaml[=GLOB]` (exit 2 naming the file, key and line of an error)."""
+    from pipelines.ingest.sources.spec import SourceError, source_argument
+
+    try:
+        return [source_argument(argument) for argument in arguments]
+    except SourceError as error:
+        _fail(EXIT_USAGE, str(error))
 
 
 def _quality_settings(playbook: str, thresholds: list[str]):

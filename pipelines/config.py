@@ -5,9 +5,11 @@ import hashlib
 import os
 import re
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.ingest.sources.spec import Source, known_timezone
 
 PSEUDONYMIZE_KEY_ENV = "MOTPIPE_PSEUDONYMIZE_KEY"  # read by the CLI
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id names files and directories: no separator, no `..`
@@ -29,8 +31,9 @@ def safe_run_id(value: str) -> str:
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    touchpoints: list[str] = Field(min_length=1)
+    touchpoints: list[str] = Field(default_factory=list)
     feedback: list[str] = Field(default_factory=list)
+    sources: list[Source] = Field(default_factory=list)  # native exports described by source files
     out: str
     restricted_out: str | None = None  # unmasked quarantine for replay; default <out>/_restricted
     playbook: str = "bank_branch"
@@ -50,14 +53,7 @@ class RunConfig(BaseModel):
     # workers; never dumped, so they reach neither the run id nor the run summary
     filesystem_options: dict = Field(default_factory=dict, exclude=True, repr=False)
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC or Asia/Shanghai)") from None
-        return value
+    _timezone = field_validator("timezone")(lambda cls, v: known_timezone(v))
 
     @field_validator("run_id")
     @classmethod
@@ -73,6 +69,8 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _window(self) -> "RunConfig":
+        if not self.touchpoints and not any(s.dataset == "events" for s in self.sources):
+            raise ValueError("give touchpoint inputs (--touchpoints) or an events source (--source)")
         if (self.start is None) != (self.end is None):
             raise ValueError("give both start and end of the window (or --date for one day)")
         if self.start is not None and self.end < self.start:

@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import __version__
 from pipelines.config import RunConfig
 from pipelines.ingest.contract import DATASETS
-from pipelines.ingest.formats import InputFile, file_checksum, file_parts, match_inputs
+from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_parts, match_inputs
 from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.runners import direct_worker_args
@@ -42,8 +42,8 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
     `roots`: the public and restricted staging directories; `work`: the directory of spill and count files.
     """
     channels = load_playbook(config.playbook).allowed_channels
-    files = [(dataset, index, f.path, part) for dataset in DATASETS for index, f in enumerate(inputs[dataset])
-             for part in file_parts(f.path, config.part_bytes)]
+    files = [(dataset, index, f.path, part, f.source) for dataset in DATASETS for index, f in enumerate(inputs[dataset])
+             for part in (file_parts(f.path, config.part_bytes) if f.source is None else [WHOLE_FILE])]
     read = p | "List files" >> beam.Create(files) | "Read" >> ReadAndValidate(config, work, channels)
     deduplicated = read | "Deduplicate" >> Deduplicate(config, work)
     stitched = deduplicated | "Stitch visits" >> StitchVisits(config, work)
@@ -65,8 +65,10 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "touchpoints", "feedback"})
         | {"pseudonymized": config.pseudonymize_key is not None},
-        "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum} for f in inputs[d]]
+        "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
+                       | ({"source": config.sources[f.source].name} if f.source is not None else {}) for f in inputs[d]]
                    for d in DATASETS},
+        "sources": [source_summary(i, source, counts) for i, source in enumerate(config.sources)],
     }
     for dataset in DATASETS:
         by_kind = {
@@ -101,6 +103,20 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         "summary": f"{out}/_runs/{config.run_id}.json",
     }
     return summary
+
+
+def source_summary(index: int, source, counts: dict[str, int]) -> dict:
+    """Per source: rows in, rows that made events (and how many), rows that made none, rows quarantined by kind."""
+    prefix = f"source.{index}."
+    by_kind = {name[len(prefix) + len("quarantine."):]: n for name, n in sorted(counts.items())
+               if name.startswith(prefix + "quarantine.")}
+    stats = {"name": source.name, "dataset": source.dataset, "rows_in": counts.get(prefix + "rows_in", 0),
+             "rows_with_moments": counts.get(prefix + "rows_out", 0),
+             "rows_without_moments": counts.get(prefix + "rows_without_moments", 0),
+             f"{source.dataset}_out": counts.get(prefix + "events_out", 0),
+             "quarantine_rows": sum(by_kind.values()), "quarantine_by_kind": by_kind}
+    stats["reconciled"] = stats["rows_in"] == stats["rows_with_moments"] + stats["rows_without_moments"] + stats["quarantine_rows"]
+    return stats
 
 
 def unknown_beam_options(beam_args: list[str]) -> list[str]:
@@ -158,12 +174,15 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
 
     Raises InputError when an input pattern matches nothing or a file cannot be read.
     """
-    matched = {"events": match_inputs(config.touchpoints), "feedback": match_inputs(config.feedback) if config.feedback else []}
+    matched = {"events": match_inputs(config.touchpoints) if config.touchpoints else [],
+               "feedback": match_inputs(config.feedback) if config.feedback else []}
+    for index, source in enumerate(config.sources):
+        matched[source.dataset] += [replace(f, source=index) for f in match_inputs(source.paths, contract=False)]
     inputs = {d: [replace(f, checksum=file_checksum(f.path)) for f in files] for d, files in matched.items()}
     if config.buckets is None:
         config = config.model_copy(update={"buckets": auto_buckets(input_bytes(inputs))})
     if config.run_id is None:
-        described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
+        described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum, "source": f.source}
                      for d in DATASETS for f in inputs[d]]
         settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out",
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from pipelines.config import RunConfig
 from pipelines.dedup import deduplicate, run_starts, split_by_bucket
 from pipelines.ingest.reader import read_validated
+from pipelines.ingest.sources.reader import read_source
 from pipelines.output import local_dates, write_partition
 from pipelines.pii import DEFAULT_PHONE_REGIONS, mask_column, pseudonymize_column
 from pipelines.playbook import load_playbook
@@ -204,16 +205,25 @@ class _ReadFile(_SpillingDoFn):
         self.channels = channels
 
     def step(self, element):
-        dataset, index, path, part = element
+        dataset, index, path, part, source = element
         name, writer, counts = f"read-{dataset}-{index:05d}-{part.number:04d}", SpillWriter(self.work), Counter()
-        for valid, rejected in read_validated(
-            path, dataset, self.channels, self.config.tz, self.config.batch_rows, self.config.fallback_date, part
-        ):
+        for valid, rejected in self.batches(path, dataset, part, source, counts):
             counts[f"{dataset}.input_rows"] += valid.num_rows + rejected.num_rows
             self.spill_buckets(writer, name, valid, (DEDUP, dataset), ID_FIELDS[dataset])
             self.spill_rejected(writer, name, rejected)
         write_counts(self.work, name, counts)
         yield from writer.close()
+
+    def batches(self, path: str, dataset: str, part, source: int | None, counts: Counter):
+        """(valid, rejected) tables of a contract file, or of a source's file (adding its `source.<i>.` counts)."""
+        config = self.config
+        if source is None:
+            yield from read_validated(path, dataset, self.channels, config.tz, config.batch_rows, config.fallback_date, part)
+            return
+        for valid, rejected, source_counts in read_source(path, config.sources[source], self.channels, config.tz,
+                                                          config.batch_rows, config.fallback_date):
+            counts.update({f"source.{source}.{key}": n for key, n in source_counts.items()})
+            yield valid, rejected
 
 
 class _DeduplicateBucket(_SpillingDoFn):
@@ -316,7 +326,7 @@ class Route(beam.PTransform):
 
 
 class ReadAndValidate(beam.PTransform):
-    """(dataset, file index, path, io.FilePart) of the input files -> spills of valid rows by id bucket and of
+    """(dataset, file index, path, formats.FilePart, source index or None) of the input files -> spills of valid rows by id bucket and of
     rejected rows."""
 
     def __init__(self, config: RunConfig, work: str, channels: frozenset[str]):

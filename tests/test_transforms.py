@@ -98,7 +98,7 @@ def test_spill_files_round_trip_and_counts_add_up(work):
 @pytest.mark.parametrize("part_bytes", [2**20, 400], ids=["whole", "in parts"])
 def test_read_and_validate_splits_valid_and_rejected_rows(work, part_bytes):
     path = str(FIXTURES / "events_a.jsonl")
-    files = [("events", 0, path, part) for part in file_parts(path, part_bytes)]
+    files = [("events", 0, path, part, None) for part in file_parts(path, part_bytes)]
     with test_pipeline.TestPipeline() as p:
         read = p | beam.Create(files) | ReadAndValidate(CONFIG, work, frozenset(DEFAULT_CHANNELS))
         assert_that(read | rows_of(DEDUP, "event_id", "line_no") | beam.Map(lambda r: r[1:]), equal_to(

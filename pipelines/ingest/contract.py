@@ -67,6 +67,7 @@ class ErrorKind(str, Enum):
     UNKNOWN_OUTCOME = "unknown_outcome"
     NO_FEEDBACK_SIGNAL = "no_feedback_signal"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    UNMAPPED_VALUE = "unmapped_value"  # a source code that the source file's value map does not name
 
 
 DATASETS = ("events", "feedback")

@@ -28,6 +28,7 @@ class InputFile:
     path: str
     size_bytes: int
     checksum: str | None = None  # filled by pipeline.prepare (file_checksum)
+    source: int | None = None  # a file of RunConfig.sources[source]; None: a file in the input contract
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def input_format(path: str) -> str:
     raise InputError(f"{path}: unknown input format (expected .jsonl, .json, .ndjson or .csv, optionally .gz)")
 
 
-def match_inputs(patterns: list[str]) -> list[InputFile]:
-    """Expand files and glob patterns on any Beam filesystem; every pattern must match at least one file."""
+def match_inputs(patterns: list[str], contract: bool = True) -> list[InputFile]:
+    """Expand files and glob patterns on any Beam filesystem; every pattern must match at least one file, and a
+    file in the input contract (`contract`) must have a known format by its name."""
     files: dict[str, InputFile] = {}
     for pattern in patterns:
         try:
@@ -67,7 +69,8 @@ def match_inputs(patterns: list[str]) -> list[InputFile]:
         if not matched:
             raise InputError(f"no input file matches {pattern}")
         for meta in matched:
-            input_format(meta.path)
+            if contract:
+                input_format(meta.path)
             files[meta.path] = InputFile(meta.path, meta.size_in_bytes)
     return sorted(files.values(), key=lambda f: f.path)
 
