@@ -610,5 +610,75 @@ def train_tagger(
     console.print(f"wrote {', '.join(c['path'] for c in cards)} under {out or 'the package models'}")
 
 
+sources_app = typer.Typer(help="Source files: describe a native export so that `motpipe run --source` reads it "
+                          "(docs/sources.md).", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.command("check")
+def sources_check(
+    source: Annotated[str, typer.Argument(help="FILE.yaml[=GLOB]: the source file (the glob replaces its paths).")],
+    rows: Annotated[int, typer.Option(help="Mapped rows to print.")] = 10,
+    playbook: Annotated[str, typer.Option(help="Playbook whose channels are allowed.")] = "bank_branch",
+) -> None:
+    """Map the source's files, print the first mapped rows and every error kind found; write nothing.
+    Exit 0 when no row is quarantined, 1 when some are."""
+    from pipelines.ingest.formats import InputError
+    from pipelines.ingest.sources.preview import check_source
+
+    (spec,) = _sources([source])
+    try:
+        channels = load_playbook(playbook).allowed_channels
+        report = check_source(spec, channels, rows)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(EXIT_USAGE, str(error))
+    except InputError as error:
+        _fail(EXIT_INPUT, str(error))
+    console.print(f"source {spec.name} ({spec.dataset}): {len(report.files)} file(s): {', '.join(report.files)}",
+                  soft_wrap=True, highlight=False)
+    if report.rows:
+        names = [n for n in report.rows[0] if n != "source_file" and any(r[n] not in (None, []) for r in report.rows)]
+        table = Table(*names, title=f"first {len(report.rows)} mapped rows", title_justify="left")
+        for row in report.rows:
+            table.add_row(*("" if row[n] in (None, []) else str(row[n])[:40] for n in names))
+        console.print(table)
+    c = report.counts
+    console.print(f"rows in {c['rows_in']:,}; rows with moments {c['rows_with_moments']:,} -> {c['events_out']:,} {spec.dataset}; "
+                  f"rows without moments {c['rows_without_moments']:,}", highlight=False)
+    kinds = {k.split(".", 1)[1]: n for k, n in sorted(c.items()) if k.startswith("quarantine.")}
+    if not kinds:
+        console.print("no row quarantined")
+        return
+    table = Table("error kind", "rows", "first at", "field", "message", title="quarantined rows", title_justify="left")
+    for kind, n in kinds.items():
+        path, line, field, message = report.examples[kind]
+        table.add_row(kind, f"{n:,}", f"{Path(path).name}:{line}", field or "", message)
+    console.print(table)
+    raise typer.Exit(1)
+
+
+@sources_app.command("draft")
+def sources_draft(
+    path: Annotated[str, typer.Argument(help="An export to look at (CSV of any dialect, JSON Lines, Parquet, XES).")],
+    out: Annotated[Optional[str], typer.Option(help="Where to write the draft [default: <name>.source.yaml].")] = None,
+    dataset: Annotated[str, typer.Option(help="events or feedback.")] = "events",
+) -> None:
+    """Sniff the encoding, delimiter, header, column types and timestamp formats; write a draft source file."""
+    from pipelines.ingest.formats import InputError
+    from pipelines.ingest.sources.draft import draft_path, draft_source
+
+    if dataset not in ("events", "feedback"):
+        _fail(EXIT_USAGE, f"--dataset is events or feedback, not {dataset!r}")
+    try:
+        text = draft_source(path, dataset)
+    except InputError as error:
+        _fail(EXIT_INPUT, str(error))
+    target = Path(out or draft_path(path))
+    if target.exists() and out is None:
+        _fail(EXIT_USAGE, f"{target} exists; give --out to write elsewhere")
+    target.write_text(text, encoding="utf-8")
+    console.print(f"wrote {target}: finish the TODOs, then `motpipe sources check {target}`", highlight=False)
+
+
 def main() -> None:
     app()

@@ -111,7 +111,7 @@ def source_summary(index: int, source, counts: dict[str, int]) -> dict:
     by_kind = {name[len(prefix) + len("quarantine."):]: n for name, n in sorted(counts.items())
                if name.startswith(prefix + "quarantine.")}
     stats = {"name": source.name, "dataset": source.dataset, "rows_in": counts.get(prefix + "rows_in", 0),
-             "rows_with_moments": counts.get(prefix + "rows_out", 0),
+             "rows_with_moments": counts.get(prefix + "rows_with_moments", 0),
              "rows_without_moments": counts.get(prefix + "rows_without_moments", 0),
              f"{source.dataset}_out": counts.get(prefix + "events_out", 0),
              "quarantine_rows": sum(by_kind.values()), "quarantine_by_kind": by_kind}

@@ -9,6 +9,7 @@ take the per-row reference path of `pipelines.ingest.validate`.
 """
 from __future__ import annotations
 
+import bisect
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +34,8 @@ _LINEAGE = ("source_file", "line_no")
 def read_source(path: str, source: Source, channels, run_tz: tzinfo, batch_rows: int,
                 fallback_dt: str) -> Iterator[tuple[pa.Table, pa.Table, Counter]]:
     """(valid rows, rejected rows, counts) per `batch_rows` source rows of one file. Counts:
-    `rows_in`, `rows_out` (rows with at least one event), `rows_without_moments`, `quarantine.<kind>`."""
+    `rows_in`, `rows_with_moments` (rows that made at least one event), `events_out`, `rows_without_moments`,
+    `quarantine.<kind>`."""
     native = read_native(path, source.format)
     if source.format.type in ("csv", "parquet"):
         try:
@@ -43,12 +45,12 @@ def read_source(path: str, source: Source, channels, run_tz: tzinfo, batch_rows:
     else:  # JSON Lines and XES have no header: a key no row has is null
         native.table = _with_columns(native.table, source.columns())
     reading = _SourceBatch(path, source, channels, ZoneInfo(source.timezone), run_tz, fallback_dt)
-    bad = native.bad
+    bad_lines, taken = [b.line_no for b in native.bad], 0  # sorted
     for start in range(0, max(native.table.num_rows, 1), batch_rows):
         table, line_nos = native.table.slice(start, batch_rows), native.line_nos[start:start + batch_rows]
-        last = line_nos[-1] if len(line_nos) and start + batch_rows < native.table.num_rows else None
-        batch_bad = [b for b in bad if last is None or b.line_no <= last]
-        bad = [b for b in bad if b not in batch_bad]
+        last = start + batch_rows >= native.table.num_rows
+        end = len(bad_lines) if last else bisect.bisect_right(bad_lines, int(line_nos[-1]))
+        batch_bad, taken = native.bad[taken:end], end
         if table.num_rows or batch_bad:
             yield reading.read(table, line_nos, batch_bad)
 
@@ -92,7 +94,7 @@ class _SourceBatch:
         rejected += [self._rejected(None, None, b.raw, b.line_no, ErrorKind.UNPARSEABLE_LINE.value, None, b.reason)
                      for b in bad]
         rejected_table = pa.Table.from_pylist(sorted(rejected, key=lambda r: r["line_no"]), schema=REJECTED_SCHEMA)
-        counts = Counter({"rows_in": n + len(bad), "rows_out": int((events_per_row > 0).sum()),
+        counts = Counter({"rows_in": n + len(bad), "rows_with_moments": int((events_per_row > 0).sum()),
                           "rows_without_moments": int(((events_per_row == 0) & ~failed).sum()),
                           "events_out": valid.num_rows})
         for kind in rejected_table.column("error_kind").to_pylist():

@@ -50,7 +50,7 @@ def compared(rows: list[dict], reference: list[dict]) -> tuple[Counter, Counter]
 @needs_shared
 def test_wabo_receipt_source_gives_the_converted_log():
     rows, counts = mapped("wabo_receipt.yaml")
-    assert counts == Counter({"rows_in": 8577, "rows_out": 8577, "events_out": 8577})
+    assert counts == Counter({"rows_in": 8577, "rows_with_moments": 8577, "events_out": 8577})
     assert len({r["visit_id"] for r in rows}) == 1434
     reference = converted("wabo_receipt.jsonl.gz")
     assert [r["event_id"] for r in rows] == [r["event_id"] for r in reference]
@@ -61,7 +61,7 @@ def test_wabo_receipt_source_gives_the_converted_log():
 @needs_shared
 def test_servicenow_incident_source_gives_the_converted_log():
     rows, counts = mapped("servicenow_incident.yaml")
-    assert counts == Counter({"rows_in": 119998, "rows_out": 119998, "events_out": 119998})
+    assert counts == Counter({"rows_in": 119998, "rows_with_moments": 119998, "events_out": 119998})
     assert len({r["visit_id"] for r in rows}) == 20769 and len({r["event_id"] for r in rows}) == 119998
     assert [r["line_no"] for r in rows[:3]] == [2, 3, 4]
     reference = converted("servicenow_incident.jsonl.gz")

@@ -53,7 +53,7 @@ def test_gbk_csv_with_chinese_headers_value_maps_units_and_an_unmapped_code():
     assert [(r.get("record_id"), r["error_kind"], r.get("error_field"), r["error_message"], r["line_no"], r["dt"]) for r in rejected] == [
         ("B004", "unmapped_value", "渠道", "channel: 渠道 value '电话' is not in the map", 5, "2026-10-01")]
     assert json.loads(rejected[0]["raw_record"])["渠道"] == "电话"
-    assert counts == Counter({"rows_in": 4, "rows_out": 3, "events_out": 3, "quarantine.unmapped_value": 1})
+    assert counts == Counter({"rows_in": 4, "rows_with_moments": 3, "events_out": 3, "quarantine.unmapped_value": 1})
 
 
 def test_tsv_row_with_several_moments_date_and_time_columns_and_seconds_between_columns():
@@ -78,7 +78,7 @@ def test_tsv_row_with_several_moments_date_and_time_columns_and_seconds_between_
         (None, "unparseable_line", None, "4 cells where the header has 8", 6),  # a row with fewer cells
     ]
     # every source row: its events (4 + 3 + 2), or one quarantine row (K4 with three good moments, K5)
-    assert counts == Counter({"rows_in": 5, "rows_out": 3, "events_out": 9, "quarantine.bad_timestamp": 1,
+    assert counts == Counter({"rows_in": 5, "rows_with_moments": 3, "events_out": 9, "quarantine.bad_timestamp": 1,
                               "quarantine.unparseable_line": 1})
 
 
@@ -177,7 +177,7 @@ def test_a_wrong_encoding_quarantines_each_bad_row_never_mojibake(tmp_path):
     valid, rejected, counts = read(parse_source(EVENTS_YAML.format(format="{type: csv}"), "export.yaml"), path)
     assert [r["event_id"] for r in valid] == ["A1-1"]
     assert [(r["error_kind"], r["line_no"], r["error_message"]) for r in rejected] == [("unparseable_line", 3, "not utf-8")]
-    assert counts == Counter({"rows_in": 2, "rows_out": 1, "events_out": 1, "quarantine.unparseable_line": 1})
+    assert counts == Counter({"rows_in": 2, "rows_with_moments": 1, "events_out": 1, "quarantine.unparseable_line": 1})
 
 
 def test_a_column_named_in_the_source_file_but_missing_from_the_header_stops_the_read(tmp_path):
