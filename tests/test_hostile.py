@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import EXIT_FAILED, EXIT_USAGE, app
+from pipelines.cli import EXIT_FAILED, EXIT_INPUT, EXIT_USAGE, app
 from pipelines.config import RunConfig
 from pipelines.pipeline import remove_stale_staging, run, stray_arguments
 
@@ -243,3 +243,96 @@ def test_unrepresentable_window_is_a_usage_error(tmp_path, args, message):
 def test_non_finite_weight_is_a_usage_error(out, weight):
     result = runner.invoke(app, ["views", "--out", str(out), "--weights", f"reliability={weight}"])
     assert result.exit_code == EXIT_USAGE and "finite number" in result.output
+
+
+# --- rows that once stopped the whole run, and other read defects ----------------------------------------------
+CSV_HEADER = "event_id,occurred_at,customer_id,channel,touchpoint,text\n"
+
+
+def csv_row(event_id: str, text: str = "hi") -> str:
+    return f"{event_id},2026-10-01T09:00:00Z,c1,branch,greeting,{text}\n"
+
+
+def hostile_inputs(directory: Path) -> dict[str, str]:
+    """One file per kind of hostile input, each with good rows around the bad ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    good = json.dumps(event("j1", "2026-10-01T09:00:00Z"))
+    files = {
+        "json.jsonl": "\n".join([
+            good,
+            json.dumps(event("j2", "2026-10-01T09:01:00Z", text="X")).replace('"X"', '"\\ud800"'),  # lone surrogate
+            json.dumps(event("j3", "2026-10-01T09:02:00Z", attributes={"a": 1})).replace('{"a": 1}', "[" * 1000 + "]" * 1000),
+            json.dumps(event("j4", "9999-12-31T23:59:59Z")),  # 10000-01-01 in Amsterdam
+            json.dumps(event("j5", "2026-10-01T09:03:00Z", text="x" * (2 << 20))),  # over the maximum line size
+            json.dumps(event("j6", "2026-10-01T09:04:00Z", text="\ud83d\ude00 fine")),
+        ]) + "\n",
+        "cells.csv": "\ufeff event_id , occurred_at,customer_id ,channel,touchpoint,text\n"  # BOM and spaces
+                     + csv_row("c1") + csv_row("c2", "a\rb") + csv_row("c3", "x" * 140_000) + csv_row("c4"),
+        "cr_only.csv": (CSV_HEADER + csv_row("r1") + csv_row("r2")).replace("\n", "\r"),
+        "open_quote.csv": CSV_HEADER + csv_row("q1") + csv_row("q2", '"never closed') + csv_row("q3") + "\n" + csv_row("q4"),
+    }
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8", newline="")
+    return {name: str(directory / name) for name in files}
+
+
+HOSTILE_QUARANTINE = {  # (file, line) -> (error_kind, a part of the message)
+    ("json.jsonl", 2): ("unparseable_line", "lone surrogate"),
+    ("json.jsonl", 3): ("unparseable_line", "nested too deeply"),
+    ("json.jsonl", 4): ("out_of_range", "supported range"),
+    ("json.jsonl", 5): ("unparseable_line", "longer than the maximum line size (1,048,576 bytes)"),
+    ("cells.csv", 3): ("unparseable_line", "carriage return in an unquoted cell"),
+    ("cells.csv", 4): ("unparseable_line", "field larger than field limit (131072)"),
+    ("cr_only.csv", 1): ("unparseable_line", "lines that end in CR alone"),
+    ("open_quote.csv", 3): ("unparseable_line", "quoted cell opened on line 3 is not closed"),
+    ("open_quote.csv", 4): ("unparseable_line", "quoted cell opened on line 3 is not closed"),
+    ("open_quote.csv", 6): ("unparseable_line", "quoted cell opened on line 3 is not closed"),
+}
+
+
+def test_hostile_rows_are_typed_quarantine_rows_and_the_run_reconciles(tmp_path):
+    files = hostile_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    result = cli_run(*[a for path in files.values() for a in ("-t", path)], "--out", str(out), "--run-id", "hostile",
+                     "--timezone", "Europe/Amsterdam")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "_runs" / "hostile.json").read_text())
+    assert summary["events"]["reconciled"] and summary["events"]["input_rows"] == 15
+    written = {r[0] for r in rows_of(out / "events", "select event_id from t")}
+    assert written == {"j1", "j6", "c1", "c4", "q1"}
+    quarantined = rows_of(out / "quarantine", "select source_file, line_no, error_kind, error_message from t")
+    by_line = {(Path(f).name, n): (kind, message) for f, n, kind, message in quarantined}
+    assert by_line.keys() == HOSTILE_QUARANTINE.keys()
+    for key, (kind, part) in HOSTILE_QUARANTINE.items():
+        assert by_line[key][0] == kind and part in by_line[key][1], (key, by_line[key])
+
+
+def test_directory_named_like_an_input_file_exits_3(tmp_path):
+    (tmp_path / "x.jsonl").mkdir()
+    result = cli_run("-t", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_INPUT and "is a directory" in result.output
+
+
+def test_a_file_name_with_glob_characters_is_read_as_that_file(tmp_path):
+    source = events_file(tmp_path / "in", "export[1].jsonl")
+    result = cli_run("-t", source, "--out", str(tmp_path / "out"), "--run-id", "literal")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "_runs" / "literal.json").read_text())
+    assert [f["path"] for f in summary["inputs"]["events"]] == [source] and summary["events"]["output_rows"] == 3
+
+
+@pytest.mark.parametrize("suffix", [".bz2", ".zst", ".deflate"])
+def test_compressed_input_cut_in_half_exits_3(tmp_path, suffix):
+    import bz2
+    import zlib
+
+    import zstandard
+
+    compress = {".bz2": bz2.compress, ".zst": zstandard.ZstdCompressor().compress, ".deflate": zlib.compress}[suffix]
+    rows = [json.dumps(event(f"e{i}", "2026-10-01T09:00:00Z", text=f"note {i * 7919 % 10_000}")) for i in range(2000)]
+    data = compress(("\n".join(rows) + "\n").encode())
+    path = tmp_path / f"events.jsonl{suffix}"
+    path.write_bytes(data[: len(data) // 2])
+    result = cli_run("-t", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_INPUT and f"cannot read {path}" in result.output
+    assert not (tmp_path / "out" / "events").exists()

@@ -4,15 +4,21 @@
 """
 from __future__ import annotations
 
+import bz2
 import csv
 import hashlib
 import gzip
+import io
+import itertools
 import json
 import os
+import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -57,10 +63,17 @@ def input_format(path: str) -> str:
 
 
 def match_inputs(patterns: list[str], contract: bool = True) -> list[InputFile]:
-    """Expand files and glob patterns on any Beam filesystem; every pattern must match at least one file, and a
-    file in the input contract (`contract`) must have a known format by its name."""
+    """Expand files and glob patterns on any Beam filesystem; every pattern must match at least one file, none a
+    directory, and a file in the input contract (`contract`) must have a known format by its name. A local path
+    naming an existing file is that file, even with glob characters in its name (`data[1].jsonl`: the glob would
+    look for `data1.jsonl`)."""
     files: dict[str, InputFile] = {}
     for pattern in patterns:
+        if "://" not in pattern and os.path.isfile(pattern):
+            if contract:
+                input_format(pattern)
+            files[pattern] = InputFile(pattern, os.path.getsize(pattern))
+            continue
         try:
             result = FileSystems.match([pattern])[0]
         except Exception as err:  # Beam raises BeamIOError with the filesystem's reason
@@ -69,18 +82,72 @@ def match_inputs(patterns: list[str], contract: bool = True) -> list[InputFile]:
         if not matched:
             raise InputError(f"no input file matches {pattern}")
         for meta in matched:
+            if "://" not in meta.path and os.path.isdir(meta.path):
+                raise InputError(f"{meta.path} is a directory, not an input file (for the files in it: '{meta.path}/*')")
             if contract:
                 input_format(meta.path)
             files[meta.path] = InputFile(meta.path, meta.size_in_bytes)
     return sorted(files.values(), key=lambda f: f.path)
 
 
+class _CheckedStream(io.RawIOBase):
+    """The decompressed bytes of a compressed stream that must end with its end-of-stream marker: compressed data
+    that stops before it (a truncated file) raises EOFError instead of ending the data early, as Beam's
+    CompressedFile does. Concatenated streams (zstd frames) are read one after the other."""
+
+    def __init__(self, raw, decompressor: Callable[[], object]):
+        self.raw, self.new_decompressor = raw, decompressor
+        self.decompressor, self.pending, self.offset, self.started = decompressor(), memoryview(b""), 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.offset == len(self.pending):
+            if not self._decompress_more():
+                return 0
+        n = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:n] = self.pending[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+    def _decompress_more(self) -> bool:
+        """Decompress the next compressed chunk into `pending`; False at the end of the data."""
+        data = self.raw.read(1 << 16)
+        if self.decompressor.eof:
+            data = self.decompressor.unused_data + data
+            if not data:
+                return False
+            self.decompressor = self.new_decompressor()  # the next stream of a concatenation
+        elif not data:
+            if not self.started:
+                return False  # an empty file: no rows
+            raise EOFError("compressed data ended before the end-of-stream marker (a truncated file)")
+        self.pending, self.offset, self.started = memoryview(self.decompressor.decompress(data)), 0, True
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+DECOMPRESSORS = {  # suffix -> a new decompressor with `decompress`, `eof` and `unused_data`
+    ".bz2": bz2.BZ2Decompressor,
+    ".zst": lambda: zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj(),
+    ".deflate": zlib.decompressobj,  # Beam's DEFLATE: the zlib format
+}
+
+
 def _open(path: str):
-    """A binary stream of the decompressed file. gzip (.gz, .gzip) goes through Python's gzip module,
-    which, unlike Beam's CompressedFile, raises on a truncated or corrupt stream instead of ending early."""
-    if path.lower().endswith((".gz", ".gzip")):
-        return gzip.GzipFile(fileobj=FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED), mode="rb")
-    return FileSystems.open(path)
+    """A binary stream of the decompressed file. Every compressed format is read to its end-of-stream marker, so
+    a truncated or corrupt file raises instead of ending early (as Beam's CompressedFile would): gzip (.gz,
+    .gzip) through Python's gzip module, .bz2, .zst and .deflate through `_CheckedStream`."""
+    name = path.lower()
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if name.endswith((".gz", ".gzip")):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    suffix = next((s for s in DECOMPRESSORS if name.endswith(s)), None)
+    return io.BufferedReader(_CheckedStream(raw, DECOMPRESSORS[suffix]), 1 << 20) if suffix else raw
 
 
 def _read_guarded(path: str, read, start: int = 0) -> Iterator[bytes]:
@@ -96,15 +163,44 @@ def _read_guarded(path: str, read, start: int = 0) -> Iterator[bytes]:
         while True:
             try:
                 data = read(handle)
-            except (OSError, EOFError, zlib.error) as err:  # corrupt or truncated stream, I/O error
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:  # corrupt or truncated stream, I/O error
                 raise InputError(f"cannot read {path}: {err}") from err
             if not data:
                 return
             yield data
 
 
+MAX_LINE_BYTES = 1 << 20  # a longer line is an unparseable_line row, never parsed (schemas/input_contract_v1.md)
+LONG_LINE = b"\x00motpipe: a line over the maximum size\x00"  # stands in for such a line: then its size and start
+_PREVIEW_BYTES = 200
+
+
+def long_line(size: int, start: bytes) -> bytes:
+    """The line that stands in for a line of `size` bytes over MAX_LINE_BYTES, beginning with `start`."""
+    return LONG_LINE + str(size).encode() + b"\x00" + start[:_PREVIEW_BYTES].rstrip(b"\r\n") + b"\n"
+
+
+def long_line_error(line: str) -> tuple[str, str] | None:
+    """(the start of the line, why it is not read) for a line that stands in for one over MAX_LINE_BYTES, else None."""
+    if not line.startswith(LONG_LINE.decode()):
+        return None
+    size, _, start = line[len(LONG_LINE):].rstrip("\r\n").partition("\x00")
+    return start, f"a line of {int(size):,} bytes is longer than the maximum line size ({MAX_LINE_BYTES:,} bytes)"
+
+
 def _lines(path: str) -> Iterator[bytes]:
-    return _read_guarded(path, lambda handle: handle.readline())
+    """The file's lines; one over MAX_LINE_BYTES as its `long_line` (read through, never held whole)."""
+    def read(handle) -> bytes:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            return line
+        size, rest = len(line), line
+        while rest and not rest.endswith(b"\n"):
+            rest = handle.readline(1 << 20)
+            size += len(rest)
+        return long_line(size, line)
+
+    return _read_guarded(path, read)
 
 
 @dataclass(frozen=True)
@@ -147,7 +243,7 @@ def file_parts(path: str, part_bytes: int) -> list[FilePart]:
     if size <= part_bytes:
         return [WHOLE_FILE]
     parts, start, first_line_no, offset, lines = [], 0, 1, 0, 0
-    for block in read_line_blocks(path, min(8 << 20, part_bytes)):
+    for block in read_line_blocks(path, min(8 << 20, part_bytes), max_line_bytes=None):  # byte offsets: the file's own
         end, lines = offset + len(block), lines + block.count(b"\n")
         if end - start >= part_bytes and end < size:  # blocks end on a line: cut after this one
             parts.append(FilePart(len(parts), start, end, first_line_no))
@@ -156,9 +252,11 @@ def file_parts(path: str, part_bytes: int) -> list[FilePart]:
     return [*parts, FilePart(len(parts), start, None, first_line_no)]
 
 
-def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHOLE_FILE) -> Iterator[bytes]:
+def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHOLE_FILE,
+                     max_line_bytes: int | None = MAX_LINE_BYTES) -> Iterator[bytes]:
     """The decompressed file (or one part of it) in blocks of whole lines (each block but the last ends
-    with a newline)."""
+    with a newline); a line over `max_line_bytes` as its `long_line` (the bytes as they are with None), so a
+    huge line is never held whole."""
     left = None if part.end is None else part.end - part.start
 
     def read(handle) -> bytes:
@@ -168,33 +266,85 @@ def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHO
             left -= len(data)
         return data
 
-    rest = b""
+    limit = max_line_bytes
+    rest, dropped = b"", 0  # the start of the line being read, and how many bytes of it were dropped
     for chunk in _read_guarded(path, read, part.start):
         end = chunk.rfind(b"\n") + 1
-        if end:
-            yield rest + chunk[:end]
-            rest = chunk[end:]
-        else:
+        if not end:
             rest += chunk
-    if rest:
-        yield rest
+            if limit is not None and len(rest) > limit:  # over the maximum: keep its start, count the rest
+                rest, dropped = rest[:_PREVIEW_BYTES], dropped + len(rest) - _PREVIEW_BYTES
+            continue
+        first = chunk.find(b"\n") + 1
+        head = rest + chunk[:first]
+        if dropped:
+            head = long_line(dropped + len(head), head)
+        yield _bounded(head + chunk[first:end], limit)
+        rest, dropped = chunk[end:], 0
+    if dropped:
+        yield long_line(dropped + len(rest), rest)
+    elif rest:
+        yield _bounded(rest, limit)
+
+
+def _bounded(block: bytes, limit: int | None) -> bytes:
+    """`block` (whole lines) with every line over `limit` bytes replaced by its `long_line`."""
+    if limit is None or len(block) <= limit:
+        return block
+    breaks = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.append(breaks + 1, len(block)) if len(starts) > len(breaks) else breaks + 1
+    long = np.flatnonzero(ends - starts[:len(ends)] > limit)
+    if not len(long):
+        return block
+    pieces, position = [], 0
+    for line in long:
+        start, end = int(starts[line]), int(ends[line])
+        pieces += [block[position:start], long_line(end - start, block[start:end])]
+        position = end
+    return b"".join([*pieces, block[position:]])
 
 
 def jsonl_record(line_no: int, line: bytes) -> RawRecord | None:
     """One JSON Lines line (with or without its line break) as a RawRecord; None for a blank line."""
     if not line.strip():
         return None  # blank lines are not rows
+    if line.startswith(LONG_LINE):
+        start, message = long_line_error(line.decode("utf-8", "replace"))
+        return RawRecord(line_no, start, None, message)
     try:
         raw = line.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as err:
         return RawRecord(line_no, line.decode("utf-8", "replace").rstrip("\r\n"), None, f"not UTF-8: {err.reason}")
-    try:
-        fields = json.loads(raw)
-    except ValueError as err:
-        return RawRecord(line_no, raw, None, f"invalid JSON: {err}")
+    fields, error = json_value(raw)
+    if error:
+        return RawRecord(line_no, raw, None, error)
     if isinstance(fields, dict):
         return RawRecord(line_no, raw, fields)
     return RawRecord(line_no, raw, None, f"a JSON {type(fields).__name__} is not an object")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def json_value(text: str) -> tuple[object, str | None]:
+    """(the JSON value of `text`, None), or (None, why it is not one): invalid JSON, nested deeper than Python's
+    recursion limit (about 1,000 levels), or a string with a lone surrogate escape (`"\\ud800"`: no character,
+    so no UTF-8 either)."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        return None, f"invalid JSON: {err}"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "invalid JSON: a lone surrogate escape (\\ud800-\\udfff) is not a character"
+        except RecursionError:
+            return None, "invalid JSON: nested too deeply"
+    return value, None
 
 
 def _read_jsonl(path: str) -> Iterator[RawRecord]:
@@ -229,10 +379,8 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
             else:
                 values[key] = value
         elif column == "attributes" and value is not None:
-            try:
-                fields[column] = json.loads(value)
-            except ValueError:
-                fields[column] = value  # left as text: validation reports wrong_type
+            decoded, error = json_value(value)
+            fields[column] = value if error else decoded  # text: validation reports wrong_type
         else:
             fields[column] = value
     if keys:
@@ -243,42 +391,86 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
 
 @dataclass(frozen=True)
 class CsvRow:
-    """One CSV record: its first physical line, its cells and the first "not UTF-8" reason of its lines, if any."""
+    """One CSV record: its first physical line, its cells, why it cannot be a row (the first "not UTF-8" reason of
+    its lines, or the csv module's error; None when it can) and its physical lines."""
 
     line_no: int
     cells: list[str]
-    not_utf8: str | None
+    error: str | None
+    lines: tuple[str, ...] = ()
 
     @property
     def blank(self) -> bool:
         """No cells, or every cell blank: not a row."""
         return all(not c.strip() for c in self.cells)
 
+    @property
+    def quote_open(self) -> bool:
+        """A record over several lines with an odd number of quote characters: a quoted cell that the end of the
+        input closed, not a quote."""
+        return len(self.lines) > 1 and sum(line.count('"') for line in self.lines) % 2 == 1
+
 
 def csv_records(lines: Iterable[bytes], first_line_no: int = 1) -> Iterator[tuple[CsvRow, int]]:
     """Every record of CSV lines read by Python's csv module (blank ones too), the first line numbered
-    `first_line_no`, each with its last physical line."""
+    `first_line_no`, each with its last physical line. A record the csv module rejects (a carriage return in an
+    unquoted cell, a cell over `csv.field_size_limit()`) is a CsvRow with the error and its text as one cell."""
     not_utf8: dict[int, str] = {}  # physical line number -> decoding error
+    consumed: list[str] = []  # the lines of the record being read
 
     def decoded() -> Iterator[str]:
         for number, line in enumerate(lines, start=first_line_no):
             try:
-                yield line.decode("utf-8")
+                text = line.decode("utf-8")
             except UnicodeDecodeError as err:
                 not_utf8[number] = err.reason
-                yield line.decode("utf-8", "replace")
+                text = line.decode("utf-8", "replace")
+            consumed.append(text)
+            yield text
 
     reader = csv.reader(decoded())
     last_line = first_line_no - 1
-    for cells in reader:
+    while True:
+        try:
+            cells, error = next(reader), None
+        except StopIteration:
+            return
+        except csv.Error as err:
+            cells, error = None, "CSV: " + ("a carriage return in an unquoted cell (or lines that end in CR alone)"
+                                            if "new-line character" in str(err) else str(err))
         line_no, last_line = last_line + 1, first_line_no - 1 + reader.line_num
-        errors = [not_utf8[n] for n in range(line_no, last_line + 1) if n in not_utf8]
-        yield CsvRow(line_no, cells, errors[0] if errors else None), last_line
+        record_lines, consumed[:] = tuple(consumed), []
+        errors = [f"not UTF-8: {not_utf8[n]}" for n in range(line_no, last_line + 1) if n in not_utf8]
+        text = "".join(record_lines).rstrip("\r\n")
+        too_long = long_line_error(record_lines[0]) if record_lines else None
+        if too_long:
+            (text, error), cells = too_long, None
+        yield CsvRow(line_no, [text] if cells is None else cells, (errors or [error])[0], record_lines), last_line
+
+
+def whole_rows(records: Iterator[tuple[CsvRow, int]]) -> Iterator[CsvRow]:
+    """The rows (records that are not blank) of a CSV input to its end. A quoted cell still open at the end has
+    swallowed the lines after its quote: each of its non-blank lines becomes a row of its own that cannot be read
+    (`unparseable_line`), so every line stays accounted for."""
+    previous = None
+    for row, _ in records:
+        if previous is not None and not previous.blank:
+            yield previous
+        previous = row
+    if previous is None or previous.blank:
+        return
+    if not previous.quote_open:
+        yield previous
+        return
+    error = f"CSV: the quoted cell opened on line {previous.line_no} is not closed before the end of the file"
+    for offset, line in enumerate(previous.lines):
+        if line.strip():
+            yield CsvRow(previous.line_no + offset, [line.rstrip("\r\n")], error, (line,))
 
 
 def csv_rows(lines: Iterable[bytes], first_line_no: int) -> Iterator[CsvRow]:
-    """The rows (records that are not blank) of CSV lines, the first numbered `first_line_no`."""
-    return (row for row, _ in csv_records(lines, first_line_no) if not row.blank)
+    """The rows of CSV lines to the end of the input, the first numbered `first_line_no` (see `whole_rows`)."""
+    return whole_rows(csv_records(lines, first_line_no))
 
 
 def csv_line(line: bytes, line_no: int) -> tuple[CsvRow, bool]:
@@ -290,24 +482,27 @@ def csv_line(line: bytes, line_no: int) -> tuple[CsvRow, bool]:
 
 def csv_header(cells: list[str]) -> list[str]:
     """Header names stripped, without the byte-order mark that spreadsheet exports start with."""
-    return [h.strip().lstrip("\ufeff") for h in cells]
+    return [h.lstrip("\ufeff").strip() for h in cells]
 
 
 def read_csv_rows(path: str) -> tuple[list[str], Iterator[CsvRow]]:
-    """The header (empty for an empty file) and the rows."""
+    """The header (empty for an empty file) and the rows. A header the csv module cannot read (e.g. a file whose
+    lines end in CR alone: one line with carriage returns inside) is a row that cannot be read, and the header empty."""
     records = csv_records(_lines(path))
     first = next(records, None)
     if first is None:
         return [], iter(())
-    return csv_header(first[0].cells), (row for row, _ in records if not row.blank)
+    if first[0].error:
+        return [], whole_rows(itertools.chain([first], records))
+    return csv_header(first[0].cells), whole_rows(records)
 
 
 def csv_record(header: list[str], row: CsvRow) -> RawRecord:
     """A CSV row as a RawRecord: the row as a JSON object (or its cells as a list when they do not fit the header)."""
     raw_row = dict(zip(header, row.cells))
-    if row.not_utf8:  # the contract's "not UTF-8" unparseable line, as for JSON Lines
+    if row.error:  # not UTF-8 (the contract's unparseable line, as for JSON Lines) or not CSV
         raw = json.dumps(raw_row if len(row.cells) == len(header) else row.cells, ensure_ascii=False)
-        return RawRecord(row.line_no, raw, None, f"not UTF-8: {row.not_utf8}")
+        return RawRecord(row.line_no, raw, None, row.error)
     if len(row.cells) != len(header):
         raw = json.dumps(row.cells, ensure_ascii=False)
         return RawRecord(row.line_no, raw, None, f"{len(row.cells)} fields where the header has {len(header)}")

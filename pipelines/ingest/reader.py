@@ -151,7 +151,7 @@ class _Reader:
         if not first:
             return
         head, whole = csv_line(first[:first.find(b"\n") + 1 or len(first)], 1)
-        if not whole:  # the header spans lines
+        if not whole or head.error:  # the header spans lines, or is no CSV (e.g. lines that end in CR alone)
             yield from self._csv_rows(*read_csv_rows(self.path), block_rows)
             return
         header = csv_header(head.cells)

@@ -100,11 +100,21 @@ def _object(record: dict, field: str) -> dict | None:
     return value
 
 
+# Timestamps a row may carry: one day inside Python's years 1..9999 at both ends, so that the local date (the `dt`
+# partition) stays a 4-digit year in every time zone (9999-12-31T23:59:59Z is 10000-01-01 in Amsterdam).
+MIN_TIMESTAMP = datetime(1, 1, 2, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def _timestamp(record: dict, field: str, default_tz: tzinfo) -> datetime:
     try:
-        return parse_timestamp(record[field], default_tz)
+        value = parse_timestamp(record[field], default_tz)
     except ValueError:
         raise _Reject(ErrorKind.BAD_TIMESTAMP, field, f"{field} {record[field]!r} is not an ISO 8601 timestamp") from None
+    if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise _Reject(ErrorKind.OUT_OF_RANGE, field, f"{field} {record[field]!r} is outside "
+                      f"{MIN_TIMESTAMP.date()} .. {MAX_TIMESTAMP.date()}T23:59:59Z, the supported range")
+    return value
 
 
 def _require(record: dict, fields: tuple[str, ...]) -> None:

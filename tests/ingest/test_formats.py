@@ -1,14 +1,17 @@
 """Input files: formats, matching, line blocks and parts, JSON Lines and CSV records."""
 from __future__ import annotations
 
+import bz2
 import functools
 import gzip
 import json
+import zlib
 from datetime import timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import zstandard
 
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.ingest.reader import read_validated
@@ -158,6 +161,31 @@ def test_truncated_gzip_raises(tmp_path):
     path = write(tmp_path / "cut.jsonl.gz", data[: len(data) // 2])
     with pytest.raises(InputError, match="cannot read"):
         list(read_records(path))
+
+
+COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".zst": zstandard.ZstdCompressor().compress,
+               ".deflate": zlib.compress}  # .deflate: the zlib format, as Beam writes it
+
+
+@pytest.mark.parametrize("suffix", COMPRESSORS)
+def test_every_compressed_format_is_read_whole_and_cut_in_half_raises(tmp_path, suffix):
+    text = jsonl(*({"event_id": f"e{i}", "n": i * 7919 % 1000} for i in range(2000)))
+    data = COMPRESSORS[suffix](text.encode())
+    whole = list(read_records(write(tmp_path / f"whole.jsonl{suffix}", data)))
+    assert [r.fields["event_id"] for r in whole] == [f"e{i}" for i in range(2000)]
+    cut = write(tmp_path / f"cut.jsonl{suffix}", data[: len(data) // 2])
+    with pytest.raises(InputError, match=f"^cannot read .*cut.jsonl{suffix}: "):
+        list(read_records(cut))
+
+
+def test_concatenated_zstd_frames_are_read_one_after_the_other(tmp_path):
+    compress = zstandard.ZstdCompressor().compress
+    path = write(tmp_path / "two.jsonl.zst", compress(jsonl({"event_id": "e1"}).encode()) + compress(jsonl({"event_id": "e2"}).encode()))
+    assert [r.fields["event_id"] for r in read_records(path)] == ["e1", "e2"]
+
+
+def test_empty_compressed_file_has_no_rows(tmp_path):
+    assert list(read_records(write(tmp_path / "empty.jsonl.bz2", b""))) == []
 
 
 def test_missing_file_raises(tmp_path):

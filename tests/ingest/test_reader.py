@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.dedup import deduplicate
-from pipelines.ingest.reader import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated
+from pipelines.ingest.reader import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated, read_validated_reference
 from pipelines.ingest.validate import validate_event, validate_feedback
 
 UTC = timezone.utc
@@ -107,7 +108,8 @@ def test_read_validated_timestamp_out_of_range_uses_fallback(tmp_path):
     path = write(tmp_path / "events.jsonl", jsonl(ev("e1", "9999-12-31T23:00:00Z", channel="fax")))
     [(valid, rejected)] = read_validated(path, "events", CHANNELS, SHANGHAI, batch_rows=10, fallback_dt="2026-11-23")
     assert valid.num_rows == 0
-    assert rejected.select(["error_kind", "dt"]).to_pylist() == [{"error_kind": "unknown_channel", "dt": "2026-11-23"}]
+    # past the supported timestamps (its local date would be 10000-01-01): out_of_range before the channel is checked
+    assert rejected.select(["error_kind", "dt"]).to_pylist() == [{"error_kind": "out_of_range", "dt": "2026-11-23"}]
 
 
 def test_read_validated_feedback_csv(tmp_path):
@@ -170,3 +172,41 @@ def test_validated_feedback_equal_however_written():
     a, b, c = (validate_feedback(r, CHANNELS, UTC) for r in (raw, rewritten, changed))
     assert a == b
     assert a != c
+
+
+# --- hostile rows: typed quarantine rows on the vectorised and the per-row path alike -------------------------
+CSV_HEAD = "event_id,occurred_at,customer_id,channel,touchpoint,text\n"
+
+
+def csv_line(event_id: str, text: str = "hi") -> str:
+    return f"{event_id},2026-10-01T09:00:00Z,c1,branch,greeting,{text}\n"
+
+
+HOSTILE = {  # file name -> (its text, {line: the start of the error message} of the rows it quarantines, input rows)
+    "surrogate.jsonl": (jsonl(ev("e1"), json.dumps(ev("e2", text="X")).replace('"X"', '"\\udc00"'), ev("e3")),
+                        {2: "invalid JSON: a lone surrogate escape"}, 3),
+    "deep.jsonl": (jsonl(ev("e1"), '{"event_id": "e2", "attributes": ' + "[" * 1000 + "]" * 1000 + "}", ev("e3")),
+                   {2: "invalid JSON: nested too deeply"}, 3),
+    "deep_cell.csv": (CSV_HEAD.replace("text", "attributes") + csv_line("e1", '"' + '{""a"":' * 1000 + "1" + "}" * 1000 + '"'),
+                      {2: "attributes must be an object"}, 1),
+    "long.jsonl": (jsonl(ev("e1"), ev("e2", text="x" * (1 << 20)), ev("e3")), {2: "a line of 1,048,7"}, 3),
+    "long.csv": (CSV_HEAD + csv_line("e1") + csv_line("e2", "x" * (1 << 20)) + csv_line("e3"), {3: "a line of 1,048,6"}, 3),
+    "big_cell.csv": (CSV_HEAD + csv_line("e1", "x" * 131_073) + csv_line("e2"), {2: "CSV: field larger than field limit"}, 2),
+    "cr_cell.csv": (CSV_HEAD + csv_line("e1", "a\rb") + csv_line("e2"), {2: "CSV: a carriage return in an unquoted cell"}, 2),
+    "cr_only.csv": ((CSV_HEAD + csv_line("e1")).replace("\n", "\r"), {1: "CSV: a carriage return"}, 1),
+    "open_quote.csv": (CSV_HEAD + csv_line("e1") + csv_line("e2", '"open') + csv_line("e3"),
+                       {3: "CSV: the quoted cell opened on line 3", 4: "CSV: the quoted cell opened on line 3"}, 3),
+    "bom_spaces.csv": ("\ufeff event_id , occurred_at ,customer_id,channel,touchpoint,text\n" + csv_line("e1"), {}, 1),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+@pytest.mark.parametrize("read", [read_validated, read_validated_reference])
+def test_hostile_rows_become_typed_quarantine_rows(tmp_path, name, read):
+    text, expected, input_rows = HOSTILE[name]
+    path = write(tmp_path / name, text)
+    batches = list(read(path, "events", CHANNELS, UTC, batch_rows=100, fallback_dt="2026-10-01"))
+    rejected = [r for _, bad in batches for r in bad.to_pylist()]
+    assert {r["line_no"]: r["error_message"][:len(expected.get(r["line_no"], ""))] for r in rejected} == expected
+    assert all(r["error_kind"] in ("unparseable_line", "wrong_type") for r in rejected)
+    assert sum(v.num_rows + b.num_rows for v, b in batches) == input_rows  # every row accounted for

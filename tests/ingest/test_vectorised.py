@@ -198,12 +198,13 @@ def test_edge_cases_feedback(tmp_path):
         assert_same(csv_path, "feedback", 2, tz)
 
 
-def test_lone_surrogate_fails_alike(tmp_path):
-    """A lone UTF-16 surrogate escape (valid for json.loads, not encodable) fails both paths the same way."""
+def test_lone_surrogate_is_quarantined_alike(tmp_path):
+    """A lone UTF-16 surrogate escape (valid for json.loads, not encodable) is an unparseable line on both paths."""
     path = write_lines(tmp_path / "s.jsonl", [json.dumps(ev())[:-1] + ', "text": "a \\ud800 b"}'], invalid_utf8=False)
     for read in (read_validated, read_validated_reference):
-        with pytest.raises(UnicodeEncodeError):
-            list(read(str(path), "events", CHANNELS, timezone.utc, 10, "2026-11-23"))
+        [(valid, rejected)] = read(str(path), "events", CHANNELS, timezone.utc, 10, "2026-11-23")
+        assert valid.num_rows == 0
+        assert rejected.select(["line_no", "error_kind"]).to_pylist() == [{"line_no": 1, "error_kind": "unparseable_line"}]
 
 
 def test_typed_parse_failures(tmp_path):
@@ -496,18 +497,22 @@ def test_feedback_jsonl_ratings_parse_failures(tmp_path):
 
 
 def test_csv_long_cells(tmp_path):
-    """A cell longer than the csv module's field size limit fails both paths alike; with a higher limit, a line
-    longer than pyarrow's 1 MiB block is read whole."""
+    """A cell longer than the csv module's field size limit, and a line over the maximum line size, are unparseable
+    lines on both paths alike; with a higher limit, a long cell within the line size is read whole."""
     path = tmp_path / "long.csv"
     path.write_text("event_id,occurred_at,customer_id,channel,touchpoint,text\n"
-                    f"e1,2026-10-01T09:00:00Z,c1,branch,greeting,{'x' * (2 << 20)}\n"
-                    "e2,2026-10-01T09:00:00Z,c1,branch,greeting,y\n", encoding="utf-8")
+                    f"e1,2026-10-01T09:00:00Z,c1,branch,greeting,{'x' * 200_000}\n"
+                    f"e2,2026-10-01T09:00:00Z,c1,branch,greeting,{'x' * (2 << 20)}\n"
+                    "e3,2026-10-01T09:00:00Z,c1,branch,greeting,y\n", encoding="utf-8")
     for read in (read_validated, read_validated_reference):
-        with pytest.raises(csv.Error, match="field larger than field limit"):
-            list(read(str(path), "events", CHANNELS, timezone.utc, 10, "2026-11-23"))
+        [(valid, rejected)] = read(str(path), "events", CHANNELS, timezone.utc, 10, "2026-11-23")
+        assert valid.column("line_no").to_pylist() == [4]
+        assert [(r["line_no"], r["error_kind"], r["error_message"][:24]) for r in rejected.to_pylist()] == [
+            (2, "unparseable_line", "CSV: field larger than f"), (3, "unparseable_line", "a line of 2,097,196 byte")]
     limit = csv.field_size_limit(4 << 20)
     try:
         valid, _ = read_all(path, "events")
-        assert [len(r["text"]) for r in valid] == [2 << 20, 1] and fast_line_nos(path, "events") == [2, 3]
+        assert [len(r["text"]) for r in valid] == [200_000, 1]
+        assert 2 in fast_line_nos(path, "events")  # the long cell by the vectorised path
     finally:
         csv.field_size_limit(limit)
