@@ -168,6 +168,8 @@ def run(
         _fail(EXIT_FAILED, f"pipeline failed: {message[-1] if message else type(error).__name__} (rerun with -v for details)")
     _print_summary(summary)
     if quality is None:
+        err.print(f"[yellow]warning:[/] --no-check: the quality checkpoint did not run (nor its scan for unmasked PII); "
+                  f"run `motpipe check --out {config.out}` before analysts read these tables", highlight=False)
         return
     if "://" in config.out:
         err.print(f"[yellow]warning:[/] quality checks read local outputs only; run `motpipe check` on a copy of {config.out}")

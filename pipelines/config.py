@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     link_window_days: float = Field(default=7.0, ge=0)
     timezone: str = "UTC"
     pseudonymize_key: str | None = None
+    identifier_key: str | None = None  # hex; set by pipeline.run from the output's key file when no pseudonymize_key
     run_id: str | None = None  # default: derived from the window, the inputs and the settings (pipeline.prepare)
     start: date | None = None  # first and last day (local dates) of the window; both or neither
     end: date | None = None
@@ -111,3 +112,8 @@ class RunConfig(BaseModel):
     def key_bytes(self) -> bytes | None:
         """The key of the customer_id pseudonymisation (None: ids are kept as given)."""
         return self.pseudonymize_key.encode("utf-8") if self.pseudonymize_key else None
+
+    @property
+    def identifier_key_bytes(self) -> bytes | None:
+        """The key of the hash that replaces identifiers holding PII: the pseudonymisation key, else the output's."""
+        return self.key_bytes or (bytes.fromhex(self.identifier_key) if self.identifier_key else None)

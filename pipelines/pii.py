@@ -27,8 +27,10 @@ Detected, in this order (a later detector never sees text an earlier one claimed
   拨打, 座机 ...) within 24 characters without a digit or a sentence end, and is not a date.
   Kept as identifiers, whatever the matcher says: a number glued to a letter code by ``-``/``_``/``/``
   or preceded by ``#`` (``PP-006-234-348-863``, ``#4455667788``), one followed by ``-`` + a letter or
-  digit, and one whose nearest preceding cue within 24 characters is an identifier word (order,
-  case, ticket, tracking, ref, account, invoice, flight, 订单, 单号, 运单, 工单, 编号, 账号 ...).
+  digit, and one whose nearest preceding cue within 24 characters, in the same field or clause, is an
+  identifier word (order, case, ticket, tracking, ref, account, invoice, flight, 订单, 单号, 运单, 工单, 编号,
+  账号 ...). Digits inside links are not cards or phones (a cue such as ``?phone=`` still counts).
+  In identifier values (``strict``), a phone number glued to a code counts too.
 
 Not detected on purpose: names, addresses, licence plates, account logins, 8-digit landlines
 without area code and without a cue, national formats of regions not configured (unless a cue
@@ -106,6 +108,7 @@ _CUE_WORDS = re.compile("(?<![A-Za-z])(?:(?P<phone>" + _alternatives(_PHONE_CUES
                         + _alternatives(_ID_CUES) + "))")
 _URL = re.compile(r"(?i:https?://|www\.)[^\s<>\"'，。、）]+")  # digits in links are not cards or phones (except after a cue)
 _WEAK_PHONE_CUES = {"number", "号码", "號碼", "contact", "联系"}
+_FIELD_BREAK = re.compile('[",;，；。]')
 _ID_PHRASE_GAP = 3  # "order number", "订单号码": an id word this close before a weak phone cue names an id
 _DATE_LIKE = re.compile(r"(?:19|20)[0-9]{2}[-./ ][0-9]{1,2}[-./ ][0-9]{1,2}|[0-9]{1,2}[-./ ][0-9]{1,2}[-./ ](?:19|20)[0-9]{2}")
 _ALNUM = re.compile(r"[A-Za-z0-9]")
@@ -184,8 +187,9 @@ def _cards(text: str):
 
 def _identifier_context(work: str, start: int, end: int) -> bool:
     """Whether the number at work[start:end] belongs to an identifier: glued to a code by ``- _ /`` or after ``#``,
-    followed by ``-`` + a letter or digit, or whose nearest cue before it (within _CUE_GAP characters) is an id
-    word. A weak phone cue (number, 号码, contact, 联系) right after an id word ("order number") counts as that id."""
+    followed by ``-`` + a letter or digit, or whose nearest cue before it (within _CUE_GAP characters, in the same
+    field or clause: no ``" , ;`` between) is an id word. A weak phone cue (number, 号码, contact, 联系) right after
+    an id word ("order number") counts as that id."""
     before = work[start - 1] if start else ""
     if before == "#" or (before in "-_/" and start >= 2 and _ALNUM.match(work[start - 2])):
         return True
@@ -195,6 +199,8 @@ def _identifier_context(work: str, start: int, end: int) -> bool:
     if not cues or cues[-1].end() < start - _CUE_GAP:
         return False
     last = cues[-1]
+    if _FIELD_BREAK.search(work, last.end(), start):  # another field or clause: `"customer_id": "c8", "text": "..."`
+        return False
     if last.group("id"):
         return True
     previous = cues[-2] if len(cues) > 1 else None
@@ -212,8 +218,9 @@ def _worth_matching(work: str) -> bool:
     return False
 
 
-def find_pii(text: str, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> list[PiiSpan]:
-    """PII spans in `text`, sorted and non-overlapping (see the module docstring)."""
+def find_pii(text: str, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS, strict: bool = False) -> list[PiiSpan]:
+    """PII spans in `text`, sorted and non-overlapping (see the module docstring). `strict`: for values that are
+    identifiers themselves, a number is a phone number even where it is glued to a code or follows an id word."""
     if not text:
         return []
     work = text.translate(_TO_ASCII)
@@ -247,7 +254,7 @@ def find_pii(text: str, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) 
             if not _worth_matching(numbers):
                 break
             for m in list(PhoneNumberMatcher(numbers.translate(_LETTERS_OUT), region, leniency=Leniency.VALID)):
-                if not _identifier_context(work, m.start, m.end):
+                if strict or not _identifier_context(work, m.start, m.end):
                     claim("phone", m.start, m.end)
     for m in list(_CUED_NUMBER.finditer(work)) if _SEVEN_DIGITS.search(work) else ():
         start, end = m.span("number")
@@ -255,7 +262,7 @@ def find_pii(text: str, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) 
         end = start + len(number)
         digits = sum(c.isdigit() for c in number)
         if (7 <= digits <= 15 and not _DATE_LIKE.search(number) and not (end < len(work) and _ALNUM.match(work[end]))
-                and not _identifier_context(work, start, end)):
+                and (strict or not _identifier_context(work, start, end))):
             claim("phone", start, end)
     return sorted(spans, key=lambda s: s.start)
 
@@ -265,14 +272,16 @@ def mask_pii(text: str | None, phone_regions: tuple[str, ...] = DEFAULT_PHONE_RE
     if not text:
         return text, 0
     spans = find_pii(text, phone_regions)
-    if not spans:
-        return text, 0
+    return (_masked(text, spans), len(spans)) if spans else (text, 0)
+
+
+def _masked(text: str, spans: list[PiiSpan]) -> str:
     parts, pos = [], 0
     for s in spans:
         parts += [text[pos:s.start], TOKENS[s.kind]]
         pos = s.end
     parts.append(text[pos:])
-    return "".join(parts), len(spans)
+    return "".join(parts)
 
 
 def _strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -301,9 +310,18 @@ def mask_column(values: pa.Array | pa.ChunkedArray,
     return pc.replace_with_mask(values, candidate, replaced), pa.array(counts)
 
 
-def pseudonymize(value: str, key: bytes) -> str:
-    """``"c_"`` + the first 24 hex digits of HMAC-SHA256(key, value)."""
-    return "c_" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+# --- identifiers and quarantined records ------------------------------------------------------------
+HASHED_ID = "(?:c|p)_[0-9a-f]{24}|v-[0-9a-f]{16}"  # values motpipe makes (pseudonyms, stitched visit ids): not PII
+JSON_ESCAPE = "\\\\u[0-9a-fA-F]{4}"  # a JSON \uXXXX escape, as a pattern for Python re and RE2
+_HASHED_ID = re.compile(HASHED_ID)
+_JSON_ESCAPES = re.compile(f"(?:{JSON_ESCAPE})+")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CUSTOMER_FIELD = re.compile(r'("customer_id"\s*:\s*)("(?:[^"\\]|\\.)*")')
+
+
+def pseudonymize(value: str, key: bytes, prefix: str = "c_") -> str:
+    """`prefix` + the first 24 hex digits of HMAC-SHA256(key, value)."""
+    return prefix + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
 
 def pseudonymize_column(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
@@ -313,3 +331,101 @@ def pseudonymize_column(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Ar
     encoded = values.cast(pa.string()).dictionary_encode()
     hashed = pa.array([pseudonymize(v, key) for v in encoded.dictionary.to_pylist()], pa.string())
     return hashed.take(encoded.indices)
+
+
+def valid_text(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates (from ``\\ud800`` escapes) replaced by U+FFFD."""
+    if not _SURROGATES.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def decode_escapes(text: str) -> str:
+    """`text` with its JSON ``\\uXXXX`` escapes written out as the characters they stand for."""
+    if "\\u" not in text:
+        return text
+    return _JSON_ESCAPES.sub(lambda m: valid_text(m.group().encode("ascii").decode("unicode_escape")), text)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """How one run masks: the phone regions (defaults + the playbook's), the key that pseudonymises every
+    customer_id (``--pseudonymize-key``, or None), and the key of the hash that replaces identifiers in which PII
+    is found (the same key, or the output's own identifier key)."""
+
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    customer_key: bytes | None = None
+    identifier_key: bytes | None = None
+
+    def text(self, value: str | None) -> str | None:
+        return mask_pii(value, self.phone_regions)[0]
+
+    def identifier(self, value: str | None) -> str | None:
+        """An identifier in which PII is found, replaced whole by ``"p_"`` + its keyed hash (equal ids stay equal
+        in every table and run, distinct ids distinct, so joins keep working); other values as they are. Without
+        an identifier key (outside a run) the PII spans are masked in place instead."""
+        if not value or _HASHED_ID.fullmatch(value) or not find_pii(value, self.phone_regions, strict=True):
+            return value
+        if self.identifier_key:
+            return pseudonymize(value, self.identifier_key, "p_")
+        return _masked(value, find_pii(value, self.phone_regions, strict=True))
+
+    def identifiers(self, values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, int]:
+        """`identifier` of every value (only PREFILTER candidates are looked at) and how many were replaced."""
+        values = _strings(values)
+        candidate = _candidates(values)
+        rows = pc.indices_nonzero(candidate)
+        if len(rows) == 0:
+            return values, 0
+        before = values.take(rows).to_pylist()
+        after = [self.identifier(v) for v in before]
+        replaced = sum(a != b for a, b in zip(after, before))
+        return pc.replace_with_mask(values, candidate, pa.array(after, values.type)), replaced
+
+    def customer_ids(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Every customer_id pseudonymised with the customer key; without one, treated as an identifier."""
+        return pseudonymize_column(values, self.customer_key) if self.customer_key else self.identifiers(values)[0]
+
+    def _field(self, name: str | None, value, identifier_fields: frozenset[str]):
+        if isinstance(value, str):
+            if name == "customer_id" and self.customer_key:
+                return pseudonymize(value, self.customer_key)
+            return self.identifier(value) if name in identifier_fields else self.text(value)
+        if isinstance(value, dict):
+            return {self.text(k): self._field(k, v, identifier_fields) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._field(None, v, identifier_fields) for v in value]
+        if isinstance(value, int) and not isinstance(value, bool) and find_pii(str(value), self.phone_regions):
+            return self.text(str(value))
+        return value
+
+    def record(self, raw: str | None, identifier_fields: frozenset[str]) -> str | None:
+        """The analyst-facing copy of a quarantined raw record. A JSON object is decoded, each field masked (a
+        customer_id pseudonymised with the customer key, `identifier_fields` as identifiers, any other string as
+        text, numbers that are PII as their token) and written as JSON again, non-ASCII characters written out.
+        Any other line gets its ``\\uXXXX`` escapes decoded, a ``"customer_id": "..."`` pseudonymised (with the
+        customer key) and its text masked."""
+        if not raw:
+            return raw
+        try:
+            record = json.loads(raw)
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            return valid_text(json.dumps(self._field(None, record, identifier_fields), ensure_ascii=False))
+        text = decode_escapes(raw)
+        if self.customer_key:
+            text = _CUSTOMER_FIELD.sub(self._pseudonymized_field, text)
+        return valid_text(self.text(text))
+
+    def _pseudonymized_field(self, m: re.Match) -> str:
+        try:
+            value = json.loads(m.group(2))
+        except ValueError:
+            return m.group(1) + '"[CUSTOMER_ID]"'
+        return m.group(1) + json.dumps(pseudonymize(str(value), self.customer_key))
+
+    def records(self, values: pa.Array | pa.ChunkedArray, identifier_fields: frozenset[str]) -> pa.Array:
+        """`record` of every value of a column of raw records."""
+        values = _strings(values)
+        return pa.array([self.record(v, identifier_fields) for v in values.to_pylist()], values.type)

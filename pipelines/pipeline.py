@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -63,7 +64,7 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         if config.start else None,
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "touchpoints", "feedback"})
+        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "identifier_key", "touchpoints", "feedback"})
         | {"pseudonymized": config.pseudonymize_key is not None},
         "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                        | ({"source": config.sources[f.source].name} if f.source is not None else {}) for f in inputs[d]]
@@ -184,7 +185,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
     if config.run_id is None:
         described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum, "source": f.source}
                      for d in DATASETS for f in inputs[d]]
-        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out",
+        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "identifier_key", "touchpoints", "feedback", "out",
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output
         settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
@@ -193,6 +194,24 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
 
 
 WORK_DIR = "_work"
+IDENTIFIER_KEY_FILE = ("_keys", "identifiers.key")
+
+
+def with_identifier_key(config: RunConfig) -> RunConfig:
+    """The config with the output's identifier key (hex, in RESTRICTED/_keys/identifiers.key, made with 32 random
+    bytes on first use, so the hashed identifiers of every run of this output agree). Not needed, and not made,
+    with a pseudonymisation key, which hashes identifiers too. Call it under the output lock."""
+    if config.key_bytes:
+        return config
+    path = FileSystems.join(config.restricted_dir, *IDENTIFIER_KEY_FILE)
+    if FileSystems.exists(path):
+        with FileSystems.open(path) as handle:
+            key = handle.read().decode("ascii").strip()
+    else:
+        key = secrets.token_hex(32)
+        with FileSystems.create(path) as handle:
+            handle.write(key.encode("ascii"))
+    return config.model_copy(update={"identifier_key": key})
 
 
 STALE_STAGING_S = 3600  # another run's staging left this long unchanged is from a killed run
@@ -236,6 +255,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
               "input_files": [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                               for d in DATASETS for f in inputs[d]]}
     with output_lock(config.out, config.run_id):
+        config = with_identifier_key(config)
         try:
             for root in roots.values():
                 delete_tree(root)  # left by a killed attempt of this run: never publish it

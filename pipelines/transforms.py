@@ -29,8 +29,8 @@ from pipelines.dedup import deduplicate, run_starts, split_by_bucket
 from pipelines.ingest.reader import read_validated
 from pipelines.ingest.sources.reader import read_source
 from pipelines.output import local_dates, write_partition
-from pipelines.pii import DEFAULT_PHONE_REGIONS, mask_column, pseudonymize_column
-from pipelines.playbook import load_playbook
+from pipelines.pii import Redaction, mask_column
+from pipelines.playbook import Playbook, load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.storage import use_filesystem_options
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends
@@ -39,6 +39,10 @@ from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS
 from schemas.tables import SCHEMA_VERSION, table_schema
 
 TEXT_COLUMNS = {"events": ["text", "attributes"], "feedback": ["comment"]}
+# Identifier columns: a value in which PII is found is replaced whole by its keyed hash (README, Redact PII)
+IDENTIFIER_COLUMNS = {"events": ["event_id", "visit_id", "staff_id", "location_id", "touchpoint"],
+                      "feedback": ["feedback_id", "visit_id", "touchpoint"]}
+RECORD_IDENTIFIERS = frozenset({"customer_id", *IDENTIFIER_COLUMNS["events"], *IDENTIFIER_COLUMNS["feedback"]})
 EMPTY_VISITS = pa.schema([("customer_id", pa.string()), ("visit_id", pa.string()), ("ended_at", pa.timestamp("us", tz="UTC"))])
 
 # Stages a spill file is addressed to: the first part of its key.
@@ -55,17 +59,30 @@ COPIES = ("quarantine_raw",)  # copies of another table: their rows outside the 
 
 
 # --- row-level steps (plain functions on Arrow tables) ---------------------------------------------
-def redact(table: pa.Table, text_columns: list[str], key: bytes | None,
-           phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> pa.Table:
-    """Mask PII in the text columns (count in `pii_masked`) and pseudonymise customer_id when a key is set."""
+def redaction(config: RunConfig, playbook: Playbook) -> Redaction:
+    """The run's masking: the playbook's phone regions, the customer_id and identifier keys of the config."""
+    return Redaction(playbook.phone_regions, config.key_bytes, config.identifier_key_bytes)
+
+
+def mask_identifier_columns(table: pa.Table, columns: list[str], how: Redaction) -> pa.Table:
+    """Identifiers in which PII is found replaced by their keyed hash, in each of `columns`."""
+    for column in columns:
+        table = table.set_column(table.schema.get_field_index(column), column, how.identifiers(table.column(column))[0])
+    return table
+
+
+def redact(table: pa.Table, text_columns: list[str], identifier_columns: list[str], how: Redaction) -> pa.Table:
+    """Mask PII in the text columns (count in `pii_masked`), replace identifiers that hold PII by their keyed hash,
+    and pseudonymise customer_id with the customer key (without one it is an identifier like the others)."""
     masked_total = np.zeros(table.num_rows, dtype=np.int32)
     for column in text_columns:
-        masked, counts = mask_column(table.column(column), phone_regions)
+        masked, counts = mask_column(table.column(column), how.phone_regions)
         table = table.set_column(table.schema.get_field_index(column), column, masked)
         masked_total += counts.to_numpy()
-    if key is not None and "customer_id" in table.column_names:
+    table = mask_identifier_columns(table, identifier_columns, how)
+    if "customer_id" in table.column_names:
         index = table.schema.get_field_index("customer_id")
-        table = table.set_column(index, "customer_id", pseudonymize_column(table.column("customer_id"), key))
+        table = table.set_column(index, "customer_id", how.customer_ids(table.column("customer_id")))
     return table.append_column("pii_masked", pa.array(masked_total))
 
 
@@ -80,9 +97,12 @@ def finalise(table: pa.Table, name: str, config: RunConfig, date_column: str, ex
     return conformed.append_column("dt", dt)
 
 
-def quarantine_tables(rejected: pa.Table, config: RunConfig) -> tuple[pa.Table, pa.Table]:
-    """(analyst-facing quarantine with the raw record masked, restricted unmasked copy for replay)."""
-    masked = redact(rejected, ["raw_record", "error_message"], None).drop_columns(["pii_masked"])
+def quarantine_tables(rejected: pa.Table, config: RunConfig, how: Redaction) -> tuple[pa.Table, pa.Table]:
+    """(analyst-facing quarantine with the record id, message and raw record masked, restricted unmasked copy
+    for replay)."""
+    masked = redact(rejected, ["error_message"], ["record_id"], how).drop_columns(["pii_masked"])
+    index = masked.schema.get_field_index("raw_record")
+    masked = masked.set_column(index, "raw_record", how.records(rejected.column("raw_record"), RECORD_IDENTIFIERS))
     return finalise(masked, "quarantine", config, "dt"), finalise(rejected, "quarantine_raw", config, "dt")
 
 
@@ -130,13 +150,14 @@ class Enricher:
         self.dataset, self.config = dataset, config
         self.playbook = load_playbook(config.playbook)
         self.tagger = Tagger(self.playbook)
+        self.redaction = redaction(config, self.playbook)
         self.mapped = pa.array(sorted(code for code, rule in self.playbook.touchpoints.items() if rule.mot_step), pa.string())
 
     def __call__(self, table: pa.Table, counts: Counter) -> pa.Table:
         """The finished rows, sorted by the dataset's SORT_KEYS (time, id) before the tag columns are made, so
         they are in partition order already when split_by_date cuts them up."""
-        table = table.sort_by([(c, "ascending") for c in SORT_KEYS[self.dataset]])
-        table = redact(table, TEXT_COLUMNS[self.dataset], self.config.key_bytes, self.playbook.phone_regions)
+        table = redact(table, TEXT_COLUMNS[self.dataset], IDENTIFIER_COLUMNS[self.dataset], self.redaction)
+        table = table.sort_by([(c, "ascending") for c in SORT_KEYS[self.dataset]])  # by the ids as published
         counts[f"{self.dataset}.pii_masked"] += pc.sum(table.column("pii_masked")).as_py() or 0
         if self.dataset == "events":
             tags = self.tagger.tag_events(table)
@@ -181,6 +202,14 @@ class _SpillingDoFn(_GroupStep):
 
     def __init__(self, config: RunConfig, work: str):
         self.config, self.work = config, work
+        self._redaction = None
+
+    @property
+    def redaction(self) -> Redaction:
+        """The run's masking, made on the worker at first use."""
+        if self._redaction is None:
+            self._redaction = redaction(self.config, load_playbook(self.config.playbook))
+        return self._redaction
 
     def spill_rows(self, writer: SpillWriter, name: str, table: pa.Table, table_name: str) -> None:
         """Rows of a finished table, one segment per partition date sorted by the table's SORT_KEYS,
@@ -190,7 +219,8 @@ class _SpillingDoFn(_GroupStep):
 
     def spill_rejected(self, writer: SpillWriter, name: str, rejected: pa.Table) -> None:
         if rejected.num_rows:
-            for table_name, table in zip(("quarantine", "quarantine_raw"), quarantine_tables(rejected, self.config)):
+            tables = quarantine_tables(rejected, self.config, self.redaction)
+            for table_name, table in zip(("quarantine", "quarantine_raw"), tables):
                 self.spill_rows(writer, name, table, table_name)
 
     def spill_buckets(self, writer: SpillWriter, name: str, table: pa.Table, key: tuple, key_columns) -> None:
@@ -236,7 +266,8 @@ class _DeduplicateBucket(_SpillingDoFn):
         else:
             self.spill_buckets(writer, name, result.unique, (LINK_FEEDBACK,), "customer_id")
         if result.duplicates.num_rows:
-            self.spill_rows(writer, name, finalise(result.duplicates, "duplicates", self.config, "dt"), "duplicates")
+            duplicates = mask_identifier_columns(result.duplicates, ["record_id"], self.redaction)
+            self.spill_rows(writer, name, finalise(duplicates, "duplicates", self.config, "dt"), "duplicates")
         self.spill_rejected(writer, name, result.conflicts)
         yield from writer.close()
 

@@ -27,6 +27,7 @@ def test_run_prints_counts_and_output_paths(tmp_path):
     assert result.exit_code == 0, result.output
     assert "events" in result.output and "12" in result.output
     assert f"{tmp_path}/events" in result.output
+    assert "--no-check: the quality checkpoint did not run (nor its scan for unmasked PII)" in " ".join(result.output.split())
     summary = json.loads((tmp_path / "_runs" / "cli-run.json").read_text())
     assert (summary["events"]["input_rows"], summary["events"]["output_rows"], summary["events"]["quarantine_rows"]) == (12, 7, 5)
 

@@ -1,10 +1,11 @@
+import json
 import re
 
 import pyarrow as pa
 import pytest
 
-from pipelines.pii import (DEFAULT_PHONE_REGIONS, PREFILTER, PiiSpan, find_pii, mask_column, mask_pii, pseudonymize,
-                           pseudonymize_column)
+from pipelines.pii import (DEFAULT_PHONE_REGIONS, PREFILTER, PiiSpan, Redaction, decode_escapes, find_pii, mask_column,
+                           mask_pii, pseudonymize, pseudonymize_column)
 
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
@@ -332,3 +333,53 @@ def test_playbook_adds_phone_regions(tmp_path):
     path.write_text("name: x\nversion: '1'\npii:\n  phone_regions: [XX]\n", encoding="utf-8")
     with pytest.raises(ValueError, match="unknown phone regions"):
         load_playbook(str(path))
+
+
+# --- issue 16: identifiers (a) and quarantined records (b, d) -----------------------------------------
+IDS = frozenset({"event_id", "customer_id", "visit_id"})
+FULL_WIDTH_MOBILE = "".join(chr(0xFF10 + int(d)) for d in "13706290800")
+ESCAPED_MOBILE = "".join(f"\\u{ord(c):04x}" for c in FULL_WIDTH_MOBILE)
+
+
+def test_identifier_holding_pii_becomes_its_keyed_hash():
+    keyed = Redaction(identifier_key=b"k")
+    for value in ("cust-13812345678", "e-13812345678", "visit ann@example.com", "PP-006-234-348-863"):
+        assert keyed.identifier(value) == pseudonymize(value, b"k", "p_")  # glued codes count inside identifiers
+    assert keyed.identifier("u13812345678") != keyed.identifier("u13912345678")  # a token would merge them
+    for value in ("e-0001", "V-77", None, "", "v-1381234567800abc", pseudonymize("13812345678", b"k")):
+        assert keyed.identifier(value) == value  # no PII, or motpipe's own hashes
+    assert Redaction().identifier("u13812345678") == "u[PHONE]"  # no key (outside a run): masked in place
+
+
+def test_identifiers_column_and_customer_ids():
+    values = pa.chunked_array([pa.array(["e1", None]), pa.array(["e-13812345678", "e-13812345678"])])
+    masked, replaced = Redaction(identifier_key=b"k").identifiers(values)
+    hashed = pseudonymize("e-13812345678", b"k", "p_")
+    assert masked.to_pylist() == ["e1", None, hashed, hashed] and replaced == 2
+    customers = pa.array(["c1", "13812345678"])
+    assert Redaction(identifier_key=b"k").customer_ids(customers).to_pylist() == [
+        "c1", pseudonymize("13812345678", b"k", "p_")]
+    assert Redaction(customer_key=b"s", identifier_key=b"s").customer_ids(customers).to_pylist() == [
+        pseudonymize("c1", b"s"), pseudonymize("13812345678", b"s")]
+
+
+def test_json_record_is_decoded_masked_and_pseudonymised():
+    raw = ('{"event_id": "q1", "customer_id": "c9", "text": "\\u5f20\\u4e09 ' + ESCAPED_MOBILE + '", '
+           '"wait_s": 13812345678, "ok": true, "attributes": {"agent": "a@b.co", "n": [1, "tel 7654321"]}}')
+    masked = Redaction(customer_key=b"s", identifier_key=b"s").record(raw, IDS)
+    assert "\\u" not in masked
+    assert json.loads(masked) == {"event_id": "q1", "customer_id": pseudonymize("c9", b"s"), "text": "张三 [PHONE]",
+                                  "wait_s": "[PHONE]", "ok": True,
+                                  "attributes": {"agent": "[EMAIL]", "n": [1, "tel [PHONE]"]}}
+    assert json.loads(Redaction().record(raw, IDS))["customer_id"] == "c9"  # no key: customer ids as given
+
+
+def test_unparseable_record_is_decoded_masked_and_pseudonymised():
+    raw = '{"event_id": "q2", "customer_id": "c8", "text": "\\u5f20\\u4e09' + ESCAPED_MOBILE
+    assert Redaction(customer_key=b"s").record(raw, IDS) == (
+        '{"event_id": "q2", "customer_id": "' + pseudonymize("c8", b"s") + '", "text": "张三[PHONE]')
+    assert Redaction().record(raw, IDS) == '{"event_id": "q2", "customer_id": "c8", "text": "张三[PHONE]'
+    assert Redaction().record('{"text": "\\ud800 call 13812345678"}', IDS) == '{"text": "\ufffd call [PHONE]"}'
+    assert Redaction().record("not json \\ud83d\\ude00 \\ud800", IDS) == "not json \U0001f600 \ufffd"
+    assert decode_escapes("a\\u0041\\u4e09") == "aA三" and decode_escapes("plain") == "plain"
+    assert Redaction().record(None, IDS) is None

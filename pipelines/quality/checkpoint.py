@@ -32,7 +32,7 @@ from great_expectations.core import ExpectationSuiteValidationResult, Expectatio
 
 from pipelines.config import safe_run_id  # noqa: E402
 from pipelines.ingest.contract import DATASETS  # noqa: E402
-from pipelines.pii import PREFILTER, find_pii  # noqa: E402
+from pipelines.pii import HASHED_ID, JSON_ESCAPE, PREFILTER, decode_escapes, find_pii  # noqa: E402
 from pipelines.quality.docs import open_context, publish  # noqa: E402
 from pipelines.quality.metrics import compute_metrics  # noqa: E402
 from pipelines.quality.settings import QualitySettings  # noqa: E402
@@ -163,9 +163,12 @@ def candidate_column(column: str) -> str:
 
 
 def pii_candidates(source: Source) -> str:
-    """The source's rows where PREFILTER matches a text column: per text column its value where it matches."""
-    pattern = PREFILTER.replace("'", "''")
-    matches = {c: f"""regexp_matches("{c}", '{pattern}')""" for c in source.pii_columns}
+    """The source's rows where PREFILTER (or a JSON escape, which may hide a match) matches a text column: per text
+    column its value where it matches. motpipe's own hashes (HASHED_ID: pseudonyms, stitched visit ids) are not
+    candidates: their digit runs can look like numbers."""
+    pattern, hashed = f"{PREFILTER}|{JSON_ESCAPE}".replace("'", "''"), HASHED_ID.replace("'", "''")
+    matches = {c: f"""(regexp_matches("{c}", '{pattern}') and not regexp_full_match("{c}", '{hashed}'))"""
+               for c in source.pii_columns}
     candidates = ", ".join(f'case when {m} then "{c}" end as "{candidate_column(c)}"' for c, m in matches.items())
     return f"select {candidates} from ({source.sql}) as source where {' or '.join(matches.values())}"
 
@@ -176,7 +179,7 @@ def unmasked_pii(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.Array:
     found: dict[int, list[str]] = {}
     for column in columns:
         values = batch.column(candidate_column(column)).dictionary_encode()
-        kinds = [sorted({span.kind for span in find_pii(text)}) for text in values.dictionary.to_pylist()]
+        kinds = [sorted({span.kind for span in find_pii(decode_escapes(text))}) for text in values.dictionary.to_pylist()]
         for row, index in zip(pc.indices_nonzero(pc.is_valid(values)).to_pylist(),
                               pc.drop_null(values.indices).to_pylist()):
             found.setdefault(row, []).extend(f"{column}:{kind}" for kind in kinds[index])
@@ -269,7 +272,7 @@ def write_results(out: Path, run_id: str, checked_at: datetime, checks: list[Che
 def validate_run(out: Path, summary: dict, settings: QualitySettings, now: datetime):
     """The suites of a run, their GE validation results by suite name and the CheckResults."""
     con = open_run(out, summary, settings)
-    suites = build_suites(settings, run_window(con, settings, now), summary["settings"].get("pseudonymized", False))
+    suites = build_suites(settings, run_window(con, settings, now))
     sampled = sampled_tables(con)
     validations, checks = {}, []
     for spec in suites:

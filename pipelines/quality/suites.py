@@ -94,10 +94,9 @@ def dimension_in_set() -> Expectation:
                   column="dimension", value_set=list(DIMENSIONS))
 
 
-def scanned_ids(pseudonymized: bool) -> tuple[str, ...]:
-    """Identifier columns scanned for PII: not visit_id (stitched ids are hex hashes, whose digit runs can
-    look like numbers), nor customer_id when it was pseudonymised (a hex hash too)."""
-    return () if pseudonymized else ("customer_id",)
+# Identifier columns scanned for PII besides the record ids; motpipe's own hashes in them (pseudonyms, stitched
+# visit ids, whose digit runs can look like numbers) are skipped by the scan (checkpoint.pii_candidates).
+SCANNED_IDS = ("customer_id", "visit_id")
 
 
 def events_suite(settings: QualitySettings, window: Window, ids: tuple[str, ...]) -> SuiteSpec:
@@ -236,7 +235,7 @@ def run_summary_suite() -> SuiteSpec:
     return SuiteSpec("run_summary", {"facts": facts})
 
 
-def build_suites(settings: QualitySettings, window: Window, pseudonymized: bool = False) -> list[SuiteSpec]:
-    ids = scanned_ids(pseudonymized)
+def build_suites(settings: QualitySettings, window: Window) -> list[SuiteSpec]:
+    ids = SCANNED_IDS
     return [events_suite(settings, window, ids), feedback_suite(settings, window, ids), quarantine_suite(settings),
             run_summary_suite()]
