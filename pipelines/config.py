@@ -41,7 +41,8 @@ class RunConfig(BaseModel):
     link_window_days: float = Field(default=7.0, ge=0)
     timezone: str = "UTC"
     pseudonymize_key: str | None = None
-    identifier_key: str | None = None  # hex; set by pipeline.run from the output's key file when no pseudonymize_key
+    # hex; set by pipeline.run from the output's key file when there is no pseudonymize_key; secret: never dumped
+    identifier_key: str | None = Field(default=None, exclude=True, repr=False)
     run_id: str | None = None  # default: derived from the window, the inputs and the settings (pipeline.prepare)
     start: date | None = None  # first and last day (local dates) of the window; both or neither
     end: date | None = None

@@ -64,7 +64,7 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         if config.start else None,
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "identifier_key", "touchpoints", "feedback"})
+        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "touchpoints", "feedback"})
         | {"pseudonymized": config.pseudonymize_key is not None},
         "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                        | ({"source": config.sources[f.source].name} if f.source is not None else {}) for f in inputs[d]]
@@ -185,7 +185,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
     if config.run_id is None:
         described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum, "source": f.source}
                      for d in DATASETS for f in inputs[d]]
-        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "identifier_key", "touchpoints", "feedback", "out",
+        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out",
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output
         settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
@@ -198,9 +198,9 @@ IDENTIFIER_KEY_FILE = ("_keys", "identifiers.key")
 
 
 def with_identifier_key(config: RunConfig) -> RunConfig:
-    """The config with the output's identifier key (hex, in RESTRICTED/_keys/identifiers.key, made with 32 random
-    bytes on first use, so the hashed identifiers of every run of this output agree). Not needed, and not made,
-    with a pseudonymisation key, which hashes identifiers too. Call it under the output lock."""
+    """The config with the output's identifier key (hex, in _keys/identifiers.key of its restricted directory,
+    made with 32 random bytes on first use, so the hashed identifiers of every run of this output agree). Not
+    needed, and not made, with a pseudonymisation key, which hashes identifiers too. Call it under the lock."""
     if config.key_bytes:
         return config
     path = FileSystems.join(config.restricted_dir, *IDENTIFIER_KEY_FILE)

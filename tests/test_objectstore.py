@@ -91,7 +91,8 @@ def test_the_restricted_bucket_holds_the_raw_quarantine_and_nothing_of_the_run_i
     keyed = RunConfig(touchpoints=["-"], out=paths["out"], restricted_out=paths["restricted"]).restricted_dir
     restricted = store.keys(paths["restricted"])
     assert restricted and all(f"{paths['restricted']}/{key}".startswith(f"{keyed}/quarantine_raw/dt=")
-                              for key in restricted)  # no _staging, no _work
+                              or f"{paths['restricted']}/{key}" == f"{keyed}/_keys/identifiers.key"
+                              for key in restricted)  # no _staging, no _work; the output's identifier key
     public = store.keys(paths["out"])
     assert {key.split("/")[0] for key in public} == {"events", "feedback", "quarantine", "duplicates", "runs", "_runs"}
     assert store.keys(paths["landing"]) == [f"in/{name}" for name in INPUTS]  # inputs untouched
