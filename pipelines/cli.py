@@ -562,7 +562,8 @@ def _write_report(report: dict, json_out: Path | None) -> None:
 @app.command("train-tagger")
 def train_tagger(
     gold: Annotated[list[Path], typer.Option("--gold", "-g", help="Gold JSON Lines file to train on (repeatable).")],
-    task: Annotated[str, typer.Option(help="What to learn: dimensions (PZB, from \"labels\").")] = "dimensions",
+    task: Annotated[str, typer.Option(help="What to learn: dimensions (PZB, from \"labels\") or mot_steps (from "
+                                           "\"mot_steps\" / \"mot_step\").")] = "dimensions",
     lang: Annotated[Optional[list[str]], typer.Option(help="Language(s) to train (default: every one in the files).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Parent directory of the model folders (default: the package's "
                                                      "pipelines/tagging/models, what the tagger loads).")] = None,
@@ -573,6 +574,8 @@ def train_tagger(
                                                            "non-shippable and must go to --out outside the package.")] = False,
     group_by: Annotated[str, typer.Option(help="Record field that groups the cross-validation folds.")] = "source",
     cv: Annotated[bool, typer.Option(help="Run the grouped cross-validation first.")] = True,
+    split: Annotated[str, typer.Option(help="all, or dev: train without each file's held-out groups of --group-by "
+                                            "(as eval-tagging --split).")] = "all",
     seed: Annotated[int, typer.Option(help="Random seed of the solver.")] = 0,
     c: Annotated[float, typer.Option(help="Inverse L2 regularisation strength.")] = 1.0,
     min_df: Annotated[int, typer.Option(help="Minimum number of training texts per feature.")] = 2,
@@ -594,10 +597,12 @@ def train_tagger(
             _fail(EXIT_USAGE, f"--licence wants SOURCE=LICENCE, got {item!r}")
         declared[source] = text
     try:
+        command = " ".join(["motpipe train-tagger", f"--task {task}", *(f"--gold {g.name}" for g in gold),
+                            f"--group-by {group_by}", f"--split {split}", f"--playbook {playbook}"])
         cards = train_and_write(task, gold, lang, Tagger(load_playbook(playbook)),
                                 Settings(c=c, min_df=min_df, seed=seed), out,
                                 on or datetime.now(timezone.utc).date().isoformat(), declared, allow_noncommercial,
-                                group_by, cv, command="motpipe train-tagger " + " ".join(f"--gold {g.name}" for g in gold))
+                                group_by, cv, command=command, split=split)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(EXIT_USAGE, str(error))
     for card in cards:
@@ -609,6 +614,10 @@ def train_tagger(
                           f"(trained on {res['trained_on']:,})", highlight=False)
         if folds.get("note"):
             console.print(f"  cross-validation: {folds['note']}", highlight=False)
+        for subset, res in folds.get("pooled_rules_and_model", {}).items():
+            console.print(f"  rules + model, left-out groups pooled ({subset}, {res['records']:,}): primary step in gold "
+                          f"{res['primary_in_gold']}, steps macro-F1 {res['mot_steps']['macro_f1']}, primary macro-F1 "
+                          f"{res['mot_step']['macro_f1']}", highlight=False)
     console.print(f"wrote {', '.join(c['path'] for c in cards)} under {out or 'the package models'}")
 
 

@@ -104,6 +104,7 @@ class ModelSettings(_Strict):
     """The learned layer per task; the models are the package's (pipelines/tagging/models/<task>-<lang>/)."""
 
     dimensions: ModelTask = Field(default_factory=ModelTask)
+    mot_steps: ModelTask = Field(default_factory=ModelTask)  # labels mot_step=1..5 (thresholds per label)
 
 
 DUE_HOURS = {"high": 4.0, "medium": 24.0, "low": 72.0}  # follow-up service level per case priority

@@ -144,6 +144,8 @@ def test_tags_come_from_the_playbook_and_text(finished):
     assert got["e01"] == (1, "set_the_tone", "touchpoint", "bank_branch@1.0.0")
     assert got["e05"] == (5, "follow_up", "touchpoint", "bank_branch@1.0.0")
     assert got["e06"] == (5, "follow_up", "text", "bank_branch@1.0.0")  # unmapped hallway_chat, "we'll call you back"
+    steps = dict(rows(out, "events", "select event_id, mot_steps from t where event_id in ('e01', 'e06')"))
+    assert steps == {"e01": [1], "e06": [5]}  # every step performed; mot_step is the primary one
     (tags,) = rows(out, "events", "select pzb_tags from t where event_id = 'e02'")[0]
     assert {"dimension": "responsiveness", "polarity": "negative"} in tags
 

@@ -119,7 +119,8 @@ def test_train_tagger_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "left out cafe: model macro-F1" in result.output
     card = json.loads((tmp_path / "m" / "dimensions-en" / "card.json").read_text(encoding="utf-8"))
-    assert card["command"] == "motpipe train-tagger --gold en.jsonl" and card["settings"]["min_df"] == 1
+    assert card["command"] == ("motpipe train-tagger --task dimensions --gold en.jsonl --group-by source --split all "
+                               "--playbook base") and card["settings"]["min_df"] == 1
     bad = CliRunner().invoke(app, args[:-4] + ["--licence", "shop"])
     assert bad.exit_code == 2 and "SOURCE=LICENCE" in bad.output
     assert CliRunner().invoke(app, args + ["--task", "nope"]).exit_code == 2

@@ -5,6 +5,14 @@ signal, a touchpoint) stay; a dimension the rules missed is added when the model
 playbook's threshold, with the polarity the model scores highest; a weak rule tag (a bare mention, neutral) is
 dropped when the model scores its dimension below `veto_below`. A model tag's evidence rows carry the rule
 `model:dimensions:<lang>:p=<probability>:<feature>` and the span of each top feature in the text.
+
+MOT steps (`with_mot_model`, staff speech only): a step found by a cue the rules are sure of (more than one
+English word, more than two Chinese characters) stays; a step found only by weak cues (one word, e.g. `hi`,
+`refund`) is dropped when the model scores it below `veto_below`; a step the rules missed is added when the
+model's probability reaches the playbook's threshold for `mot_step=<n>`. The primary step stays the rules' one
+while it is performed; otherwise it is the performed step the model scores highest (`mot_step_source` is
+`model` when that step has no cue).
+Evidence rows: `model:mot_steps:<lang>:p=<probability>:<feature>`.
 """
 from __future__ import annotations
 
@@ -104,3 +112,58 @@ def with_dimension_model(tags: MomentTags, text: str | None, text_field: str,
     polarity = tags.polarity if tags.polarity in polar else (
         "negative" if "negative" in polar else "positive" if polar else "neutral")
     return replace(tags, pzb_tags=pzb, polarity=polarity, evidence=evidence)
+
+
+def weak_step_cue(rule: str) -> bool:
+    """A MOT-step cue the model may veto: one English word, or at most two Chinese characters."""
+    _, lang, cue = rule.split(":", 2)
+    return len(cue) <= 2 if lang == "zh" else " " not in cue.strip()
+
+
+def with_mot_model(tags: MomentTags, text: str | None, text_field: str,
+                   models: dict[str, tuple[LinearTextModel, ModelLang]]) -> MomentTags:
+    """The rules' MOT steps of a staff text joined with the step models of its languages (module docstring);
+    the caller leaves out touchpoint steps and customer speech."""
+    if not text or not models or tags.mot_step_source == "touchpoint":
+        return tags
+    has = dict(zip(("zh", "en"), detect(text)))
+    features = rule_features(tags)
+    score: dict[int, tuple[float, str, LinearTextModel, ModelLang]] = {}
+    for lang, (model, settings) in models.items():
+        if has[lang]:
+            proba = 1.0 / (1.0 + np.exp(-model.decision(text, features)))
+            for label, p in zip(model.labels, proba.tolist()):
+                step = int(label.split("=")[1])
+                if step not in score or p > score[step][0]:
+                    score[step] = (p, lang, model, settings)
+    if not score:
+        return tags
+    ruled: dict[int, list[dict]] = {}
+    for e in tags.evidence:
+        if e["tag"].startswith("mot_step="):
+            ruled.setdefault(int(e["tag"].split("=")[1]), []).append(e)
+    evidence = [e for e in tags.evidence if not e["tag"].startswith("mot_step=")]
+    steps: dict[int, list[dict]] = {}
+    for step in sorted(set(ruled) | set(score)):
+        p, lang, model, settings = score.get(step, (None, None, None, None))
+        label = f"mot_step={step}"
+        if step in ruled:
+            vetoed = (p is not None and settings.veto_below is not None and p < settings.veto_below
+                      and all(weak_step_cue(e["rule"]) for e in ruled[step]))
+            if not vetoed:
+                steps[step] = ruled[step]
+        elif p >= settings.threshold_of(label):
+            shown = model.explain(text, features, top=TOP_FEATURES, labels=[label])[label]["features"]
+            rule = f"model:mot_steps:{lang}:p={p:.3f}"
+            steps[step] = [{"tag": label, "rule": f"{rule}:{f['feature']}", "field": text_field, "span": f["span"],
+                            "start": f["start"], "end": f["end"]} for f in shown] or [
+                {"tag": label, "rule": rule, "field": text_field, "span": None, "start": None, "end": None}]
+    if steps.keys() == ruled.keys():
+        return tags
+    if tags.mot_step in steps:
+        primary = tags.mot_step
+    else:  # the rules found nothing, or their primary step was vetoed
+        primary = max(steps, key=lambda s: (score.get(s, (0.0,))[0], -s), default=None)
+    source = None if primary is None else "text" if primary in ruled else "model"
+    rows = [e for s in sorted(steps) for e in steps[s]]
+    return replace(tags, mot_step=primary, mot_step_source=source, mot_steps=sorted(steps), evidence=rows + evidence)

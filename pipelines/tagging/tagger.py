@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 
 from pipelines.ingest.contract import MOT_STEPS
 from pipelines.playbook import Playbook
-from pipelines.tagging.learned import load_models, with_dimension_model
+from pipelines.tagging.learned import load_models, with_dimension_model, with_mot_model
 from pipelines.tagging.lexicon import Lexicon
 from pipelines.tagging.rules import tag, wait_bucket
 from pipelines.tagging.types import MomentTags
@@ -25,11 +25,16 @@ class Tagger:
         self.playbook = playbook
         self.lexicon = Lexicon(playbook)
         self.dimension_models = load_models(playbook, "dimensions")  # lang -> (model, settings); read once per process
+        self.mot_models = load_models(playbook, "mot_steps")
         self._seen: dict[tuple, MomentTags] = {}  # (touchpoint, text, wait bucket) or ("comment", text) -> tags
 
-    def tag_moment(self, touchpoint: str | None, text: str | None, wait_s: float | None) -> MomentTags:
-        """Tags of one touchpoint event."""
-        return self._moment(touchpoint, _clean_text(text), wait_bucket(wait_s, self.playbook))
+    def tag_moment(self, touchpoint: str | None, text: str | None, wait_s: float | None,
+                   use_model: bool = True) -> MomentTags:
+        """Tags of one touchpoint event; `use_model=False`: the rules alone."""
+        text, bucket = _clean_text(text), wait_bucket(wait_s, self.playbook)
+        if not use_model:
+            return tag(self.lexicon, touchpoint, text, bucket, "text", moment=True)
+        return self._moment(touchpoint, text, bucket)
 
     def tag_comment(self, text: str | None, use_model: bool = True) -> MomentTags:
         """PZB tags and polarity of a feedback comment (no MOT step, no ABC facet); `use_model=False`: the rules
@@ -39,8 +44,14 @@ class Tagger:
         return with_dimension_model(tags, text, "comment", self.dimension_models) if use_model else tags
 
     def _moment(self, touchpoint: str | None, text: str | None, bucket: str | None) -> MomentTags:
-        return self._remember((touchpoint, text, bucket), lambda: with_dimension_model(
-            tag(self.lexicon, touchpoint, text, bucket, "text", moment=True), text, "text", self.dimension_models))
+        return self._remember((touchpoint, text, bucket), lambda: self._joined(touchpoint, text, bucket))
+
+    def _joined(self, touchpoint: str | None, text: str | None, bucket: str | None) -> MomentTags:
+        tags = with_dimension_model(tag(self.lexicon, touchpoint, text, bucket, "text", moment=True), text, "text",
+                                    self.dimension_models)
+        if self.mot_models and not self.playbook.mot_text.customer_speech(touchpoint, self.playbook.touchpoints.get(touchpoint)):
+            tags = with_mot_model(tags, text, "text", self.mot_models)
+        return tags
 
     def _comment(self, text: str | None) -> MomentTags:
         return self._remember(("comment", text), lambda: self.tag_comment(text))

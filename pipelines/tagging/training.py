@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.ingest.contract import DIMENSIONS
+from pipelines.ingest.contract import DIMENSIONS, MOT_STEPS
 from pipelines.tagging.evaluate import _prf as evaluate_prf  # one definition of P/R/F1
-from pipelines.tagging.learned import MODELS_DIR, rule_features
+from pipelines.tagging.learned import MODELS_DIR, rule_features, with_mot_model
 from pipelines.tagging.linear import Extra, LinearTextModel, Settings
 from pipelines.tagging.types import MomentTags
 
@@ -45,15 +45,28 @@ class Task:
     labels: Callable[[dict], set[str]]
     headline: tuple[str, ...]                       # labels whose macro-F1 is the figure of the task
     rule_tags: Callable[[object, str | None], MomentTags]  # (tagger, text) -> the rules' tags of the text
+    # (rules' tags, text, {lang: (model, settings)}) -> rules + model, as the tagger joins them; scored in the CV too
+    joined: Callable[[MomentTags, str | None, dict], MomentTags] | None = None
 
 
 def _dimension_labels(record: dict) -> set[str]:
     return {lb["dimension"] for lb in record["labels"]} | {f"{lb['dimension']}:{lb['polarity']}" for lb in record["labels"]}
 
 
+def _mot_labels(record: dict) -> set[str]:
+    from pipelines.tagging.evaluate import gold_steps
+
+    return {f"mot_step={s}" for s in gold_steps(record) or ()}
+
+
 TASKS: dict[str, Task] = {
     "dimensions": Task("dimensions", lambda r: "labels" in r, _dimension_labels, tuple(DIMENSIONS),
                        lambda tagger, text: tagger.tag_comment(text, use_model=False)),
+    # staff utterances with gold MOT steps (`mot_steps` or `mot_step`), tagged as events without a touchpoint
+    "mot_steps": Task("mot_steps", lambda r: bool(_mot_labels(r)), _mot_labels,
+                      tuple(f"mot_step={s}" for s in MOT_STEPS),
+                      lambda tagger, text: tagger.tag_moment(None, text, None, use_model=False),
+                      lambda tags, text, models: with_mot_model(tags, text, "text", models)),
 }
 
 
@@ -127,7 +140,7 @@ def grouped_cv(task: Task, tagger, records: list[dict], settings: Settings, grou
     if len(groups) < 2:
         out["note"] = f"one {group_by} only ({groups[0] if groups else 'none'}): no grouped cross-validation"
         return out
-    gold_all, pred_all = [], []
+    gold_all, pred_all, joined_all, test_all = [], [], [], []
     for group in groups:
         test = [r for r in records if str(r.get(group_by) or "unknown") == group]
         train = [r for r in records if str(r.get(group_by) or "unknown") != group]
@@ -138,12 +151,34 @@ def grouped_cv(task: Task, tagger, records: list[dict], settings: Settings, grou
                                 "rules": scores(gold, [_rule_labels(task, tagger, r) for r in test], task.headline)}
         gold_all += gold
         pred_all += pred
+        if task.joined is not None:
+            lang_settings = getattr(getattr(tagger.playbook.model, task.name), test[0]["lang"])
+            joined_all += [task.joined(task.rule_tags(tagger, r["text"]), r["text"], {r["lang"]: (model, lang_settings)})
+                           for r in test]
+            test_all += test
     out["pooled"] = scores(gold_all, pred_all, task.headline)
+    if task.joined is not None:
+        out["pooled_rules_and_model"] = joined_figures(task, test_all, joined_all)
+    return out
+
+
+def joined_figures(task: Task, records: list[dict], joined: list[MomentTags]) -> dict:
+    """Scores of the rules joined with the model (thresholds of the playbook): for MOT steps the primary step
+    and all steps (evaluate.mot_scores), on every record and on the certain ones (`uncertain` not true)."""
+    from pipelines.tagging.evaluate import gold_steps, mot_scores
+
+    out = {}
+    for name, keep in (("all", lambda r: True), ("certain", lambda r: not r.get("uncertain"))):
+        pairs = [(r, t) for r, t in zip(records, joined) if keep(r)]
+        out[name] = mot_scores([gold_steps(r) for r, _ in pairs], [(t.mot_step, t.mot_steps) for _, t in pairs])
+        out[name].pop("mot_step_confusion")
     return out
 
 
 def _rule_labels(task: Task, tagger, record: dict) -> set[str]:
-    return {e["tag"].split(":")[0] for e in task.rule_tags(tagger, record["text"]).evidence if ":" in e["tag"]}
+    """The task's labels that the rules give the text (`assurance` from `assurance:negative`, `mot_step=2`)."""
+    return {label for e in task.rule_tags(tagger, record["text"]).evidence
+            for label in (e["tag"], e["tag"].split(":")[0]) if label in task.headline}
 
 
 def sha256(path: str | Path) -> str:
@@ -181,19 +216,28 @@ def card_markdown(card: dict) -> str:
                   for g, v in cv["groups"].items()]
         lines += ["", f"Pooled over the left-out groups: macro-F1 {cv['pooled']['macro_f1']}, micro-F1 "
                   f"{cv['pooled']['micro']['f1']}.", ""]
+        for subset, res in cv.get("pooled_rules_and_model", {}).items():
+            per = ", ".join(f"{k} {v['f1']}" for k, v in res["mot_steps"]["per_class"].items())
+            lines += [f"Rules + model (the playbook's thresholds), left-out groups pooled, {subset} records "
+                      f"({res['records']:,}): primary step one of the gold steps {res['primary_in_gold']}, steps "
+                      f"macro-F1 {res['mot_steps']['macro_f1']} (per step {per}), primary-step macro-F1 "
+                      f"{res['mot_step']['macro_f1']}.", ""]
     return "\n".join(lines) + "\n"
 
 
 def train(task_name: str, gold_paths: list[str | Path], lang: str, tagger, settings: Settings, date: str,
           declared: dict[str, str] | None = None, allow_noncommercial: bool = False, group_by: str = "source",
-          command: str = "motpipe train-tagger", cross_validate: bool = True) -> tuple[LinearTextModel, dict]:
-    """Fit the model of one task and language on the gold files; returns it with its card."""
-    from pipelines.tagging.evaluate import read_gold
+          command: str = "motpipe train-tagger", cross_validate: bool = True,
+          split: str = "all") -> tuple[LinearTextModel, dict]:
+    """Fit the model of one task and language on the gold files; returns it with its card. `split` "dev" trains
+    on the groups (`group_by`) outside each file's held-out set only (evaluate.select)."""
+    from pipelines.tagging.evaluate import read_gold, select
 
     task = TASKS[task_name]
     files, records = [], []
     for path in gold_paths:
-        recs = [r for r in read_gold([path]) if task.applies(r) and r.get("lang") == lang]
+        recs = [r for r in select(read_gold([path]), split=split, group_by=group_by)
+                if task.applies(r) and r.get("lang") == lang]
         files.append({"name": Path(path).name, "sha256": sha256(path), "records": len(recs)})
         records += recs
     if not records:
@@ -201,7 +245,7 @@ def train(task_name: str, gold_paths: list[str | Path], lang: str, tagger, setti
     sources, shippable = licences(records, declared or {}, allow_noncommercial)
     cv = grouped_cv(task, tagger, records, settings, group_by) if cross_validate else {"note": "not run (--no-cv)"}
     model = fit(task, tagger, records, settings)
-    card = {"task": task_name, "lang": lang, "date": date, "command": command, "playbook": tagger.playbook.ref,
+    card = {"task": task_name, "lang": lang, "date": date, "split": split, "command": command, "playbook": tagger.playbook.ref,
             "training_files": files, "sources": sources, "shippable": shippable, "settings": asdict(settings),
             "labels": model.labels, "features": len(model.vocabulary), "cross_validation": cv}
     return model, card
@@ -210,7 +254,7 @@ def train(task_name: str, gold_paths: list[str | Path], lang: str, tagger, setti
 def train_and_write(task_name: str, gold_paths: list[str | Path], langs: list[str] | None, tagger, settings: Settings,
                     out: str | Path | None, date: str, declared: dict[str, str] | None = None,
                     allow_noncommercial: bool = False, group_by: str = "source", cross_validate: bool = True,
-                    command: str = "motpipe train-tagger") -> list[dict]:
+                    command: str = "motpipe train-tagger", split: str = "all") -> list[dict]:
     """`motpipe train-tagger`: one model per language into `out/<task>-<lang>/` (default: the package's models).
     A model trained with non-commercial data (`allow_noncommercial`) is never written into the package."""
     from pipelines.tagging.evaluate import read_gold
@@ -222,7 +266,7 @@ def train_and_write(task_name: str, gold_paths: list[str | Path], langs: list[st
     cards = []
     for lang in langs or found:
         model, card = train(task_name, gold_paths, lang, tagger, settings, date, declared, allow_noncommercial,
-                            group_by, command, cross_validate)
+                            group_by, command, cross_validate, split)
         card["path"] = f"{task_name}-{lang}"
         write_model(model, card, target / card["path"])
         cards.append(card)
