@@ -70,9 +70,13 @@ class RunConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _window(self) -> "RunConfig":
+    def _some_events(self) -> "RunConfig":
         if not self.touchpoints and not any(s.dataset == "events" for s in self.sources):
             raise ValueError("give touchpoint inputs (--touchpoints) or an events source (--source)")
+        return self
+
+    @model_validator(mode="after")
+    def _window(self) -> "RunConfig":
         if (self.start is None) != (self.end is None):
             raise ValueError("give both start and end of the window (or --date for one day)")
         if self.start is not None and self.end < self.start:

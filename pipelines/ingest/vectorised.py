@@ -187,7 +187,10 @@ def _parts(text: pa.Array) -> tuple[np.ndarray, dict[str, np.ndarray], pa.Array]
 
 
 def _timestamps(spec: Spec, columns: dict, default_tz: tzinfo, out_type: pa.DataType) -> tuple[np.ndarray, pa.Array]:
-    """The timestamp as UTC (condition, output); naive ones outside UTC are read by `_utc_micros`."""
+    """The timestamp as UTC (condition, output); naive ones outside UTC are read by `_utc_micros`. A column that
+    is a timestamp already (a source's mapped time) is valid where it is not null."""
+    if pa.types.is_timestamp(columns[spec.timestamp].type):
+        return _mask(pc.is_valid(columns[spec.timestamp])), columns[spec.timestamp].cast(out_type)
     text = stripped(columns[spec.timestamp])
     matched, p, zone = _parts(text)
     months = (p["y"] - 1970) * 12 + p["mo"] - 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -147,56 +148,87 @@ def _mapped(values: pa.Array, spec: FieldSpec, field: str, errors: Errors) -> pa
     return values
 
 
-def parse_time(text: str, time_format: str, tz: ZoneInfo) -> str | None:
-    """A timestamp in `time_format` (strptime, epoch_s, epoch_ms) as ISO 8601 in UTC; None if it does not match.
+UTC_US = pa.timestamp("us", "UTC")
 
-    >>> parse_time("29/2/2016 01:16", "%d/%m/%Y %H:%M", ZoneInfo("UTC"))
-    '2016-02-29T01:16:00+00:00'
+
+def parse_time(text: str, time_format: str, tz: ZoneInfo) -> datetime | None:
+    """A timestamp in `time_format` (strptime, epoch_s, epoch_ms) as an aware UTC datetime; None if it does not
+    match (a naive result is in `tz`).
+
+    >>> parse_time("29/2/2016 01:16", "%d/%m/%Y %H:%M", ZoneInfo("Asia/Shanghai")).isoformat()
+    '2016-02-28T17:16:00+00:00'
     """
     try:
         if time_format in ("epoch_s", "epoch_ms"):
             seconds = float(text) / (1000 if time_format == "epoch_ms" else 1)
-            return datetime.fromtimestamp(seconds, UTC).isoformat()
+            return datetime.fromtimestamp(seconds, UTC)
         parsed = datetime.strptime(text, time_format)
     except (ValueError, OverflowError, OSError):
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     try:
-        return parsed.astimezone(UTC).isoformat()
+        return parsed.astimezone(UTC)
     except OverflowError:
         return None
 
 
-def _digits(values: pa.Array) -> pa.Array:
-    """The numbers in each text, without leading zeros: `5/3/2016 12:00` and `05/03/2016 12:00` -> `5 3 2016 12 0`."""
-    spaced = pc.utf8_trim(pc.replace_substring_regex(values, r"\D+", " "), " ")
-    return pc.replace_substring_regex(spaced, r"(^| )0+(\d)", r"\1\2")
+# strptime directives whose numbers the fast path checks: directive -> (regex, the Arrow component it must equal)
+_DIRECTIVES = {"d": (r"\d{1,2}", "day"), "m": (r"\d{1,2}", "month"), "Y": (r"\d{4}", "year"),
+               "H": (r"\d{1,2}", "hour"), "M": (r"\d{1,2}", "minute"), "S": (r"\d{1,2}", "second")}
+
+
+def _format_pattern(time_format: str) -> tuple[str, list[str]] | None:
+    """A regex of `time_format` capturing each number and the components they are, or None when the format has
+    other directives than %d %m %Y %H %M %S (those values are all parsed by Python)."""
+    pattern, components, i = "^", [], 0
+    while i < len(time_format):
+        char = time_format[i]
+        if char == "%" and i + 1 < len(time_format):
+            directive = time_format[i + 1]
+            if directive == "%":
+                pattern += "%"
+            elif directive in _DIRECTIVES:
+                regex, component = _DIRECTIVES[directive]
+                pattern += f"(?P<g{len(components)}>{regex})"
+                components.append(component)
+            else:
+                return None
+            i += 2
+            continue
+        pattern += re.escape(char)
+        i += 1
+    return pattern + "$", components
 
 
 def strptime_column(values: pa.Array, time_format: str, tz: ZoneInfo) -> pa.Array:
-    """`parse_time` over a column: Arrow's strptime where it reads a value to the same numbers (Arrow rolls
-    31/2 over into March; such values, and those it cannot read, e.g. with %f, go to Python's strptime)."""
-    arrow = pc.strptime(values, format=time_format, unit="us", error_is_null=True)
-    same = _mask(pc.equal(_digits(pc.strftime(arrow, format=time_format)), _digits(values))) if "%z" not in time_format \
-        else np.zeros(len(values), bool)
-    if same.any():
-        utc = pc.assume_timezone(arrow, tz.key, ambiguous="earliest", nonexistent="earliest").cast(pa.timestamp("us", "UTC"))
-        fast = pc.binary_join_element_wise(pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S"), "+00:00", "")
-    else:
-        fast = pa.nulls(len(values), pa.string())
-    rest = pc.if_else(same, _NULL, values)
-    slow = _per_distinct(rest, lambda t: parse_time(t, time_format, tz), pa.string())
+    """`parse_time` over a column, as UTC timestamps: Arrow's strptime where every number of the text is the one
+    Arrow read (Arrow rolls 31/2 over into March; such values, and formats with other directives than
+    %d %m %Y %H %M %S, go to Python's strptime once per distinct value)."""
+    found = _format_pattern(time_format)
+    same = np.zeros(len(values), bool)
+    fast = pa.nulls(len(values), UTC_US)
+    if found is not None:
+        pattern, components = found
+        arrow = pc.strptime(values, format=time_format, unit="us", error_is_null=True)
+        numbers = pc.extract_regex(values, pattern)
+        same = _mask(pc.is_valid(arrow)) & _mask(pc.is_valid(numbers))
+        for index, component in enumerate(components):
+            written = pc.struct_field(numbers, index).cast(pa.int64())
+            same &= _mask(pc.equal(written, getattr(pc, component)(arrow)))
+        if same.any():
+            fast = pc.assume_timezone(arrow, tz.key, ambiguous="earliest", nonexistent="earliest").cast(UTC_US)
+    slow = _per_distinct(pc.if_else(same, _NULL, values), lambda t: parse_time(t, time_format, tz), UTC_US)
     return pc.if_else(same, fast, slow)
 
 
 def _timestamp(values: pa.Array, spec: FieldSpec, tz: ZoneInfo, field: str, errors: Errors) -> pa.Array:
     """ISO text is left to the contract's check (naive values read in the source's time zone); other formats are
-    parsed here, a value that does not match is a bad_timestamp naming the column."""
+    parsed here into UTC timestamps, a value that does not match is a bad_timestamp naming the column."""
     if spec.format == "iso":
         return values
     if spec.format in ("epoch_s", "epoch_ms"):
-        parsed = _per_distinct(values, lambda t: parse_time(t, spec.format, tz), pa.string())
+        parsed = _per_distinct(values, lambda t: parse_time(t, spec.format, tz), UTC_US)
     else:
         parsed = strptime_column(values, spec.format, tz)
     column = ",".join(spec.columns)
@@ -240,11 +272,11 @@ def _number(values: pa.Array, spec: FieldSpec, columns: _Columns, tz: ZoneInfo, 
 
 def _epoch(text: str, time_format: str, tz: ZoneInfo) -> float | None:
     """A timestamp (ISO or `time_format`) as seconds since 1970."""
-    iso = text if time_format == "iso" else parse_time(text, time_format, tz)
-    if iso is None:
-        return None
+    if time_format != "iso":
+        parsed = parse_time(text, time_format, tz)
+        return None if parsed is None else parsed.timestamp()
     try:
-        parsed = datetime.fromisoformat(iso)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)).timestamp()

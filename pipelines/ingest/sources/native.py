@@ -96,16 +96,35 @@ def decode(data: bytes, encoding: str, path: str) -> tuple[str, dict[int, str]]:
     return text, {int(line): f"not {declared}" for line in lines}
 
 
+def utf8_bytes(data: bytes, encoding: str, path: str) -> tuple[bytes, dict[int, str]]:
+    """`decode` as UTF-8 bytes (without a byte-order mark): a valid UTF-8 file as it is, anything else transcoded."""
+    if codecs.lookup(encoding).name == "utf-8":
+        body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+        try:
+            body.decode("utf-8")
+            return body, {}
+        except UnicodeDecodeError:
+            pass
+    text, not_decoded = decode(data, encoding, path)
+    return text.encode("utf-8", errors="surrogatepass"), not_decoded
+
+
 # --- CSV ---------------------------------------------------------------------------------------------------------
 
-def _blank_lines(text: str) -> np.ndarray:
-    """1-based: whether each physical line is empty (pyarrow skips those; a line of spaces is not empty)."""
-    return np.array([not line.rstrip("\r") for line in text.split("\n")], bool)
+def _blank_lines(data: bytes) -> np.ndarray:
+    """Whether each physical line is empty or only a CR (pyarrow skips those; a line of spaces is not empty)."""
+    array = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(array == 10)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.append(breaks, len(array))
+    length = ends - starts
+    return (length == 0) | ((length == 1) & (array[np.minimum(starts, len(array) - 1)] == 13)) if len(array) else \
+        np.ones(1, bool)
 
 
-def _start_lines(text: str, records: int, extra: np.ndarray) -> np.ndarray:
+def _start_lines(data: bytes, records: int, extra: np.ndarray) -> np.ndarray:
     """The physical line where each of `records` records starts, given the line breaks inside each (`extra`)."""
-    blank = _blank_lines(text)
+    blank = _blank_lines(data)
     non_blank = np.flatnonzero(~blank) + 1
     if not extra.any():
         return non_blank[:records]
@@ -118,11 +137,11 @@ def _start_lines(text: str, records: int, extra: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _header(text: str, fmt: CsvFormat) -> list[str]:
+def _header(data: bytes, fmt: CsvFormat) -> list[str]:
     """The column names: `columns`, or the header row (after `skip_rows` rows) read with the file's dialect."""
     if not fmt.header:
         return list(fmt.columns)
-    head = text.split("\n", fmt.skip_rows + 100)[:fmt.skip_rows + 100]  # the header is near the top
+    head = [line.decode("utf-8") for line in data.split(b"\n", fmt.skip_rows + 100)[:fmt.skip_rows + 100]]
     lines = (line + "\n" for line in head if line.strip("\r"))
     dialect = {"delimiter": fmt.delimiter, "quotechar": fmt.quote or '"', "quoting": csv.QUOTE_MINIMAL if fmt.quote else csv.QUOTE_NONE}
     reader = csv.reader(lines, **dialect)
@@ -135,8 +154,8 @@ def _header(text: str, fmt: CsvFormat) -> list[str]:
 def read_csv(path: str, fmt: CsvFormat) -> NativeTable:
     """A delimited file by `pyarrow.csv`: every column a string, cells with line breaks allowed; a record with
     another number of cells than the header is a bad row, a record whose cells are all blank is not a row."""
-    text, not_decoded = decode(read_bytes(path), fmt.encoding, path)
-    names = _header(text, fmt)
+    data, not_decoded = utf8_bytes(read_bytes(path), fmt.encoding, path)
+    names = _header(data, fmt)
     if not names:
         return NativeTable(pa.table({}), np.empty(0, np.int64))
     header_records = fmt.skip_rows + (1 if fmt.header else 0) + fmt.skip_rows_after_header
@@ -150,7 +169,7 @@ def read_csv(path: str, fmt: CsvFormat) -> NativeTable:
     unique = [f"{i}" for i in range(len(names))]  # positions: a repeated header name stays two columns
     try:
         table = pv.read_csv(
-            pa.py_buffer(text.encode("utf-8")),
+            pa.py_buffer(data),
             read_options=pv.ReadOptions(column_names=unique, skip_rows=header_records, use_threads=False),
             parse_options=pv.ParseOptions(delimiter=fmt.delimiter, quote_char=fmt.quote or False,
                                           newlines_in_values=True, invalid_row_handler=on_invalid),
@@ -165,12 +184,12 @@ def read_csv(path: str, fmt: CsvFormat) -> NativeTable:
     records = np.arange(1, total + 1)
     valid_records = np.setdiff1d(records[header_records:], np.array(sorted(invalid_numbers), np.int64))
     extra = np.zeros(total, np.int64)
-    if table.num_columns:  # line breaks inside cells
+    if table.num_columns and fmt.quote and fmt.quote.encode() in data:  # line breaks inside quoted cells
         breaks = np.sum([pc.count_substring(column, "\n").to_numpy(zero_copy_only=False) for column in table.columns], axis=0)
         extra[valid_records - 1] = breaks
     for number, row_text, _ in invalid:
         extra[number - 1] = row_text.count("\n")
-    starts = _start_lines(text, total, extra)
+    starts = _start_lines(data, total, extra)
     line_nos, spans = starts[valid_records - 1], extra[valid_records - 1]
     bad = [BadRow(int(starts[number - 1]), row_text, reason) for number, row_text, reason in invalid]
     keep = ~_blank_rows(table)
@@ -198,7 +217,14 @@ def _blank_rows(table: pa.Table) -> np.ndarray:
     """Rows whose every cell is blank are not rows (a spreadsheet's empty lines `,,,`)."""
     if not table.num_rows or not table.num_columns:
         return np.zeros(table.num_rows, bool)
-    return np.logical_and.reduce([_mask(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(c)), 0)) for c in table.columns])
+    short = np.logical_and.reduce([pc.binary_length(c).to_numpy(zero_copy_only=False) <= 4 for c in table.columns])
+    if not short.any():  # only rows of short cells can be all blank
+        return short
+    candidates = table.filter(pa.array(short))
+    blank = np.logical_and.reduce([_mask(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(c)), 0))
+                                   for c in candidates.columns])
+    short[short] = blank
+    return short
 
 
 def _mask(condition) -> np.ndarray:

@@ -13,7 +13,7 @@ import bisect
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -128,7 +128,8 @@ class _SourceBatch:
         attributes = moment.columns["attributes"].take(index).to_pylist() if "attributes" in moment.columns else None
         records = []
         for i, row in enumerate(rows):
-            record = {name: picked[name][i] for name in names}
+            record = {name: value.isoformat() if isinstance(value, datetime) else value
+                      for name, value in ((name, picked[name][i]) for name in names)}
             if attributes is not None and attributes[i] is not None:
                 record["attributes"] = json.loads(attributes[i])
             if self.dataset == "feedback":
@@ -184,9 +185,9 @@ def _raw_rows(table: pa.Table, rows: np.ndarray) -> dict[int, str]:
     return {int(p): json.dumps(row, ensure_ascii=False) for p, row in zip(positions, picked)}
 
 
-def record_date(timestamp: str | None, source_tz: tzinfo, run_tz: tzinfo, fallback_dt: str) -> str:
+def record_date(timestamp: str | datetime | None, source_tz: tzinfo, run_tz: tzinfo, fallback_dt: str) -> str:
     """Partition date of a rejected row: its mapped timestamp's local date in the run's zone, else the run date."""
     try:
-        return parse_timestamp(timestamp, source_tz).astimezone(run_tz).date().isoformat()
+        return (timestamp if isinstance(timestamp, datetime) else parse_timestamp(timestamp, source_tz)).astimezone(run_tz).date().isoformat()
     except (ValueError, TypeError, AttributeError, OverflowError):
         return fallback_dt

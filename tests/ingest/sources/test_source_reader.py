@@ -193,3 +193,13 @@ def test_a_contract_violation_after_mapping_is_the_rows_quarantine_reason(tmp_pa
     _, rejected, _ = read(parse_source(EVENTS_YAML.format(format="{type: csv}"), "export.yaml"), path)
     assert [(r.get("record_id"), r["error_kind"], r.get("error_field")) for r in rejected] == [
         ("A1-1", "missing_required_field", "customer_id"), ("A1-2", "missing_required_field", "touchpoint")]
+
+
+def test_a_quoted_cell_with_line_breaks_and_blank_lines_keep_the_line_numbers(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text('num,seq,ts,cust,step\r\nA1,1,1790000000000,c1,"Greet\r\n\r\ning"\r\n\r\n,,,,\r\n'
+                    "A1,2,1790000060000,c1,Checkout\r\nA1,3\r\n", encoding="utf-8")
+    valid, rejected, counts = read(parse_source(EVENTS_YAML.format(format="{type: csv}"), "export.yaml"), path)
+    assert [(r["event_id"], r["line_no"]) for r in valid] == [("A1-1", 2), ("A1-2", 7)]
+    assert [(r["error_kind"], r["line_no"]) for r in rejected] == [("unparseable_line", 8)]
+    assert counts["rows_in"] == 3  # the blank line and the row of empty cells are not rows
