@@ -96,7 +96,9 @@ class _Columns:
             values = self.table.column(column).combine_chunks()
             trimmed = pc.utf8_trim_whitespace(values)
             kept = values if field in _KEPT_AS_IS else trimmed
-            self.cache[key] = pc.if_else(pc.is_in(trimmed, pa.array(markers, pa.string())), _NULL, kept)
+            null = pc.equal(pc.binary_length(trimmed), 0) if markers == ("",) else \
+                pc.is_in(trimmed, pa.array(markers, pa.string()))
+            self.cache[key] = pc.if_else(null, _NULL, kept)
         return self.cache[key]
 
 

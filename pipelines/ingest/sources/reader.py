@@ -155,13 +155,15 @@ class _SourceBatch:
             for part, part_rows in ((fast, rows), (slow_table, np.array([r for r, _ in slow], np.int64))):
                 columns = [part.column(f.name) if f.name in part.column_names else pa.nulls(part.num_rows, f.type)
                            for f in self.schema if f.name not in _LINEAGE]
-                lineage = [pa.array([self.path] * part.num_rows, pa.string()), pa.array(line_nos[part_rows], pa.int64())]
+                lineage = [pa.repeat(pa.scalar(self.path, pa.string()), part.num_rows), pa.array(line_nos[part_rows], pa.int64())]
                 tables.append(pa.Table.from_arrays([*columns, *lineage], schema=self.schema))
                 order.append(part_rows * len(parts) + index)
                 np.add.at(per_row, part_rows, 1)
         valid = pa.concat_tables(tables) if tables else self.schema.empty_table()
-        sort = np.argsort(np.concatenate(order) if order else np.empty(0, np.int64), kind="stable")
-        return valid.take(pa.array(sort)), per_row
+        order = np.concatenate(order) if order else np.empty(0, np.int64)
+        if np.all(order[1:] > order[:-1]):  # in order already (one moment, no row on the reference path)
+            return valid, per_row
+        return valid.take(pa.array(np.argsort(order, kind="stable"))), per_row
 
     def _rejected(self, moment: MappedMoment | None, row: int | None, raw: str, line_no: int, kind: str,
                   field: str | None, message: str) -> dict:
