@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipelines.ingest.sources.spec import Source, known_timezone
 
 PSEUDONYMIZE_KEY_ENV = "MOTPIPE_PSEUDONYMIZE_KEY"  # read by the CLI
+UNDATED = "__HIVE_DEFAULT_PARTITION__"  # the `dt` partition of rows without a readable date (Hive's null partition)
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run id names files and directories: no separator, no `..`
 FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(9998, 12, 31)  # window days (a day's partition must stay a 4-digit year)
 
@@ -95,8 +96,9 @@ class RunConfig(BaseModel):
 
     @property
     def fallback_date(self) -> str:
-        """Partition of quarantined rows whose own timestamp is unreadable: the window's end, else today."""
-        return (self.end or datetime.now(self.tz).date()).isoformat()
+        """Partition of quarantined rows whose own timestamp is unreadable: the undated one (output.UNDATED, read
+        as a null `dt`), whatever the run's window or day, so a rerun replaces them instead of adding copies."""
+        return UNDATED
 
     @property
     def tz(self) -> ZoneInfo:

@@ -9,10 +9,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.config import UNDATED
 from pipelines.ingest.formats import file_digest
 from pipelines.storage import delete_tree
 
@@ -58,10 +60,15 @@ def _read_parquet(path: str) -> pa.Table:
 
 
 def same_rows(staged: str, published: str) -> bool:
-    """Whether two partition files hold the same rows, apart from the run that wrote them (`run_id`)."""
+    """Whether two partition files hold the same rows, apart from the run that wrote them (`run_id`). A published
+    file that is not Parquet (any more: corrupted, cut by a full disk) holds no rows: it is replaced."""
     if file_digest(staged) == file_digest(published):
         return True
-    old, new = _read_parquet(published), _read_parquet(staged)
+    try:
+        old = _read_parquet(published)
+    except (OSError, pa.ArrowException):
+        return False
+    new = _read_parquet(staged)
     drop = [c for c in ("run_id",) if c in old.column_names and c in new.column_names]
     return old.drop_columns(drop).equals(new.drop_columns(drop))
 
@@ -74,16 +81,45 @@ class Published:
     partitions: dict[str, list[str]]  # table -> the `dt` values this run wrote (replaced or unchanged)
 
 
-def publish(staging: str, out: str, tables: list[str], window_dates: list[str] | None) -> Published:
+QUARANTINE_ORDER = ["dataset", "source_file", "line_no"]  # row order of the quarantine tables' partitions
+UNDATED_TABLES = ("quarantine", "quarantine_raw")  # the tables with an undated partition
+
+
+def merge_undated(staging: str, out: str, table: str, sources: set[str], row_group_rows: int) -> None:
+    """Stage the undated partition of `table` (rows without a readable date, from any run) as the published one's
+    rows of files other than `sources` (this run's inputs) plus this run's: the rows of a file are replaced by
+    each run that reads it, never copied. Nothing staged when no row is left."""
+    staged, final = partition_file(staging, table, UNDATED), partition_file(out, table, UNDATED)
+    parts = [_read_parquet(staged)] if FileSystems.exists(staged) else []
+    if FileSystems.exists(final):
+        try:
+            published = _read_parquet(final)
+        except (OSError, pa.ArrowException):  # not Parquet any more: its rows are lost, this run's replace it
+            published = None
+        if published is not None:
+            others = pc.invert(pc.is_in(published.column("source_file"), pa.array(sorted(sources), pa.string())))
+            parts.append(published.filter(others).cast(parts[0].schema) if parts else published.filter(others))
+    rows = pa.concat_tables(parts).sort_by([(c, "ascending") for c in QUARANTINE_ORDER]) if parts else None
+    if rows is not None and rows.num_rows:
+        write_partition(staging, table, UNDATED, [rows], row_group_rows)
+    elif FileSystems.exists(staged):
+        FileSystems.delete([staged])
+
+
+def publish(staging: str, out: str, tables: list[str], window_dates: list[str] | None,
+            undated_sources: set[str] = frozenset(), row_group_rows: int = 65_536) -> Published:
     """Move staged partition files into `out`, one atomic rename per partition, then drop the staging tree.
 
     A partition whose rows equal the published ones (apart from `run_id`) is left untouched, so a
     rerun rewrites only the partitions whose data changed. With a window, its
-    partitions that got no rows in this run are removed. A crash between two renames leaves every
-    partition either old or new, never half-written; rerunning completes the publication.
+    partitions that got no rows in this run are removed. The undated partition of the quarantine tables keeps the
+    rows of files this run did not read (`merge_undated`, `undated_sources`: the run's inputs). A crash between two
+    renames leaves every partition either old or new, never half-written; rerunning completes the publication.
     """
     result = Published([], [], [], {})
     for table in tables:
+        if table in UNDATED_TABLES:
+            merge_undated(staging, out, table, undated_sources, row_group_rows)
         staged = FileSystems.match([FileSystems.join(staging, table, "dt=*", PART_FILE)])[0].metadata_list
         staged_dates = set()
         for meta in sorted(staged, key=lambda m: m.path):
@@ -99,7 +135,8 @@ def publish(staging: str, out: str, tables: list[str], window_dates: list[str] |
                 FileSystems.mkdirs(directory)
             FileSystems.rename([meta.path], [final])
             result.replaced.append(final)
-        for dt in sorted(set(window_dates or ()) - staged_dates):
+        replaced_dates = set(window_dates or ()) | ({UNDATED} if table in UNDATED_TABLES else set())
+        for dt in sorted(replaced_dates - staged_dates):
             final = partition_file(out, table, dt)
             if FileSystems.exists(final):
                 FileSystems.delete([final])

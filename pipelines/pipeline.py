@@ -270,8 +270,11 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
                 raise ReconciliationError(
                     f"counts do not reconcile for {', '.join(unreconciled)}: {record['counts']}; nothing was published"
                 )
-            published = publish(roots["public"], config.out, list(PUBLIC_TABLES), config.window_dates)
-            restricted = publish(roots["restricted"], config.restricted_dir, ["quarantine_raw"], config.window_dates)
+            sources = {f.path for files in inputs.values() for f in files}
+            published = publish(roots["public"], config.out, list(PUBLIC_TABLES), config.window_dates, sources,
+                                config.row_group_rows)
+            restricted = publish(roots["restricted"], config.restricted_dir, ["quarantine_raw"], config.window_dates,
+                                 sources, config.row_group_rows)
             summary["published"] = {name: len(getattr(published, name)) + len(getattr(restricted, name))
                                     for name in ("replaced", "unchanged", "removed")}
             summary["partitions"] = {table: published.partitions.get(table, []) for table in PUBLIC_TABLES}

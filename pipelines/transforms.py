@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config import RunConfig
+from pipelines.config import UNDATED, RunConfig
 from pipelines.dedup import deduplicate, run_starts, split_by_bucket
 from pipelines.ingest.reader import read_validated
 from pipelines.ingest.sources.reader import read_source
-from pipelines.output import local_dates, write_partition
+from pipelines.output import QUARANTINE_ORDER, local_dates, write_partition
 from pipelines.pii import Redaction, mask_column
 from pipelines.playbook import Playbook, load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
@@ -50,8 +50,8 @@ DEDUP, STITCH, LINK_FEEDBACK, LINK_VISITS, WRITE = "dedup", "stitch", "link_feed
 SORT_KEYS = {  # row order inside a partition: the same input always gives the same bytes
     "events": ["occurred_at", "event_id"],
     "feedback": ["submitted_at", "feedback_id"],
-    "quarantine": ["dataset", "source_file", "line_no"],
-    "quarantine_raw": ["dataset", "source_file", "line_no"],
+    "quarantine": QUARANTINE_ORDER,
+    "quarantine_raw": QUARANTINE_ORDER,
     "duplicates": ["dataset", "source_file", "line_no"],
 }
 RESTRICTED_TABLES = ("quarantine_raw",)  # written to the restricted staging directory
@@ -319,7 +319,7 @@ class _WritePartition(_GroupStep):
         chunks = merge_sorted(segments, SORT_KEYS[name])
         window = self.config.window_dates
         counts = Counter()
-        if window is not None and dt not in window:
+        if window is not None and dt not in window and dt != UNDATED:  # undated rows: in every window
             if name not in COPIES:
                 for chunk in chunks:
                     counts += outside_window_counts(chunk, name)

@@ -336,3 +336,39 @@ def test_compressed_input_cut_in_half_exits_3(tmp_path, suffix):
     result = cli_run("-t", str(path), "--out", str(tmp_path / "out"))
     assert result.exit_code == EXIT_INPUT and f"cannot read {path}" in result.output
     assert not (tmp_path / "out" / "events").exists()
+
+
+# --- quarantined rows without a date, corrupted partitions -----------------------------------------------------
+
+def test_undated_quarantine_rows_are_replaced_by_every_run_that_reads_their_file(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    daily = write_lines(inputs / "daily.jsonl", event("a1", "2026-10-01T09:00:00Z"),
+                        event("u1", "yesterday"), "not json")
+    out = tmp_path / "out"
+    for window in (["--date", "2026-10-01"], ["--date", "2026-10-09"], []):  # three runs over the same file
+        assert cli_run("-t", daily, "--out", str(out), *window).exit_code == 0
+    other = write_lines(inputs / "other.jsonl", event("u2", "13:00"))
+    assert cli_run("-t", other, "--out", str(out), "--date", "2026-10-02").exit_code == 0
+    undated = "select source_file, line_no, error_kind from t where dt is null order by all"
+    expected = [(daily, 2, "bad_timestamp"), (daily, 3, "unparseable_line"), (other, 1, "bad_timestamp")]
+    assert rows_of(out / "quarantine", undated) == expected  # one copy of each
+    assert rows_of(out / "_restricted" / "quarantine_raw", undated) == expected
+    assert sorted(p.parent.name for p in (out / "quarantine").glob("*/*.parquet")) == ["dt=__HIVE_DEFAULT_PARTITION__"]
+    write_lines(inputs / "daily.jsonl", event("a1", "2026-10-01T09:00:00Z"))  # the file fixed upstream
+    assert cli_run("-t", daily, "--out", str(out)).exit_code == 0
+    assert rows_of(out / "quarantine", undated) == [(other, 1, "bad_timestamp")]
+    check = runner.invoke(app, ["check", "--out", str(out), "-T", "quarantine_share=1"])
+    assert check.exit_code == 0, check.output
+
+
+def test_a_corrupted_published_partition_is_rewritten_by_the_rerun(tmp_path):
+    source = events_file(tmp_path / "in")
+    out = tmp_path / "out"
+    assert cli_run("-t", source, "--out", str(out), "--run-id", "r").exit_code == 0
+    partition = out / "events" / "dt=2026-10-01" / "part-00000.parquet"
+    good = pq.read_table(partition).drop_columns(["run_id"])
+    partition.write_bytes(partition.read_bytes()[:50])
+    result = cli_run("-t", source, "--out", str(out), "--run-id", "r")
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(partition).drop_columns(["run_id"]).equals(good)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from great_expectations import __version__ as gx_version  # noqa: E402
 from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult  # noqa: E402
 
-from pipelines.config import safe_run_id  # noqa: E402
+from pipelines.config import UNDATED, safe_run_id  # noqa: E402
 from pipelines.ingest.contract import DATASETS  # noqa: E402
 from pipelines.pii import HASHED_ID, JSON_ESCAPE, PREFILTER, decode_escapes, find_pii  # noqa: E402
 from pipelines.quality.docs import open_context, publish  # noqa: E402
@@ -110,13 +110,21 @@ def read_summary(out: Path, run_id: str | None = None) -> dict:
     return max(summaries, key=lambda s: s["started_at"])
 
 
+def sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _rows_of_run(table: str, summary: dict) -> str:
     """SQL condition for the rows a run published: the partitions it wrote (a rerun leaves partitions whose rows
     did not change as they were, with the run_id of the run that first wrote them); older summaries: its run_id."""
     if table in summary.get("partitions", {}):
-        dates = ", ".join(f"'{dt}'" for dt in summary["partitions"][table]) or "null"
-        return f"cast(dt as varchar) in ({dates})"
-    return "run_id = '" + summary["run_id"].replace("'", "''") + "'"
+        dates = ", ".join(f"'{dt}'" for dt in summary["partitions"][table] if dt != UNDATED) or "null"
+        if UNDATED not in summary["partitions"][table]:
+            return f"cast(dt as varchar) in ({dates})"
+        # the undated partition holds the rows of every run's files: this run's are those of its inputs
+        sources = ", ".join(sql_text(f["path"]) for files in summary["inputs"].values() for f in files) or "null"
+        return f"(cast(dt as varchar) in ({dates}) or (dt is null and source_file in ({sources})))"
+    return f"run_id = {sql_text(summary['run_id'])}"
 
 
 def open_run(out: Path, summary: dict, settings: QualitySettings) -> duckdb.DuckDBPyConnection:
