@@ -66,7 +66,7 @@ EVENTS = pa.schema(
         ("attributes", pa.string()),  # JSON object, PII-masked
         ("mot_step", pa.int8()),
         ("mot_step_name", pa.string()),
-        ("mot_step_source", pa.string()),  # touchpoint | text | null
+        ("mot_step_source", pa.string()),  # touchpoint | text (a cue) | model (the MOT-step model) | null
         ("mot_steps", pa.list_(pa.int8())),  # every step the moment performs, ascending; mot_step is the primary one
         ("abc_facet", pa.string()),
         *_TAGS,
