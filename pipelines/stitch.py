@@ -3,7 +3,8 @@
 Events that carry `visit_id` keep it. The others are grouped per customer into sessions: a new
 visit starts when more than `gap_s` seconds pass since the customer's previous event (a gap of
 exactly `gap_s` stays in the visit). A stitched visit's id is `v-` + a hash of the customer and
-its first event id, so reruns on the same input give the same ids. Moments are ordered by
+its first event id, so reruns on the same input give the same ids; with a pseudonymisation key the hash is keyed,
+so the published event ids cannot be used to test guesses of the raw customer id behind a pseudonym. Moments are ordered by
 (occurred_at, event_id); the first and last moment of each visit are flagged.
 """
 from __future__ import annotations
@@ -17,12 +18,13 @@ import pyarrow.compute as pc
 from pipelines.dedup import run_starts
 
 
-def stitched_visit_id(customer_id: str, first_event_id: str) -> str:
-    digest = hashlib.blake2b(f"{customer_id}\x1f{first_event_id}".encode("utf-8"), digest_size=8).hexdigest()
+def stitched_visit_id(customer_id: str, first_event_id: str, key: bytes | None = None) -> str:
+    digest = hashlib.blake2b(f"{customer_id}\x1f{first_event_id}".encode("utf-8"), digest_size=8,
+                             key=hashlib.sha256(key).digest() if key else b"").hexdigest()
     return f"v-{digest}"
 
 
-def _gap_visit_ids(table: pa.Table, gap_s: float) -> pa.Array:
+def _gap_visit_ids(table: pa.Table, gap_s: float, key: bytes | None) -> pa.Array:
     """Visit ids for rows without one: sessions per customer split at inactivity gaps > gap_s."""
     order = pc.sort_indices(table, [("customer_id", "ascending"), ("occurred_at", "ascending"), ("event_id", "ascending")])
     micros = table.column("occurred_at").take(order).cast(pa.int64()).to_numpy()
@@ -30,13 +32,13 @@ def _gap_visit_ids(table: pa.Table, gap_s: float) -> pa.Array:
     starts[1:] |= np.diff(micros) > gap_s * 1_000_000
     first = order.take(pa.array(np.flatnonzero(starts)))
     customers, event_ids = (table.column(c).take(first).to_pylist() for c in ("customer_id", "event_id"))
-    session_ids = pa.array([stitched_visit_id(c, e) for c, e in zip(customers, event_ids)], pa.string())
+    session_ids = pa.array([stitched_visit_id(c, e, key) for c, e in zip(customers, event_ids)], pa.string())
     session = np.empty(len(order), dtype=np.int64)
     session[order.to_numpy()] = np.cumsum(starts) - 1
     return session_ids.take(pa.array(session))
 
 
-def stitch_visits(events: pa.Table, gap_s: float) -> pa.Table:
+def stitch_visits(events: pa.Table, gap_s: float, key: bytes | None = None) -> pa.Table:
     """Fill `visit_id`, add visit_id_source, position_in_visit, moments_in_visit, is_first/last_moment.
 
     Rows keep their input order (positions come from a sort of the row indices, no copy of the rows).
@@ -46,7 +48,7 @@ def stitch_visits(events: pa.Table, gap_s: float) -> pa.Table:
     source = pc.if_else(missing, "gap", "input")
     if pc.any(missing).as_py():
         without = events.filter(missing)
-        filled = pc.replace_with_mask(given.combine_chunks(), missing.combine_chunks(), _gap_visit_ids(without, gap_s))
+        filled = pc.replace_with_mask(given.combine_chunks(), missing.combine_chunks(), _gap_visit_ids(without, gap_s, key))
     else:
         filled = given
     events = events.set_column(events.schema.get_field_index("visit_id"), "visit_id", filled)

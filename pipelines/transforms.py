@@ -280,7 +280,7 @@ class _StitchBucket(_SpillingDoFn):
     def step(self, keyed):
         (bucket,), segments = keyed
         name, writer, counts = f"stitch-{bucket:04d}", SpillWriter(self.work), Counter()
-        events = stitch_visits(read_spills(segments), self.config.gap_minutes * 60)
+        events = stitch_visits(read_spills(segments), self.config.gap_minutes * 60, self.config.key_bytes)
         counts["events.visits"] += true_count(events.column("is_first_moment"))
         self.spill_buckets(writer, name, visit_ends(events), (LINK_VISITS,), "customer_id")
         self.spill_rows(writer, name, self.enrich(events, counts), "events")

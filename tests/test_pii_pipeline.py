@@ -13,6 +13,7 @@ from pipelines.pii import pseudonymize
 from pipelines.pipeline import IDENTIFIER_KEY_FILE, run
 from pipelines.quality.checkpoint import run_checkpoint
 from pipelines.quality.settings import load_settings
+from pipelines.stitch import stitched_visit_id
 
 PHONE, CUSTOMER_PHONE, STAFF_PHONE = "13812345678", "13987654321", "13700001111"
 KEY = "issue-16-key"
@@ -107,6 +108,7 @@ def test_identifiers_holding_pii_become_one_keyed_hash_everywhere(published):
     assert (second["touchpoint"], second["visit_id"]) == (h(f"callback {PHONE}"), first["visit_id"])
     assert third["customer_id"] == (pseudonymize("cust-3", key.encode()) if key else "cust-3")
     assert third["text"] == "我的邮箱 [EMAIL]"
+    assert third["visit_id"] == stitched_visit_id("cust-3", "e3", key.encode() if key else None)  # keyed with a key
     (feedback,) = table(out, "feedback")
     assert feedback["feedback_id"] == h("f-ann@example.com")
     assert (feedback["visit_id"], feedback["link_method"], feedback["customer_id"]) == (

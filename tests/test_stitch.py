@@ -57,6 +57,8 @@ def assert_in_input_order(stitched: pa.Table, table: pa.Table) -> None:
 
 def test_stitched_visit_id_is_pinned():
     assert stitched_visit_id("c1", "e1") == "v-63f4abbdf36fffac"
+    keyed = stitched_visit_id("c1", "e1", b"secret")  # with --pseudonymize-key: no guessing the raw customer id
+    assert keyed.startswith("v-") and len(keyed) == 18 and keyed not in ("v-63f4abbdf36fffac", stitched_visit_id("c1", "e1", b"other"))
     assert stitched_visit_id("c1", "e1") != stitched_visit_id("c1", "e2") != stitched_visit_id("c2", "e1")
     # the separator keeps ("c1", "2e") and ("c12", "e") apart
     assert stitched_visit_id("c1", "2e") != stitched_visit_id("c12", "e")
