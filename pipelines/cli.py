@@ -118,7 +118,7 @@ def run(
     from pipelines.pipeline import run as run_pipeline
     from pipelines.pipeline import stray_arguments, unknown_beam_options
     from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
-    from pipelines.runs import LockedError
+    from pipelines.lock import LockedError
 
     logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)  # set on import of distributed
     try:

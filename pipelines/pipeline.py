@@ -23,7 +23,8 @@ from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_
 from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.runners import direct_worker_args
-from pipelines.runs import derive_run_id, output_lock, run_record_path, write_run_record
+from pipelines.lock import output_lock
+from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.storage import delete_tree, filesystem_options, use_filesystem_options
 from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits, WritePartitions
@@ -254,7 +255,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
               "status": "failed", "motpipe_version": __version__,
               "input_files": [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                               for d in DATASETS for f in inputs[d]]}
-    with output_lock(config.out, config.run_id):
+    with output_lock(config.out, config.run_id) as lock:
         config = with_identifier_key(config)
         try:
             for root in roots.values():
@@ -270,6 +271,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
                 raise ReconciliationError(
                     f"counts do not reconcile for {', '.join(unreconciled)}: {record['counts']}; nothing was published"
                 )
+            lock.check()  # a run whose lease ended and was taken over publishes nothing
             sources = {f.path for files in inputs.values() for f in files}
             published = publish(roots["public"], config.out, list(PUBLIC_TABLES), config.window_dates, sources,
                                 config.row_group_rows)

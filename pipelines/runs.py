@@ -1,16 +1,14 @@
-"""Run bookkeeping for scheduled use: deterministic run ids, the output lock, the `runs` history table.
+"""Run bookkeeping for scheduled use: deterministic run ids and the `runs` history table (the output lock is
+pipelines/lock.py).
 
-    >>> with output_lock("out", "2026-10-01-3f9a1c2b7d10"):   # doctest: +SKIP
-    ...     ...   # a second run on "out" meanwhile fails with LockedError naming this holder
+    >>> derive_run_id("2026-10-01", inputs, settings)   # doctest: +SKIP
+    '2026-10-01-3f9a1c2b7d10'
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +17,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import __version__
 
-LOCK_FILE = "_lock.json"
 RUNS_TABLE = "runs"
 RUNS_SCHEMA = pa.schema(
     [
@@ -39,64 +36,11 @@ RUNS_SCHEMA = pa.schema(
 )
 
 
-class LockedError(RuntimeError):
-    """Another run holds the output directory."""
-
-
 def derive_run_id(window: str, inputs: list[dict], settings: dict) -> str:
     """`<window>-<12 hex>`: the same inputs (paths, sizes, checksums) and settings give the same id,
     so a rerun writes byte-identical rows. `window` is e.g. `2026-10-01`, `2026-10-01_2026-10-07` or `all`."""
     fingerprint = json.dumps({"inputs": inputs, "settings": settings, "version": __version__}, sort_keys=True, default=str)
     return f"{window}-{hashlib.sha256(fingerprint.encode('utf-8')).hexdigest()[:12]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def output_lock(out: str, run_id: str):
-    """Hold `out/_lock.json` for the duration of a run.
-
-    The lock is created atomically (O_EXCL) on a local filesystem; a lock left by a dead process on
-    this host is taken over. On object stores there is no atomic create: let the scheduler run one
-    job per output at a time.
-    """
-    path = os.path.join(out, LOCK_FILE)
-    holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if "://" in out:
-        yield
-        return
-    os.makedirs(out, exist_ok=True)
-    while True:
-        try:
-            with open(path, "x", encoding="utf-8") as handle:
-                json.dump(holder, handle)
-            break
-        except FileExistsError:
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    current = json.load(handle)
-            except (OSError, ValueError):
-                current = {}
-            if current.get("host") == holder["host"] and not _pid_alive(int(current.get("pid", -1))):
-                os.remove(path)  # stale: its process is gone
-                continue
-            raise LockedError(
-                f"{out} is locked by run {current.get('run_id')} (pid {current.get('pid')} on {current.get('host')} "
-                f"since {current.get('since')}); if that run is dead, remove {path}"
-            ) from None
-    try:
-        yield
-    finally:
-        os.remove(path)
 
 
 def run_record_path(out: str, run_id: str, started_at: datetime) -> str:

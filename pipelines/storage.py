@@ -54,10 +54,24 @@ def filesystem_options(beam_args: list[str]) -> dict:
     return {name: value for name, value in given.items() if name in FILESYSTEM_OPTION_NAMES}
 
 
+_options: dict = {}  # this process's filesystem options, as last set by use_filesystem_options
+
+
 def use_filesystem_options(options: dict) -> None:
     """Make this process's FileSystems calls use `options` (see filesystem_options)."""
+    global _options
+    _options = dict(options)
     FileSystems.set_options(PipelineOptions.from_dictionary(options))
     _share_s3_clients()
+
+
+def s3_client():
+    """A boto3 S3 client with this process's S3 options, built as Beam's S3 filesystem builds its own (for
+    what Beam's filesystem API cannot do: conditional puts)."""
+    from apache_beam.io.aws.clients.s3 import boto3_client
+
+    _share_s3_clients()
+    return boto3_client.Client(options=PipelineOptions.from_dictionary(_options)).client
 
 
 def delete_tree(path: str) -> None:

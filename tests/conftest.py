@@ -53,6 +53,11 @@ class ObjectStore:
         self.client.upload_file(str(local), *self._split(url))
         return url
 
+    def put(self, url: str, data: bytes) -> str:
+        bucket, key = self._split(url)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        return url
+
     def keys(self, url: str) -> list[str]:
         """Keys under `url` (a bucket or a prefix), relative to it, sorted."""
         bucket, prefix = self._split(url)

@@ -3,14 +3,16 @@ loopback port), reached through Beam's S3 filesystem and its options, compared w
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from pipelines.cli import EXIT_LOCKED, app
 from pipelines.config import RunConfig
 from pipelines.ingest.formats import match_inputs
+from pipelines.lock import LEASE_S, LOCK_FILE, holder_record
 from pipelines.storage import delete_tree, filesystem_options, is_remote, list_tree, use_filesystem_options
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,9 +30,12 @@ def upload_inputs(store) -> str:
 @pytest.fixture(scope="module")
 def cloud_run(object_store, tmp_path_factory):
     """The fixture run by `motpipe run` with inputs, --out and --restricted-out (so the work directory too) in
-    three buckets; returns (the store, its paths, the CLI result, a local copy of the outputs)."""
+    three buckets, on an output whose lock a crashed run left an hour ago; returns (the store, its paths, the
+    CLI result, a local copy of the outputs)."""
     landing, tables, restricted = upload_inputs(object_store), object_store.bucket("tables"), object_store.bucket("restricted")
     paths = {"landing": landing, "out": f"{tables}/motpipe", "restricted": f"{restricted}/motpipe"}
+    crashed = holder_record("crashed-run", LEASE_S, datetime.now(timezone.utc) - timedelta(hours=1)) | {"host": "gone"}
+    object_store.put(f"{paths['out']}/{LOCK_FILE}", json.dumps(crashed).encode())
     result = CliRunner().invoke(app, ["run", "-t", f"{landing}/in/events_*", "-f", f"{landing}/in/feedback.jsonl",
                                       "--out", paths["out"], "--restricted-out", paths["restricted"], "--no-check",
                                       *SETTINGS, *object_store.beam_args])
@@ -64,6 +69,22 @@ def relocated(tables: dict[str, list[dict]], old: str, new: str) -> dict[str, li
     kept_source_file, the message of a conflicting duplicate)."""
     return {name: [{k: v.replace(old, new) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
             for name, rows in tables.items()}
+
+
+def test_the_crashed_runs_lock_was_taken_over_and_released(cloud_run):
+    store, paths, result, _ = cloud_run
+    assert result.exit_code == 0 and LOCK_FILE not in store.keys(paths["out"])
+
+
+def test_a_second_run_is_refused_with_exit_7_while_a_live_lease_holds_the_output(object_store):
+    landing, out = upload_inputs(object_store), f"{object_store.bucket('held')}/motpipe"
+    holder = holder_record("running", LEASE_S, datetime.now(timezone.utc)) | {"host": "worker-7"}
+    object_store.put(f"{out}/{LOCK_FILE}", json.dumps(holder).encode())
+    result = CliRunner().invoke(app, ["run", "-t", f"{landing}/in/events_a.jsonl", "--out", out, "--no-check",
+                                      *object_store.beam_args])
+    assert result.exit_code == EXIT_LOCKED, result.output
+    assert "locked by run running" in result.output and "worker-7" in result.output
+    assert object_store.keys(out) == [LOCK_FILE]  # nothing written, the holder's lock left alone
 
 
 def test_every_table_equals_the_local_runs(cloud_run, local_run, published_rows):

@@ -16,7 +16,8 @@ from pipelines import transforms
 from pipelines.config import RunConfig
 from pipelines.output import PART_FILE
 from pipelines.pipeline import run
-from pipelines.runs import LOCK_FILE, LockedError, read_runs
+from pipelines.lock import LOCK_FILE, LockedError
+from pipelines.runs import read_runs
 
 PUBLISHED = ("events", "feedback", "quarantine", "duplicates", "_restricted/quarantine_raw")
 
