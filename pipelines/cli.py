@@ -171,9 +171,6 @@ def run(
         err.print(f"[yellow]warning:[/] --no-check: the quality checkpoint did not run (nor its scan for unmasked PII); "
                   f"run `motpipe check --out {config.out}` before analysts read these tables", highlight=False)
         return
-    if "://" in config.out:
-        err.print(f"[yellow]warning:[/] quality checks read local outputs only; run `motpipe check` on a copy of {config.out}")
-        return
     _checkpoint(config.out, quality, summary["run_id"], summary["outputs"]["run record"])
 
 
@@ -234,18 +231,23 @@ def _checkpoint(out: str, settings, run_id: str | None, run_record: str | None =
     raise typer.Exit(EXIT_QUALITY_ERROR if report.worst_failure == "error" else EXIT_QUALITY_WARN)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def check(
-    out: Annotated[str, typer.Option(help="Output directory of `motpipe run` (local).")],
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option(help="Output directory of `motpipe run` (local or any Beam filesystem; "
+                                          "give its Beam filesystem options after the motpipe options).")],
     run_id: Annotated[Optional[str], typer.Option(help="Run to check [default: the latest run in OUT/_runs].")] = None,
     playbook: Annotated[Optional[str], typer.Option(help="Playbook whose `quality:` section applies [default: the run's].")] = None,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
 ) -> None:
-    """Run the quality checkpoint on existing outputs (exit 0 passed, 5 warnings only, 6 errors)."""
+    """Run the quality checkpoint on existing outputs (exit 0 passed, 5 warnings only, 6 errors). Arguments it
+    does not know are Beam filesystem options (e.g. --s3_endpoint_url=...)."""
     from pipelines.quality.checkpoint import CheckError, read_summary
+    from pipelines.storage import filesystem_options, use_filesystem_options
 
+    use_filesystem_options(filesystem_options(ctx.args))
     try:
-        summary = read_summary(Path(out), run_id)
+        summary = read_summary(out, run_id)
     except CheckError as error:
         _fail(EXIT_USAGE, str(error))
     settings = _quality_settings(playbook or summary["settings"]["playbook"], threshold or [])

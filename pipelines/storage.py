@@ -13,8 +13,12 @@ them here.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import threading
+from pathlib import Path
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     AzureOptions,
@@ -92,6 +96,35 @@ def list_tree(path: str) -> list[str]:
                   if not m.path.endswith("/"))
 
 
+def download_tree(remote: str, local: Path) -> None:
+    """Copy every file under the directory `remote` to the same relative path under `local`."""
+    prefix = remote.rstrip("/") + "/"
+    for path in list_tree(remote):
+        target = local / path[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as source:
+            target.write_bytes(source.read())
+
+
+def file_digests(local: Path) -> dict[str, str]:
+    """sha256 of every file under `local`, by its path relative to `local`."""
+    return {p.relative_to(local).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(local.rglob("*")) if p.is_file()}
+
+
+def upload_tree(local: Path, remote: str, unchanged: dict[str, str] | None = None) -> None:
+    """Copy every file under the local directory `local` to the same relative path under `remote`, except
+    those whose digest is the one in `unchanged` (file_digests of what was downloaded)."""
+    unchanged = unchanged or {}
+    for name, digest in file_digests(local).items():
+        if unchanged.get(name) == digest:
+            continue
+        path = local / name
+        with FileSystems.create(FileSystems.join(remote, *name.split("/")),
+                                compression_type=CompressionTypes.UNCOMPRESSED) as target:
+            target.write(path.read_bytes())
+
+
 # --- one boto3 client per process and settings for Beam's S3 filesystem ------------------------------------
 _SHARE_LOCK = threading.Lock()
 
@@ -111,27 +144,100 @@ def _share_s3_clients() -> None:
 
 
 class SharedBoto3Client:
-    """Mixed into Beam's `boto3_client.Client`: the boto3 client comes from a cache keyed by the S3 options;
-    everything else (the per-object download state) stays per instance, as Beam builds it."""
+    """Mixed into Beam's `boto3_client.Client`: the boto3 client comes from a cache keyed by the options object
+    (FileSystems hands the same one to every call; reading its values costs more than a call); everything else
+    (the per-object download state) stays per instance, as Beam builds it."""
 
-    _clients: dict[tuple, object] = {}
+    _clients: dict[int, tuple] = {}  # id(options) -> (options, boto3 client); the options kept so the id stays theirs
 
     def __init__(self, options):
-        key = _s3_settings(options)
-        shared = self._clients.get(key)
-        if shared is None:
+        cached = self._clients.get(id(options))
+        if cached is None or cached[0] is not options:
             super().__init__(options)
-            self._clients[key] = self.client
+            self._clients[id(options)] = (options, self.client)
             return
-        self.client = shared
+        self.client = cached[1]
         self._download_request, self._download_stream, self._download_pos = None, None, 0
 
 
-S3_OPTION_NAMES = tuple(sorted(_option_names(S3Options)))
+# --- DuckDB reads through Beam's filesystems -----------------------------------------------------------------
+KEPT_FILE_BYTES = 16 << 20  # files up to this size are read once per checkpoint and kept in memory
 
 
-def _s3_settings(options) -> tuple:
-    """The S3 options' values, from PipelineOptions or the plain dict Beam's runtime options are."""
-    if isinstance(options, PipelineOptions):
-        options = options.get_all_options()
-    return tuple(repr(options.get(name)) for name in S3_OPTION_NAMES)
+def duckdb_filesystem(scheme: str):
+    """A read-only fsspec filesystem for `scheme` over Beam's FileSystems (with this process's options), for
+    DuckDB's `register_filesystem`: DuckDB then reads `scheme://` files as Beam reaches them (its own httpfs
+    extension is not installable from a package registry)."""
+    from fsspec import AbstractFileSystem
+
+    class BeamFileSystem(AbstractFileSystem):
+        """Listings and file details are kept for the filesystem's life (one checkpoint: the files do not
+        change meanwhile): DuckDB asks for them again for every query."""
+
+        protocol = (scheme,)
+        cachable = False
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.files: dict[str, dict] = {}  # url -> {"size", "mtime"} of every file listed so far
+            self.listed: dict[str, list[dict]] = {}  # directory url -> its entries
+            self.kept: dict[str, bytes] = {}  # url -> content of the small files read so far
+
+        def _url(self, path: str) -> str:
+            return path if "://" in path else f"{scheme}://{path}"
+
+        def ls(self, path, detail=True, **kwargs):
+            url = self._url(path).rstrip("/")
+            if url not in self.listed:
+                entries: dict[str, dict] = {}
+                for meta in FileSystems.match([f"{url}/**"])[0].metadata_list:
+                    self.files[meta.path] = {"size": meta.size_in_bytes, "mtime": meta.last_updated_in_seconds}
+                    name, _, rest = meta.path[len(url) + 1:].partition("/")
+                    entry = {"name": self._strip_protocol(f"{url}/{name}"), "type": "directory" if rest else "file",
+                             "size": 0 if rest else meta.size_in_bytes}
+                    entries.setdefault(entry["name"], entry)
+                self.listed[url] = list(entries.values())
+            return self.listed[url] if detail else [entry["name"] for entry in self.listed[url]]
+
+        def _file(self, url: str) -> dict | None:
+            if url not in self.files:
+                found = [m for m in FileSystems.match([url])[0].metadata_list if m.path == url]
+                if not found:
+                    return None
+                self.files[url] = {"size": found[0].size_in_bytes, "mtime": found[0].last_updated_in_seconds}
+            return self.files[url]
+
+        def info(self, path, **kwargs):
+            url = self._url(path)
+            found = self._file(url)
+            if found is not None:
+                return {"name": self._strip_protocol(url), "type": "file", "size": found["size"]}
+            if self.ls(path):
+                return {"name": self._strip_protocol(url), "type": "directory", "size": 0}
+            raise FileNotFoundError(url)
+
+        def modified(self, path):
+            from datetime import datetime, timezone
+
+            found = self._file(self._url(path))
+            if found is None:
+                raise FileNotFoundError(self._url(path))
+            return datetime.fromtimestamp(found["mtime"], timezone.utc)
+
+        def _open(self, path, mode="rb", **kwargs):
+            """A file of up to KEPT_FILE_BYTES is read once and kept (DuckDB opens it again for every query;
+            each open is a request of its own); a larger one is streamed by Beam every time."""
+            url = self._url(path)
+            if mode != "rb":
+                raise PermissionError(f"{url}: DuckDB reads through Beam's filesystems, it does not write")
+            if url in self.kept:
+                return io.BytesIO(self.kept[url])
+            handle = FileSystems.open(url, compression_type=CompressionTypes.UNCOMPRESSED)
+            size = (self._file(url) or {}).get("size")
+            if size is None or size > KEPT_FILE_BYTES:
+                return handle
+            with handle:
+                self.kept[url] = handle.read()
+            return io.BytesIO(self.kept[url])
+
+    return BeamFileSystem()

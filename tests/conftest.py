@@ -21,6 +21,18 @@ def published_rows():
     return _published_rows
 
 
+def _relocated(tables: dict[str, list[dict]], old: str, new: str) -> dict[str, list[dict]]:
+    return {name: [{k: v.replace(old, new) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+            for name, rows in tables.items()}
+
+
+@pytest.fixture
+def relocated():
+    """`relocated(published_rows(out), old, new)`: the rows with the input directory `old` replaced by `new`
+    wherever a text names it (source_file, kept_source_file, the message of a conflicting duplicate)."""
+    return _relocated
+
+
 class ObjectStore:
     """An S3-compatible server on a free loopback port (moto's server mode, in a thread of the test process),
     with the Beam options that reach it and a boto3 client for the tests' own uploads and listings."""

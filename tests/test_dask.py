@@ -235,17 +235,37 @@ def fixture_config(out: Path, run_id: str) -> RunConfig:
                      out=str(out), timezone="Asia/Shanghai", run_id=run_id, buckets=4)
 
 
-def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path, published_rows):
-    direct = run(fixture_config(tmp_path / "direct", "direct-run"))
-    with runner_options("dask", cluster, None, []) as args:
-        dask = run(fixture_config(tmp_path / "dask", "dask-run"), args)
-    expected, got = published_rows(tmp_path / "direct"), published_rows(tmp_path / "dask")
+def assert_same_outputs(got: dict, expected: dict) -> None:
     assert {Path(name).parts[0] for name in expected} >= {"events", "feedback", "quarantine", "duplicates", "_restricted"}
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], name
+
+
+def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path, published_rows, object_store, relocated):
+    """On the cluster with local paths, and with every path (inputs, --out, --restricted-out, so the work
+    directory) on the S3 server: the workers get no local path of the run at all."""
+    direct = run(fixture_config(tmp_path / "direct", "direct-run"))
+    with runner_options("dask", cluster, None, []) as args:
+        dask = run(fixture_config(tmp_path / "dask", "dask-run"), args)
+    expected = published_rows(tmp_path / "direct")
+    assert_same_outputs(published_rows(tmp_path / "dask"), expected)
     assert {k: dask[k] for k in SUMMARY_COUNTS} == {k: direct[k] for k in SUMMARY_COUNTS}
     assert dask["events"]["reconciled"] and dask["feedback"]["reconciled"]
+
+    landing, out, restricted = (object_store.bucket(name) for name in ("dask-landing", "dask-out", "dask-restricted"))
+    for name in ("events_a.jsonl", "events_b.csv", "feedback.jsonl"):
+        object_store.upload(FIXTURES / name, f"{landing}/{name}")
+    config = RunConfig(touchpoints=[f"{landing}/events_*"], feedback=[f"{landing}/feedback.jsonl"], out=out,
+                       restricted_out=restricted, timezone="Asia/Shanghai", run_id="dask-s3-run", buckets=4)
+    with runner_options("dask", cluster, None, object_store.beam_args) as args:
+        on_store = run(config, args)
+    object_store.download(out, tmp_path / "store")
+    object_store.download(config.restricted_dir, tmp_path / "store" / "_restricted")
+    assert_same_outputs(relocated(published_rows(tmp_path / "store"), f"{landing}/", f"{FIXTURES}/"), expected)
+    assert {k: on_store[k] for k in SUMMARY_COUNTS} == {k: direct[k] for k in SUMMARY_COUNTS}
+    assert object_store.keys(restricted) and all(f"{restricted}/{key}".startswith(f"{config.restricted_dir}/quarantine_raw/")
+                                                 for key in object_store.keys(restricted))  # the work dir is gone
 
 
 def test_cli_runs_on_the_dask_cluster_it_is_given(cluster, tmp_path):

@@ -6,13 +6,20 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from typer.testing import CliRunner
 
-from pipelines.cli import EXIT_LOCKED, app
+from pipelines import output
+
+from pipelines.cli import EXIT_LOCKED, EXIT_QUALITY_ERROR, EXIT_QUALITY_WARN, app
 from pipelines.config import RunConfig
 from pipelines.ingest.formats import match_inputs
 from pipelines.lock import LEASE_S, LOCK_FILE, holder_record
+from pipelines.output import partition_file, publish, write_partition
 from pipelines.storage import delete_tree, filesystem_options, is_remote, list_tree, use_filesystem_options
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -37,7 +44,7 @@ def cloud_run(object_store, tmp_path_factory):
     crashed = holder_record("crashed-run", LEASE_S, datetime.now(timezone.utc) - timedelta(hours=1)) | {"host": "gone"}
     object_store.put(f"{paths['out']}/{LOCK_FILE}", json.dumps(crashed).encode())
     result = CliRunner().invoke(app, ["run", "-t", f"{landing}/in/events_*", "-f", f"{landing}/in/feedback.jsonl",
-                                      "--out", paths["out"], "--restricted-out", paths["restricted"], "--no-check",
+                                      "--out", paths["out"], "--restricted-out", paths["restricted"],
                                       *SETTINGS, *object_store.beam_args])
     copy = tmp_path_factory.mktemp("cloud-copy")
     object_store.download(paths["out"], copy)
@@ -50,30 +57,23 @@ def cloud_run(object_store, tmp_path_factory):
 def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     result = CliRunner().invoke(app, ["run", "-t", str(FIXTURES / "events_*"), "-f", str(FIXTURES / "feedback.jsonl"),
-                                      "--out", str(out), "--no-check", *SETTINGS])
-    assert result.exit_code == 0, result.output
-    return out
+                                      "--out", str(out), *SETTINGS])
+    assert result.exit_code in (0, EXIT_QUALITY_WARN, EXIT_QUALITY_ERROR), result.output
+    return out, result
 
 
 # --- the run ----------------------------------------------------------------------------------------------
-def test_run_on_the_object_store_succeeds(cloud_run):
+def test_run_on_the_object_store_succeeds_as_the_local_run(cloud_run, local_run):
     _, _, result, copy = cloud_run
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == local_run[1].exit_code, result.output
     summary = json.loads((copy / "_runs" / "store-run.json").read_text())
     assert summary["events"]["reconciled"] and summary["feedback"]["reconciled"]
     assert (summary["events"]["input_rows"], summary["events"]["output_rows"]) == (20, 9)
 
 
-def relocated(tables: dict[str, list[dict]], old: str, new: str) -> dict[str, list[dict]]:
-    """The rows with the input directory `old` replaced by `new` wherever a text names it (source_file,
-    kept_source_file, the message of a conflicting duplicate)."""
-    return {name: [{k: v.replace(old, new) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
-            for name, rows in tables.items()}
-
-
 def test_the_crashed_runs_lock_was_taken_over_and_released(cloud_run):
-    store, paths, result, _ = cloud_run
-    assert result.exit_code == 0 and LOCK_FILE not in store.keys(paths["out"])
+    store, paths, _, copy = cloud_run
+    assert (copy / "_runs" / "store-run.json").is_file() and LOCK_FILE not in store.keys(paths["out"])
 
 
 def test_a_second_run_is_refused_with_exit_7_while_a_live_lease_holds_the_output(object_store):
@@ -87,9 +87,9 @@ def test_a_second_run_is_refused_with_exit_7_while_a_live_lease_holds_the_output
     assert object_store.keys(out) == [LOCK_FILE]  # nothing written, the holder's lock left alone
 
 
-def test_every_table_equals_the_local_runs(cloud_run, local_run, published_rows):
+def test_every_table_equals_the_local_runs(cloud_run, local_run, published_rows, relocated):
     _, paths, _, copy = cloud_run
-    expected = published_rows(local_run)
+    expected = published_rows(local_run[0])
     got = relocated(published_rows(copy), f"{paths['landing']}/in/", f"{FIXTURES}/")
     assert {Path(name).parts[0] for name in expected} == {"events", "feedback", "quarantine", "duplicates", "_restricted"}
     assert sorted(got) == sorted(expected)
@@ -99,7 +99,7 @@ def test_every_table_equals_the_local_runs(cloud_run, local_run, published_rows)
 
 def test_summary_counts_equal_the_local_runs_and_inputs_carry_the_stores_checksums(cloud_run, local_run):
     copy = cloud_run[3]
-    cloud, local = (json.loads((out / "_runs" / "store-run.json").read_text()) for out in (copy, local_run))
+    cloud, local = (json.loads((out / "_runs" / "store-run.json").read_text()) for out in (copy, local_run[0]))
     for key in ("events", "feedback", "published", "partitions"):
         assert cloud[key] == local[key], key
     inputs = cloud["inputs"]["events"] + cloud["inputs"]["feedback"]
@@ -115,8 +115,31 @@ def test_the_restricted_bucket_holds_the_raw_quarantine_and_nothing_of_the_run_i
                               or f"{paths['restricted']}/{key}" == f"{keyed}/_keys/identifiers.key"
                               for key in restricted)  # no _staging, no _work; the output's identifier key
     public = store.keys(paths["out"])
-    assert {key.split("/")[0] for key in public} == {"events", "feedback", "quarantine", "duplicates", "runs", "_runs"}
+    assert {key.split("/")[0] for key in public} == {"events", "feedback", "quarantine", "duplicates", "runs", "_runs",
+                                                     "quality_results", "_quality"}
     assert store.keys(paths["landing"]) == [f"in/{name}" for name in INPUTS]  # inputs untouched
+
+
+# --- the quality checkpoint on the object store ---------------------------------------------------------------
+def quality_results(out: Path) -> list[dict]:
+    return pq.read_table(out / "quality_results" / "run_id=store-run" / "part-00000.parquet").drop_columns(["checked_at"]).to_pylist()
+
+
+def test_the_quality_checkpoint_ran_on_the_stores_outputs_with_the_local_runs_results(cloud_run, local_run):
+    _, paths, result, copy = cloud_run
+    assert "quality:" in result.output and f"Data Docs {paths['out']}/_quality/data_docs/index.html" in result.output
+    results = quality_results(copy)
+    assert len(results) > 50 and results == quality_results(local_run[0])
+    assert (copy / "_quality" / "data_docs" / "index.html").is_file()
+    run_row = pq.read_table(copy / "runs").to_pylist()[0]
+    assert run_row["quality"] == pq.read_table(local_run[0] / "runs").to_pylist()[0]["quality"]
+
+
+def test_motpipe_check_reads_the_outputs_on_the_store(cloud_run, local_run):
+    store, paths, result, _ = cloud_run
+    check = CliRunner().invoke(app, ["check", "--out", paths["out"], *store.beam_args])
+    assert check.exit_code == result.exit_code, check.output
+    assert "checks passed" in check.output and "for run store-run" in check.output
 
 
 # --- the driver's filesystem calls get the options ------------------------------------------------------------
@@ -171,13 +194,54 @@ def test_remote_paths_are_told_by_their_scheme(path, remote):
     assert is_remote(path) is remote
 
 
-def test_beams_s3_client_wrapper_shares_one_boto3_client_per_set_of_options(object_store):
+def test_beams_s3_client_wrapper_shares_one_boto3_client_per_options_object(object_store):
     from apache_beam.io.aws.clients.s3 import boto3_client
     from apache_beam.options.pipeline_options import PipelineOptions
 
     use_filesystem_options({})
-    first, second = (boto3_client.Client(options=PipelineOptions(object_store.beam_args)) for _ in range(2))
+    options = PipelineOptions(object_store.beam_args)
+    first, second = (boto3_client.Client(options=options) for _ in range(2))
     other = boto3_client.Client(options=PipelineOptions([*object_store.beam_args[:-1], "--s3_region_name=eu-west-1"]))
     assert first.client is second.client and other.client is not first.client
+    assert other.client.meta.region_name == "eu-west-1" and first.client.meta.region_name == object_store.REGION
     assert first is not second  # each wrapper keeps its own download state
 
+
+# --- publishing on an object store: no directory rename, one object per partition ------------------------------
+def partition_rows(path: str) -> list[dict]:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return pq.read_table(pa.BufferReader(handle.read())).to_pylist()
+
+
+def test_a_crash_between_two_partition_copies_leaves_each_partition_whole_and_the_rerun_completes(object_store, monkeypatch):
+    """Publishing a partition on S3 is one object copy (Beam's rename: copy, then delete the staged object),
+    and a copy is atomic: a reader sees the old object or the new one. A crash between two copies leaves the
+    first partition new and the second old, each whole; the staged rest stays until the rerun publishes it."""
+    out = f"{object_store.bucket('publish')}/out"
+    staging, dates = f"{out}/_staging/second-run", ["2026-10-01", "2026-10-02"]
+    use_filesystem_options(filesystem_options(object_store.beam_args))
+    try:
+        for dt in dates:
+            write_partition(out, "events", dt, [pa.table({"event_id": [f"old-{dt}"]})], 10)
+            write_partition(staging, "events", dt, [pa.table({"event_id": [f"new-{dt}"], "extra": [1]})], 10)
+        real_rename, copies = output.FileSystems.rename, []
+
+        def killed_after_the_first(sources, destinations):
+            copies.append(destinations)
+            if len(copies) == 2:
+                raise OSError("killed (injected)")
+            return real_rename(sources, destinations)
+
+        monkeypatch.setattr(output.FileSystems, "rename", killed_after_the_first)
+        with pytest.raises(OSError, match="killed"):
+            publish(staging, out, ["events"], None)
+        first, second = (partition_file(out, "events", dt) for dt in dates)
+        assert partition_rows(first) == [{"event_id": "new-2026-10-01", "extra": 1}]  # whole and new
+        assert partition_rows(second) == [{"event_id": "old-2026-10-02"}]  # whole and old
+        assert object_store.keys(staging) == ["events/dt=2026-10-02/part-00000.parquet"]  # the rest, still staged
+        monkeypatch.setattr(output.FileSystems, "rename", real_rename)
+        published = publish(staging, out, ["events"], None)  # the rest, as the rerun (which restages both) would
+        assert [partition_rows(p) for p in (first, second)] == [[{"event_id": f"new-{dt}", "extra": 1}] for dt in dates]
+    finally:
+        use_filesystem_options({})
+    assert published.replaced == [second] and object_store.keys(staging) == []

@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +30,8 @@ import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from great_expectations import __version__ as gx_version  # noqa: E402
 from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult  # noqa: E402
 
@@ -37,6 +42,7 @@ from pipelines.quality.docs import open_context, publish  # noqa: E402
 from pipelines.quality.metrics import compute_metrics  # noqa: E402
 from pipelines.quality.settings import QualitySettings  # noqa: E402
 from pipelines.quality.suites import ERROR, GX_SEVERITY, UNMASKED_PII, Source, SuiteSpec, Window, build_suites  # noqa: E402
+from pipelines.storage import delete_tree, download_tree, duckdb_filesystem, file_digests, is_remote, upload_tree  # noqa: E402
 from schemas.tables import table_schema  # noqa: E402
 
 TABLES = ("events", "feedback", "quarantine", "duplicates")
@@ -78,8 +84,8 @@ class CheckReport:
     run_id: str
     checked_at: datetime
     results: list[CheckResult]
-    results_path: Path
-    docs_index: Path
+    results_path: str
+    docs_index: str  # a local path or a URL of the output's filesystem
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -92,19 +98,24 @@ class CheckReport:
         return ERROR if ERROR in severities else next(iter(severities), None)
 
 
-def read_summary(out: Path, run_id: str | None = None) -> dict:
-    """The run summary of `run_id`, or of the latest run (by start time) under `out`."""
-    runs = out / "_runs"
+def _read_json(path: str) -> dict:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return json.loads(handle.read())
+
+
+def read_summary(out: str | Path, run_id: str | None = None) -> dict:
+    """The run summary of `run_id`, or of the latest run (by start time) under `out` (any Beam filesystem)."""
+    runs = FileSystems.join(str(out), "_runs")
     if run_id:
         try:
             safe_run_id(run_id)
         except ValueError as error:
             raise CheckError(str(error)) from None
-        path = runs / f"{run_id}.json"
-        if not path.is_file():
+        path = FileSystems.join(runs, f"{run_id}.json")
+        if not FileSystems.exists(path):
             raise CheckError(f"no run summary {path}")
-        return json.loads(path.read_text(encoding="utf-8"))
-    summaries = [json.loads(p.read_text(encoding="utf-8")) for p in runs.glob("*.json")]
+        return _read_json(path)
+    summaries = [_read_json(m.path) for m in FileSystems.match([FileSystems.join(runs, "*.json")])[0].metadata_list]
     if not summaries:
         raise CheckError(f"no run summary under {runs}: is {out} a motpipe output directory?")
     return max(summaries, key=lambda s: s["started_at"])
@@ -127,13 +138,18 @@ def _rows_of_run(table: str, summary: dict) -> str:
     return f"run_id = {sql_text(summary['run_id'])}"
 
 
-def open_run(out: Path, summary: dict, settings: QualitySettings) -> duckdb.DuckDBPyConnection:
-    """DuckDB views of this run's rows: the tables, `*_checked` (all or sampled rows) and `summary`."""
-    con = duckdb.connect(config={"memory_limit": CHECK_MEMORY, "temp_directory": str(out / "_quality" / "duckdb_tmp")})
+def open_run(out: str, summary: dict, settings: QualitySettings, quality_dir: Path) -> duckdb.DuckDBPyConnection:
+    """DuckDB views of this run's rows: the tables, `*_checked` (all or sampled rows) and `summary`. Outputs on
+    another filesystem (s3://, gs://, ...) are read through Beam's (storage.duckdb_filesystem); DuckDB spills
+    to `quality_dir/duckdb_tmp`."""
+    con = duckdb.connect(config={"memory_limit": CHECK_MEMORY, "temp_directory": str(quality_dir / "duckdb_tmp")})
     con.execute("set TimeZone = 'UTC'")
+    if is_remote(out):
+        con.register_filesystem(duckdb_filesystem(FileSystems.get_scheme(out)))
     for name in TABLES:
-        if any((out / name).glob("*/*.parquet")):
-            con.execute(f"create view {name} as select * from read_parquet('{out / name}/*/*.parquet', "
+        files = FileSystems.join(out, name, "*", "*.parquet")
+        if FileSystems.match([files])[0].metadata_list:
+            con.execute(f"create view {name} as select * from read_parquet('{files}', "
                         f"hive_partitioning = true, union_by_name = true) where {_rows_of_run(name, summary)}")
         else:
             con.register(name, table_schema(name).empty_table())
@@ -268,18 +284,34 @@ def validate_suite(con, spec: SuiteSpec, settings: QualitySettings, sampled: set
     return suite_result, checks
 
 
-def write_results(out: Path, run_id: str, checked_at: datetime, checks: list[CheckResult]) -> Path:
+def write_results(out: str, run_id: str, checked_at: datetime, checks: list[CheckResult]) -> str:
     """`OUT/quality_results/run_id=<id>/part-00000.parquet`: a rerun of the run id replaces it."""
-    path = out / "quality_results" / f"run_id={run_id}" / "part-00000.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = FileSystems.join(out, "quality_results", f"run_id={run_id}", "part-00000.parquet")
     rows = [{"run_id": run_id, "checked_at": checked_at, **vars(c)} for c in checks]
-    pq.write_table(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), path)
+    with FileSystems.create(path) as handle:
+        pq.write_table(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), handle)
     return path
 
 
-def validate_run(out: Path, summary: dict, settings: QualitySettings, now: datetime):
+@contextmanager
+def quality_directory(out: str) -> Iterator[Path]:
+    """`OUT/_quality` (GE's context and Data Docs) as a local directory: itself, or for an output on another
+    filesystem a local copy of it that is written back when the block ends."""
+    if not is_remote(out):
+        yield Path(out) / "_quality"
+        return
+    remote = FileSystems.join(out, "_quality")
+    with tempfile.TemporaryDirectory(prefix="motpipe-quality-") as local:
+        download_tree(remote, Path(local))
+        downloaded = file_digests(Path(local))
+        yield Path(local)
+        delete_tree(str(Path(local) / "duckdb_tmp"))
+        upload_tree(Path(local), remote, unchanged=downloaded)
+
+
+def validate_run(out: str, summary: dict, settings: QualitySettings, now: datetime, quality_dir: Path):
     """The suites of a run, their GE validation results by suite name and the CheckResults."""
-    con = open_run(out, summary, settings)
+    con = open_run(out, summary, settings, quality_dir)
     suites = build_suites(settings, run_window(con, settings, now))
     sampled = sampled_tables(con)
     validations, checks = {}, []
@@ -291,21 +323,23 @@ def validate_run(out: Path, summary: dict, settings: QualitySettings, now: datet
 
 def run_checkpoint(out: str | Path, settings: QualitySettings, run_id: str | None = None,
                    now: datetime | None = None) -> CheckReport:
-    """Validate a run's tables (the latest run by default), write `quality_results` and Data Docs.
-    Raises CheckError (UnreadableOutputError when a published file cannot be read)."""
-    out = Path(out)
+    """Validate a run's tables (the latest run by default), write `quality_results` and Data Docs (`out` may
+    be on any Beam filesystem). Raises CheckError (UnreadableOutputError when a published file cannot be read)."""
+    out = str(out)
     now = now or datetime.now(timezone.utc)
     summary = read_summary(out, run_id)
-    context = open_context(out / "_quality")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with quality_directory(out) as quality_dir, warnings.catch_warnings():
+        context = open_context(quality_dir)
         warnings.simplefilter("ignore")
         try:
-            suites, validations, checks = validate_run(out, summary, settings, now)
+            suites, validations, checks = validate_run(out, summary, settings, now, quality_dir)
         except (duckdb.IOException, duckdb.InvalidInputException) as error:  # e.g. a partition that is not Parquet
             message = str(error).strip().splitlines()[0]
             raise UnreadableOutputError(f"cannot read the published tables of {out}: {message}; rerun the run that "
                                         "wrote that partition to rewrite it") from None
         docs_index = publish(context, [s.expectation_suite() for s in suites], validations, summary["run_id"], now)
+    if is_remote(out):
+        docs_index = FileSystems.join(out, "_quality", docs_index.resolve().relative_to(quality_dir.resolve()).as_posix())
     results_path = write_results(out, summary["run_id"], now, checks)
-    return CheckReport(summary["run_id"], now, checks, results_path, docs_index)
+    return CheckReport(summary["run_id"], now, checks, results_path, str(docs_index))
