@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import sys
+from contextlib import contextmanager
 import threading
 import time
 from datetime import date
@@ -104,6 +106,8 @@ def run(
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,
+    progress: Annotated[str, typer.Option(help="auto (a line updated in place on a terminal, nothing elsewhere), "
+                        "rich, json (one JSON object per line on stderr, for schedulers) or none.")] = "auto",
     runner: Annotated[Optional[str], typer.Option(help=RUNNER_HELP)] = None,
     dask_address: Annotated[Optional[str], typer.Option(help="With --runner dask: scheduler of an existing Dask cluster, "
                             "e.g. tcp://scheduler:8786 (its workers must see --out and the inputs).")] = None,
@@ -151,10 +155,13 @@ def run(
         _import_checkpoint_meanwhile()
     for unknown in unknown_beam_options(ctx.args):
         err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
+    if progress not in PROGRESS_CHOICES:
+        _fail(EXIT_USAGE, f"--progress must be one of {', '.join(PROGRESS_CHOICES)}, not {progress!r}")
     try:
-        with console.status(f"running pipeline ({config.playbook}) on {config.out} ..."), \
+        with _progress_reporter(progress_mode(progress, err.is_terminal), f"running pipeline ({config.playbook}) on "
+                                f"{config.out}") as report, \
                 runner_options(runner, dask_address, dask_workers, ctx.args) as beam_args:
-            summary = run_pipeline(config, beam_args)
+            summary = run_pipeline(config, beam_args, report)
     except InputError as error:
         _fail(EXIT_INPUT, str(error))
     except ReconciliationError as error:
@@ -189,6 +196,31 @@ def _sources(arguments: list[str]) -> list:
         return [source_argument(argument) for argument in arguments]
     except SourceError as error:
         _fail(EXIT_USAGE, str(error))
+
+
+PROGRESS_CHOICES = ("auto", "rich", "json", "none")
+
+
+def progress_mode(choice: str, terminal: bool) -> str | None:
+    """How progress is shown: `rich`, `json` or None (quiet); `auto` is rich on a terminal, quiet elsewhere (cron,
+    Airflow)."""
+    if choice == "auto":
+        return "rich" if terminal else None
+    return None if choice == "none" else choice
+
+
+@contextmanager
+def _progress_reporter(mode: str | None, title: str):
+    """A function that shows one progress snapshot the way `mode` says (None: nothing is shown)."""
+    from pipelines.progress import json_line, render
+
+    if mode == "json":
+        yield lambda progress: print(json_line(progress), file=sys.stderr, flush=True)
+    elif mode == "rich":
+        with err.status(f"{title} ...") as status:
+            yield lambda progress: status.update(f"{title}: {render(progress)}")
+    else:
+        yield None
 
 
 def _quality_settings(playbook: str, thresholds: list[str]):

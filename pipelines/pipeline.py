@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -21,9 +22,10 @@ from pipelines.config import RunConfig
 from pipelines.ingest.contract import DATASETS
 from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_parts, match_inputs
 from pipelines.output import publish
-from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
-from pipelines.runners import direct_worker_args
 from pipelines.lock import output_lock
+from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
+from pipelines.progress import Progress, watching
+from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.storage import delete_tree, filesystem_options, use_filesystem_options
@@ -38,8 +40,9 @@ class ReconciliationError(RuntimeError):
 
 
 def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[InputFile]], roots: dict[str, str],
-                   work: str) -> None:
-    """Read, validate, dedup, stitch, link, redact, tag and write every table into the staging directories.
+                   work: str) -> int:
+    """Read, validate, dedup, stitch, link, redact, tag and write every table into the staging directories;
+    returns the number of read steps (input files, or their parts).
 
     `roots`: the public and restricted staging directories; `work`: the directory of spill and count files.
     """
@@ -55,6 +58,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
         | "All spills" >> beam.Flatten()
         | "Write" >> WritePartitions(config, work, roots, COUNT_BY)
     )
+    return len(files)
 
 
 def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dict[str, int], started_at: datetime) -> dict:
@@ -237,8 +241,10 @@ def remove_stale_staging(root: str, current_run: str, now: float, max_age_s: flo
     return stale
 
 
-def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
+def run(config: RunConfig, beam_args: list[str] | None = None,
+        progress: Callable[[Progress], None] | None = None) -> dict:
     """Run the pipeline under the output lock, publish its partitions, record the run; return the summary.
+    `progress` is called with the pipeline's progress every few seconds while it runs (pipelines/progress.py).
 
     Outputs are written to a staging directory and published partition by partition only when the
     counts reconcile, so a failed or killed run leaves the published tables as they were.
@@ -262,8 +268,11 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> dict:
                 delete_tree(root)  # left by a killed attempt of this run: never publish it
             for root in (config.out, config.restricted_dir):
                 remove_stale_staging(root, config.run_id, started_at.timestamp())
-            with beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args, input_bytes(inputs)))) as p:
-                build_pipeline(p, config, inputs, roots, work)
+            p = beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args, input_bytes(inputs))))
+            steps = build_pipeline(p, config, inputs, roots, work)
+            sizes = {(d, index): f.size_bytes for d in DATASETS for index, f in enumerate(inputs[d])}
+            with watching(work, sizes, steps, config.buckets, progress):
+                p.run().wait_until_finish()
             summary = summarise(config, inputs, read_counts(work), started_at)
             record["counts"] = json.dumps({d: summary[d] for d in DATASETS}, sort_keys=True)
             unreconciled = [d for d in DATASETS if not summary[d]["reconciled"]]
