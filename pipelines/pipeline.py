@@ -21,8 +21,8 @@ from pipelines import __version__
 from pipelines.config import RunConfig
 from pipelines.ingest.contract import DATASETS
 from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_parts, match_inputs
-from pipelines.output import publish
 from pipelines.lock import output_lock
+from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.progress import Progress, watching
 from pipelines.runners import direct_worker_args

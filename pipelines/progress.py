@@ -138,7 +138,10 @@ def watching(work: str, sizes: dict[tuple[str, int], int], parts: int, buckets: 
     thread.start()
     try:
         yield
-        final = snapshot()
+        try:
+            final = snapshot()
+        except OSError:  # progress is only shown: a listing that failed does not fail the run
+            return
         report(Progress(**{**asdict(final), "stage": "done"}))
     finally:
         stop.set()
