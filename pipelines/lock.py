@@ -5,7 +5,7 @@
     ...     lock.check()   # before publishing: raises LockLostError if the lease was lost
 
 `OUT/_lock.json` names the holder (run id, host, pid, since) and the end of its lease. It is created with an
-atomic create-if-absent: `O_EXCL` on a local or POSIX disk, a conditional put (`If-None-Match: *`) on S3, which
+atomic create-if-absent: a hard link to a written file on a local or POSIX disk, a conditional put (`If-None-Match: *`) on S3, which
 fails when the object exists. The holder renews the lease every quarter of it (a conditional put on the lock's
 ETag, so it never overwrites a lock another run took over); a lock whose lease ended (the holder crashed, was
 killed or lost its network) or whose process is gone on this host is taken over, again by a conditional put
@@ -77,18 +77,29 @@ def _decoded(data: bytes | None) -> dict | None:
 
 # --- where the lock lives: a create-if-absent and a compare-and-swap on one file or object --------------------
 class LocalLockFile:
-    """The lock as a local file; its version is its content."""
+    """The lock as a local file; its version is its content. It appears whole (written under a temporary name,
+    then hard-linked to its name, which fails if that exists), so a reader never takes a half-written lock for a
+    stale one. A takeover compares the content and then renames: two runs taking over the same stale lock in the
+    same instant could both proceed here (on S3 the conditional put makes it atomic)."""
 
     def __init__(self, path: str):
         self.path = path
 
+    def _written(self, data: bytes) -> str:
+        temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        return temporary
+
     def create(self, data: bytes) -> bytes | None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        temporary = self._written(data)
         try:
-            with open(self.path, "xb") as handle:
-                handle.write(data)
+            os.link(temporary, self.path)
         except FileExistsError:
             return None
+        finally:
+            os.remove(temporary)
         return data
 
     def read(self) -> tuple[bytes | None, bytes | None]:
@@ -102,10 +113,7 @@ class LocalLockFile:
     def replace(self, version: bytes, data: bytes) -> bytes | None:
         if self.read()[1] != version:
             return None
-        temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, self.path)
+        os.replace(self._written(data), self.path)
         return data
 
     def delete(self, version: bytes) -> None:
