@@ -643,9 +643,9 @@ def train_tagger(
         console.print(f"{card['path']}: {card['features']:,} features, labels {', '.join(card['labels'])}, "
                       f"shippable {'yes' if card['shippable'] else 'NO'}", highlight=False)
         folds = card["cross_validation"]
-        for group, res in folds.get("groups", {}).items():
-            console.print(f"  left out {group}: model macro-F1 {res['model']['macro_f1']}, rules {res['rules']['macro_f1']} "
-                          f"(trained on {res['trained_on']:,})", highlight=False)
+        for group, res in {**folds.get("groups", {}), **({"all folds": folds["pooled"]} if "pooled" in folds else {})}.items():
+            console.print(f"  left out {group}: macro-F1 model {res['model']['macro_f1']}, rules {res['rules']['macro_f1']}, "
+                          f"rules+model {res['rules+model']['macro_f1']}", highlight=False)
         if folds.get("note"):
             console.print(f"  cross-validation: {folds['note']}", highlight=False)
         for subset, res in folds.get("pooled_rules_and_model", {}).items():

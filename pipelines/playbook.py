@@ -86,12 +86,16 @@ class ModelLang(_Strict):
     """How the learned layer of one task and language joins the rules (docs/tagging.md, "Rules + model")."""
 
     enabled: bool = True
-    threshold: float = Field(default=0.5, ge=0, le=1)  # a label the rules missed is added at this probability
+    threshold: float = Field(default=0.5, ge=0, le=1)  # a label the rules missed is added at this probability (1: never)
     thresholds: dict[str, float] = Field(default_factory=dict)  # per label (e.g. a dimension), overrides `threshold`
     veto_below: float | None = Field(default=None, ge=0, le=1)  # a weak rule tag goes when the model scores it below
+    vetoes: dict[str, float] = Field(default_factory=dict)  # per label, overrides `veto_below`
 
     def threshold_of(self, label: str) -> float:
         return self.thresholds.get(label, self.threshold)
+
+    def veto_of(self, label: str) -> float | None:
+        return self.vetoes.get(label, self.veto_below)
 
 
 class ModelTask(_Strict):
@@ -101,8 +105,10 @@ class ModelTask(_Strict):
 
 
 class ModelSettings(_Strict):
-    """The learned layer per task; the models are the package's (pipelines/tagging/models/<task>-<lang>/)."""
+    """The learned layer per task; models are read from `<models>/<task>-<lang>/` (default: the package's
+    pipelines/tagging/models; a relative folder is relative to the playbook file)."""
 
+    models: str | None = None
     dimensions: ModelTask = Field(default_factory=ModelTask)
     mot_steps: ModelTask = Field(default_factory=ModelTask)  # labels mot_step=1..5 (thresholds per label)
 
@@ -270,6 +276,8 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
         raise ValueError(f"playbook {path} must be a mapping")
     if raw.get("lexicon"):
         raw = _merge(read_lexicon(path.parent / raw["lexicon"]), {k: v for k, v in raw.items() if k != "lexicon"})
+    if isinstance(raw.get("model"), dict) and raw["model"].get("models"):  # relative to the playbook file
+        raw["model"] = {**raw["model"], "models": str(path.parent / raw["model"]["models"])}
     parent = raw.get("extends")
     if not parent:
         return raw

@@ -89,8 +89,10 @@ def test_training_writes_model_and_card_and_is_deterministic(trained, tmp_path):
     assert "reliability" in en["labels"] and "reliability:negative" in en["labels"]
     cv = en["cross_validation"]
     assert sorted(cv["groups"]) == ["cafe", "shop"] and cv["groups"]["cafe"]["trained_on"] == 9
-    assert cv["pooled"]["records"] == 16
-    assert cards[1]["cross_validation"]["note"] == "one source only (asap): no grouped cross-validation"
+    assert cv["pooled"]["rules+model"]["records"] == 16
+    zh_cv = cards[1]["cross_validation"]
+    assert zh_cv["note"].startswith("one source only (asap): 5 folds by sha256 of the id, NOT grouped")
+    assert sum(g["rules"]["records"] for g in zh_cv["groups"].values()) == 7
     again = train_and_write("dimensions", files, ["en"], Tagger(load_playbook("base")), SMALL, tmp_path,
                             "2026-01-01", declared={"shop": "CC0-1.0", "cafe": "CC0-1.0"})
     assert again[0] == en
@@ -117,7 +119,7 @@ def test_train_tagger_command(tmp_path):
             "--licence", "shop=CC0-1.0", "--licence", "cafe=CC0-1.0"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "left out cafe: model macro-F1" in result.output
+    assert "left out cafe: macro-F1 model" in result.output and "left out all folds" in result.output
     card = json.loads((tmp_path / "m" / "dimensions-en" / "card.json").read_text(encoding="utf-8"))
     assert card["command"] == ("motpipe train-tagger --task dimensions --gold en.jsonl --group-by source --split all "
                                "--playbook base") and card["settings"]["min_df"] == 1
@@ -129,10 +131,9 @@ def test_train_tagger_command(tmp_path):
 # --- the model beside the rules ------------------------------------------------------------------
 def _tagger(monkeypatch, trained, **lang_settings) -> Tagger:
     base, _, _ = trained
-    monkeypatch.setattr(learned, "MODELS_DIR", base / "models")
     book = load_playbook("base")
     task = ModelTask(enabled=True, zh=ModelLang(**lang_settings), en=ModelLang(**lang_settings))
-    return Tagger(book.model_copy(update={"model": ModelSettings(dimensions=task)}))
+    return Tagger(book.model_copy(update={"model": ModelSettings(models=str(base / "models"), dimensions=task)}))
 
 
 def test_the_model_fills_what_the_rules_miss_with_spans_in_the_text(monkeypatch, trained):
@@ -163,6 +164,7 @@ name: mine
 version: "1"
 extends: base
 model:
+  models: models
   dimensions:
     enabled: true
     en: {threshold: 0.7, thresholds: {assurance: 0.9}, veto_below: 0.1}
@@ -170,7 +172,10 @@ model:
 """)
     path = Path(trained[0]) / "mine.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    model = load_playbook(str(path)).model.dimensions
+    book = load_playbook(str(path))
+    assert Tagger(book).dimension_models["en"][0].labels == _tagger(monkeypatch, trained).dimension_models["en"][0].labels
+    assert "zh" not in Tagger(book).dimension_models  # zh switched off
+    model = book.model.dimensions
     assert model.enabled and model.en.threshold_of("assurance") == 0.9 and model.en.threshold_of("tangibles") == 0.7
     assert model.en.veto_below == 0.1 and model.zh.enabled is False
 
@@ -182,6 +187,10 @@ def test_a_weak_rule_tag_is_vetoed_but_a_certain_one_stays(monkeypatch, trained)
     assert strict.tag_comment(mention).pzb_tags == [] and strict.tag_comment(mention).evidence == []
     certain = "the staff were rude"
     assert strict.tag_comment(certain).pzb_tags == [{"dimension": "assurance", "polarity": "negative"}]
+    per_label = _tagger(monkeypatch, trained, threshold=1.0, vetoes={"assurance": 1.0})
+    assert per_label.tag_comment(mention).pzb_tags == []
+    assert _tagger(monkeypatch, trained, threshold=1.0, vetoes={"tangibles": 1.0}).tag_comment(mention).pzb_tags == [
+        {"dimension": "assurance", "polarity": "neutral"}]
 
 
 @pytest.mark.parametrize("text", [None, "", "   ", "😀🙄👍", "the waiter ignored us " * 3000, "装修漂亮 but payment declined 😀"])
@@ -204,3 +213,32 @@ def test_halves_split_by_the_id_hash():
     assert split_half(records, "all") == records
     with pytest.raises(ValueError, match="half must be one of"):
         split_half(records, "first")
+
+
+# --- the shipped models ---------------------------------------------------------------------------
+SHARED_TEXT = Path(__file__).parents[1] / ".." / "shared" / "data" / "text"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_shipped_models_may_ship_and_name_their_training_files(lang):
+    folder = learned.MODELS_DIR / f"dimensions-{lang}"
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    assert card["shippable"] and card["task"] == "dimensions" and card["lang"] == lang
+    assert all(s["shippable"] for s in card["sources"].values())
+    assert set(card["sources"]) <= {"banking77", "mams-acsa", "asap"}
+    assert {f["name"] for f in card["training_files"]} == {"en_train.jsonl", "zh_dev.jsonl"}
+    assert json.loads((folder / "model.json").read_text(encoding="utf-8"))["weights_sha256"] == \
+        __import__("hashlib").sha256((folder / "weights.npz").read_bytes()).hexdigest()
+    for f in card["training_files"]:
+        if (SHARED_TEXT / f["name"]).is_file():  # the shared data is optional
+            assert __import__("hashlib").sha256((SHARED_TEXT / f["name"]).read_bytes()).hexdigest() == f["sha256"]
+
+
+def test_base_playbook_uses_the_shipped_english_model():
+    tagger = Tagger(load_playbook("base"))
+    assert sorted(tagger.dimension_models) == ["en"]  # zh: switched off in base.yaml (measured, docs/tagging.md)
+    text = "The food was fine but the service was terrible 😀 服务员很热情"
+    m = tagger.tag_comment(text)
+    model_rows = [e for e in m.evidence if e["rule"].startswith("model:dimensions:en:p=")]
+    assert model_rows and all(text[e["start"]:e["end"]] == e["span"] for e in model_rows if e["start"] is not None)
+    assert ("assurance", "positive") in {(t["dimension"], t["polarity"]) for t in m.pzb_tags}  # the zh rules

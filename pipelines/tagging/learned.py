@@ -2,7 +2,7 @@
 
 Dimensions (`with_dimension_model`): tags the rules are sure of (a polar cue, an aspect with an opinion word, a
 signal, a touchpoint) stay; a dimension the rules missed is added when the model's probability reaches the
-playbook's threshold, with the polarity the model scores highest; a weak rule tag (a bare mention, neutral) is
+playbook's threshold, with the rules' polarity of the text if it has one, else the one the model scores highest; a weak rule tag (a bare mention, neutral) is
 dropped when the model scores its dimension below `veto_below`. A model tag's evidence rows carry the rule
 `model:dimensions:<lang>:p=<probability>:<feature>` and the span of each top feature in the text.
 
@@ -32,8 +32,8 @@ MODELS_DIR = Path(__file__).parent / "models"
 TOP_FEATURES = 3
 
 
-def model_dir(task: str, lang: str) -> Path:
-    return MODELS_DIR / f"{task}-{lang}"
+def model_dir(playbook: Playbook, task: str, lang: str) -> Path:
+    return Path(playbook.model.models or MODELS_DIR) / f"{task}-{lang}"
 
 
 @lru_cache(maxsize=None)
@@ -50,7 +50,7 @@ def load_models(playbook: Playbook, task: str) -> dict[str, tuple[LinearTextMode
     out = {}
     for lang in ("zh", "en"):
         lang_settings = getattr(settings, lang)
-        directory = model_dir(task, lang)
+        directory = model_dir(playbook, task, lang)
         if lang_settings.enabled and (directory / "model.json").is_file():
             out[lang] = (_load(directory), lang_settings)
     return out
@@ -89,11 +89,14 @@ def with_dimension_model(tags: MomentTags, text: str | None, text_field: str,
             # a touchpoint's default dimension (neutral, no text) leaves the text to the model
             ruled = any(e["tag"].split(":")[0] == dim and (e["start"] is not None or not e["tag"].endswith(":neutral"))
                         for e in evidence)
-            if ruled and settings.veto_below is not None and score[dim] < settings.veto_below and _weak(evidence, dim):
+            veto, threshold = settings.veto_of(dim), settings.threshold_of(dim)
+            if ruled and veto is not None and score[dim] < veto and _weak(evidence, dim):
                 pzb = [t for t in pzb if t["dimension"] != dim]
                 evidence = [e for e in evidence if e["tag"].split(":")[0] != dim]
-            elif not ruled and score[dim] >= settings.threshold_of(dim):
-                polarity = max(("negative", "positive", "neutral"), key=lambda p: score.get(f"{dim}:{p}", -1.0))
+            elif not ruled and threshold < 1 and score[dim] >= threshold:
+                # the rules' polarity of the text (opinion words, negation, contrast) when it has one
+                polarity = tags.polarity if tags.polarity != "neutral" else max(
+                    ("negative", "positive", "neutral"), key=lambda p: score.get(f"{dim}:{p}", -1.0))
                 tag = f"{dim}:{polarity}"
                 if polarity != "neutral":
                     pzb = [t for t in pzb if t["dimension"] != dim]

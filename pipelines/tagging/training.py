@@ -17,7 +17,8 @@ import numpy as np
 
 from pipelines.ingest.contract import DIMENSIONS, MOT_STEPS
 from pipelines.tagging.evaluate import _prf as evaluate_prf  # one definition of P/R/F1
-from pipelines.tagging.learned import MODELS_DIR, rule_features, with_mot_model
+from pipelines.playbook import ModelLang
+from pipelines.tagging.learned import MODELS_DIR, rule_features, with_dimension_model, with_mot_model
 from pipelines.tagging.linear import Extra, LinearTextModel, Settings
 from pipelines.tagging.types import MomentTags
 
@@ -47,6 +48,8 @@ class Task:
     rule_tags: Callable[[object, str | None], MomentTags]  # (tagger, text) -> the rules' tags of the text
     # (rules' tags, text, {lang: (model, settings)}) -> rules + model, as the tagger joins them; scored in the CV too
     joined: Callable[[MomentTags, str | None, dict], MomentTags] | None = None
+    # (tagger, model, record, threshold) -> the headline labels of the rules + model at `threshold`, per CV fold
+    combined: Callable[[object, LinearTextModel, dict, float], set[str]] | None = None
 
 
 def _dimension_labels(record: dict) -> set[str]:
@@ -59,9 +62,15 @@ def _mot_labels(record: dict) -> set[str]:
     return {f"mot_step={s}" for s in gold_steps(record) or ()}
 
 
+def _dimensions_combined(tagger, model: LinearTextModel, record: dict, threshold: float) -> set[str]:
+    tags = with_dimension_model(tagger.tag_comment(record["text"], use_model=False), record["text"], "comment",
+                                {record["lang"]: (model, ModelLang(threshold=threshold))})
+    return {t["dimension"] for t in tags.pzb_tags}
+
+
 TASKS: dict[str, Task] = {
     "dimensions": Task("dimensions", lambda r: "labels" in r, _dimension_labels, tuple(DIMENSIONS),
-                       lambda tagger, text: tagger.tag_comment(text, use_model=False)),
+                       lambda tagger, text: tagger.tag_comment(text, use_model=False), combined=_dimensions_combined),
     # staff utterances with gold MOT steps (`mot_steps` or `mot_step`), tagged as events without a touchpoint
     "mot_steps": Task("mot_steps", lambda r: bool(_mot_labels(r)), _mot_labels,
                       tuple(f"mot_step={s}" for s in MOT_STEPS),
@@ -130,33 +139,47 @@ def predicted_labels(task: Task, model: LinearTextModel, tagger, records: list[d
     return [{lb for lb, p in zip(model.labels, row) if p >= threshold} for row in proba]
 
 
+HASH_FOLDS = 5
+
+
 def grouped_cv(task: Task, tagger, records: list[dict], settings: Settings, group_by: str = "source",
                threshold: float = 0.5) -> dict:
     """Leave-one-group-out: each group (source, or e.g. company) is scored by a model fitted on the other
     groups only, so this is both the grouped cross-validation and the cross-source figure. With one group
-    there is nothing to leave out, and the result says so."""
-    groups = sorted({str(r.get(group_by) or "unknown") for r in records})
+    there is nothing to leave out: then 5 folds by sha256 of the id, and the result says it is not grouped.
+    Each fold is scored three ways: the model alone (at `threshold`), the rules alone, the rules + model."""
+    def fold(r: dict) -> str:
+        if single:
+            return f"id-hash fold {int(hashlib.sha256(r['id'].encode('utf-8')).hexdigest()[:8], 16) % HASH_FOLDS + 1}"
+        return str(r.get(group_by) or "unknown")
+
+    single = len({str(r.get(group_by) or "unknown") for r in records}) < 2
     out: dict = {"group_by": group_by, "threshold": threshold, "groups": {}}
-    if len(groups) < 2:
-        out["note"] = f"one {group_by} only ({groups[0] if groups else 'none'}): no grouped cross-validation"
-        return out
-    gold_all, pred_all, joined_all, test_all = [], [], [], []
-    for group in groups:
-        test = [r for r in records if str(r.get(group_by) or "unknown") == group]
-        train = [r for r in records if str(r.get(group_by) or "unknown") != group]
+    if single:
+        out["note"] = (f"one {group_by} only ({records[0].get(group_by) or 'unknown'}): {HASH_FOLDS} folds by sha256 "
+                       f"of the id, NOT grouped (train and test folds share the {group_by})")
+    pooled: dict[str, list] = {"gold": [], "model": [], "rules": []}
+    if task.combined is not None:
+        pooled["rules+model"] = []
+    joined_all, test_all = [], []
+    for group in sorted({fold(r) for r in records}):
+        test = [r for r in records if fold(r) == group]
+        train = [r for r in records if fold(r) != group]
         model = fit(task, tagger, train, settings)
-        pred = predicted_labels(task, model, tagger, test, threshold)
-        gold = [task.labels(r) for r in test]
-        out["groups"][group] = {"trained_on": len(train), "model": scores(gold, pred, task.headline),
-                                "rules": scores(gold, [_rule_labels(task, tagger, r) for r in test], task.headline)}
-        gold_all += gold
-        pred_all += pred
+        got = {"gold": [task.labels(r) for r in test], "model": predicted_labels(task, model, tagger, test, threshold),
+               "rules": [_rule_labels(task, tagger, r) for r in test]}
+        if task.combined is not None:
+            got["rules+model"] = [task.combined(tagger, model, r, threshold) for r in test]
+        out["groups"][group] = {"trained_on": len(train), **{k: scores(got["gold"], v, task.headline)
+                                                             for k, v in got.items() if k != "gold"}}
+        for k, v in got.items():
+            pooled[k] += v
         if task.joined is not None:
             lang_settings = getattr(getattr(tagger.playbook.model, task.name), test[0]["lang"])
             joined_all += [task.joined(task.rule_tags(tagger, r["text"]), r["text"], {r["lang"]: (model, lang_settings)})
                            for r in test]
             test_all += test
-    out["pooled"] = scores(gold_all, pred_all, task.headline)
+    out["pooled"] = {k: scores(pooled["gold"], v, task.headline) for k, v in pooled.items() if k != "gold"}
     if task.joined is not None:
         out["pooled_rules_and_model"] = joined_figures(task, test_all, joined_all)
     return out
@@ -206,16 +229,20 @@ def card_markdown(card: dict) -> str:
     lines += ["", f"Settings: `{json.dumps(card['settings'], sort_keys=True)}`; {card['features']:,} features, "
               f"labels {', '.join(card['labels'])}.", ""]
     cv = card["cross_validation"]
-    if cv.get("note"):
+    if "groups" not in cv:
         lines += [f"Cross-validation: {cv['note']}.", ""]
     else:
-        lines += [f"Cross-validation grouped by `{cv['group_by']}` (leave one {cv['group_by']} out, threshold "
-                  f"{cv['threshold']}): headline macro-F1 of the model alone / the rules alone on the left-out group.",
-                  "", "| left out | trained on | model macro-F1 | rules macro-F1 |", "|---|---:|---:|---:|"]
+        three = all("rules+model" in v for v in cv["groups"].values())
+        lines += [f"Cross-validation, folds by `{cv['group_by']}`: {cv.get('note') or 'leave one group out'}. "
+                  f"Headline macro-F1 on the left-out fold of the model alone (threshold {cv['threshold']}), the rules "
+                  "alone" + (" and the rules + model (as the tagger joins them)." if three else "."), "",
+                  "| left out | trained on | model | rules |" + (" rules + model |" if three else ""),
+                  "|---|---:|---:|---:|" + ("---:|" if three else "")]
         lines += [f"| {g} | {v['trained_on']:,} | {v['model']['macro_f1']} | {v['rules']['macro_f1']} |"
-                  for g, v in cv["groups"].items()]
-        lines += ["", f"Pooled over the left-out groups: macro-F1 {cv['pooled']['macro_f1']}, micro-F1 "
-                  f"{cv['pooled']['micro']['f1']}.", ""]
+                  + (f" {v['rules+model']['macro_f1']} |" if three else "") for g, v in cv["groups"].items()]
+        pooled = cv["pooled"]
+        lines += [f"| pooled | | {pooled['model']['macro_f1']} | {pooled['rules']['macro_f1']} |"
+                  + (f" {pooled['rules+model']['macro_f1']} |" if three else ""), ""]
         for subset, res in cv.get("pooled_rules_and_model", {}).items():
             per = ", ".join(f"{k} {v['f1']}" for k, v in res["mot_steps"]["per_class"].items())
             lines += [f"Rules + model (the playbook's thresholds), left-out groups pooled, {subset} records "
