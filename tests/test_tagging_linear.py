@@ -94,6 +94,13 @@ def test_explain_spans_occur_in_the_text_and_the_score_is_the_probability(model)
     assert any(f["span"] and f["span"].lower() in "declined" for f in top["reliability"]["features"])
 
 
+def test_the_fast_decision_sees_exactly_the_features_of_featurize(model):
+    for text in ["Payment DECLINED, the waiter was rude", "服务员态度很差 but rude staff", "rude rude RUDE", "", None]:
+        extra = [("rule:assurance:negative", 0, 1), ("ctx:unknown", None, None)]
+        ids, _, _ = model._terms(text, extra)
+        assert model._ids(text, extra) == list(ids)
+
+
 def test_training_and_saving_are_deterministic(model, tmp_path):
     texts, labels = zip(*TEXTS)
     extras = [[("rule:assurance:negative", t.index("rude"), t.index("rude") + 4)] if "rude" in t else None for t in texts]

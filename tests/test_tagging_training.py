@@ -193,6 +193,16 @@ def test_a_weak_rule_tag_is_vetoed_but_a_certain_one_stays(monkeypatch, trained)
         {"dimension": "assurance", "polarity": "neutral"}]
 
 
+def test_a_model_judges_only_the_cues_of_its_language(trained):
+    book = load_playbook("base")
+    task = ModelTask(enabled=True, zh=ModelLang(enabled=False), en=ModelLang(threshold=1.0, veto_below=1.0))
+    tagger = Tagger(book.model_copy(update={"model": ModelSettings(models=str(trained[0] / "models"), dimensions=task)}))
+    text = "服务员 ok"  # a Chinese bare mention in a text with Latin letters: the English model leaves it alone
+    assert tagger.tag_comment(text).pzb_tags == tagger.tag_comment(text, use_model=False).pzb_tags == [
+        {"dimension": "assurance", "polarity": "neutral"}]
+    assert tagger.tag_comment("the staff at the counter").pzb_tags == []  # an English one it vetoes
+
+
 @pytest.mark.parametrize("text", [None, "", "   ", "😀🙄👍", "the waiter ignored us " * 3000, "装修漂亮 but payment declined 😀"])
 def test_edge_texts_through_the_model(monkeypatch, trained, text):
     tagger = _tagger(monkeypatch, trained, threshold=0.5)

@@ -56,17 +56,20 @@ def load_models(playbook: Playbook, task: str) -> dict[str, tuple[LinearTextMode
     return out
 
 
-def rule_features(tags: MomentTags) -> list[tuple[str, int | None, int | None]]:
-    """The rules' text hits as model features: `rule:<tag>` at the evidence span (touchpoint and wait
-    evidence are left out, so a model trained on plain text sees the same features on events)."""
-    return [(f"rule:{e['tag']}", e["start"], e["end"]) for e in tags.evidence if e["start"] is not None]
+def rule_features(tags: MomentTags, lang: str) -> list[tuple[str, int | None, int | None]]:
+    """The rules' text hits as features of the `lang` model: `rule:<tag>` at the evidence span, for the cues of
+    that language and the text signals (touchpoint and wait evidence are left out, so a model trained on plain
+    text sees the same features on events)."""
+    return [(f"rule:{e['tag']}", e["start"], e["end"]) for e in tags.evidence if e["start"] is not None
+            and (e["rule"].startswith(f"cue:{lang}:") or not e["rule"].startswith(("cue:", "model:")))]
 
 
-def _weak(evidence: list[dict], dim: str) -> bool:
-    """True when the rules' only text evidence for `dim` is a bare mention (a neutral cue, no opinion word)."""
+def _weak(evidence: list[dict], dim: str, lang: str) -> bool:
+    """True when the rules' only evidence for `dim` is a bare mention (a neutral cue, no opinion word) in `lang`:
+    a model judges the cues of its own language only."""
     rows = [e for e in evidence if e["tag"].split(":")[0] == dim]
-    return bool(rows) and all(e["tag"].endswith(":neutral") and e["rule"].startswith("cue:") and "+op:" not in e["rule"]
-                              for e in rows)
+    return bool(rows) and all(e["tag"].endswith(":neutral") and e["rule"].startswith(f"cue:{lang}:")
+                              and "+op:" not in e["rule"] for e in rows)
 
 
 def with_dimension_model(tags: MomentTags, text: str | None, text_field: str,
@@ -77,10 +80,10 @@ def with_dimension_model(tags: MomentTags, text: str | None, text_field: str,
     has = dict(zip(("zh", "en"), detect(text)))
     pzb = [dict(t) for t in tags.pzb_tags]
     evidence = list(tags.evidence)
-    features = rule_features(tags)
     for lang, (model, settings) in models.items():
         if not has[lang]:
             continue
+        features = rule_features(tags, lang)
         proba = 1.0 / (1.0 + np.exp(-model.decision(text, features)))
         score = dict(zip(model.labels, proba.tolist()))
         for dim in DIMENSIONS:
@@ -90,7 +93,7 @@ def with_dimension_model(tags: MomentTags, text: str | None, text_field: str,
             ruled = any(e["tag"].split(":")[0] == dim and (e["start"] is not None or not e["tag"].endswith(":neutral"))
                         for e in evidence)
             veto, threshold = settings.veto_of(dim), settings.threshold_of(dim)
-            if ruled and veto is not None and score[dim] < veto and _weak(evidence, dim):
+            if ruled and veto is not None and score[dim] < veto and _weak(evidence, dim, lang):
                 pzb = [t for t in pzb if t["dimension"] != dim]
                 evidence = [e for e in evidence if e["tag"].split(":")[0] != dim]
             elif not ruled and threshold < 1 and score[dim] >= threshold:

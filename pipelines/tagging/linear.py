@@ -79,29 +79,42 @@ def _segmenter() -> Segmenter:
     return Segmenter([])
 
 
+def _grams(chars: str, low: int, high: int) -> tuple[tuple[str, int, int], ...]:
+    """Character n-grams (low..high) of `chars` as (name, start, end) within it, by n, then position."""
+    if not high:
+        return ()
+    return tuple(("c:" + chars[i:i + n], i, i + n) for n in range(low, min(high, len(chars)) + 1)
+                 for i in range(len(chars) - n + 1))
+
+
+_word_grams_cached = lru_cache(maxsize=200_000)(_grams)  # English words repeat: their n-grams are kept
+
+
+def _words(text: str) -> tuple[list, list, list]:
+    """(English words, all words in text order, Chinese runs) as (word, start, end) / (run, start)."""
+    en = [(m.group(), m.start(), m.end()) for m in EN_TOKEN.finditer(fold_en(text))]
+    if not _CJK_RUN.search(text):
+        return en, en, []
+    zh = [(t.text, t.start, t.end) for t in _segmenter().bounds(text) if _CJK_RUN.search(t.text)]
+    return en, sorted(en + zh, key=lambda w: w[1]), [(m.group(), m.start()) for m in _CJK_RUN.finditer(text)]
+
+
+def _word_ngrams(words: list, n_max: int):
+    for n in range(1, n_max + 1):
+        for i in range(len(words) - n + 1):
+            yield "w:" + " ".join(w[0] for w in words[i:i + n]), words[i][1], words[i + n - 1][2]
+
+
 def featurize(text: str | None, settings: Settings, extra: Extra | None = None) -> list[Feature]:
-    """Every feature occurrence of a text, in text order (extras last)."""
+    """Every feature occurrence of a text: character n-grams, then word n-grams, then the extras."""
     features: list[Feature] = []
     if text:
-        folded = fold_en(text)
-        words = [(m.group(), m.start(), m.end()) for m in EN_TOKEN.finditer(folded)]
-        low, high = settings.char_en
-        if high:
-            for word, start, _ in words:
-                for n in range(low, min(high, len(word)) + 1):
-                    features += [Feature("c:" + word[i:i + n], start + i, start + i + n) for i in range(len(word) - n + 1)]
-        if _CJK_RUN.search(text):
-            low, high = settings.char_zh
-            for run in _CJK_RUN.finditer(text):
-                chars, at = run.group(), run.start()
-                for n in range(low, high + 1):
-                    features += [Feature("c:" + chars[i:i + n], at + i, at + i + n) for i in range(len(chars) - n + 1)]
-            zh_words = [(t.text, t.start, t.end) for t in _segmenter().bounds(text) if _CJK_RUN.search(t.text)]
-            words = sorted(words + zh_words, key=lambda w: w[1])
-        for n in range(1, settings.word_ngrams + 1):
-            for i in range(len(words) - n + 1):
-                gram = words[i:i + n]
-                features.append(Feature("w:" + " ".join(w[0] for w in gram), gram[0][1], gram[-1][2]))
+        en, words, runs = _words(text)
+        for word, start, _ in en:
+            features += [Feature(name, start + a, start + b) for name, a, b in _word_grams_cached(word, *settings.char_en)]
+        for chars, at in runs:
+            features += [Feature(name, at + a, at + b) for name, a, b in _grams(chars, *settings.char_zh)]
+        features += [Feature(*f) for f in _word_ngrams(words, settings.word_ngrams)]
     features += [Feature(*e) for e in extra or ()]
     return features
 
@@ -119,6 +132,7 @@ class LinearTextModel:
     vocabulary: dict[str, int] = field(default_factory=dict)
     weights: np.ndarray | None = None      # [n_features, n_labels] float32
     intercepts: np.ndarray | None = None   # [n_labels] float32
+    _word_ids: dict = field(default_factory=dict, repr=False, compare=False)
 
     # --- fit (scikit-learn) --------------------------------------------------------------------
     def fit(self, texts: Sequence[str | None], label_sets: Sequence[Iterable[str]],
@@ -138,6 +152,7 @@ class LinearTextModel:
             for name in row:
                 df[name] = df.get(name, 0) + 1
         self.vocabulary = {name: i for i, name in enumerate(sorted(n for n, k in df.items() if k >= self.settings.min_df))}
+        self._word_ids = {}
         x = self._matrix(names)
         matrix = csr_matrix((x[2], (x[0], x[1])), shape=(len(texts), len(self.vocabulary)), dtype=np.float64)
         weights = np.zeros((len(self.vocabulary), len(self.labels)), dtype=np.float64)
@@ -202,9 +217,30 @@ class LinearTextModel:
         ids = np.array(sorted(first), dtype=np.int64)
         return ids, first, (1.0 / math.sqrt(len(ids)) if len(ids) else 0.0)
 
+    def _ids(self, text: str | None, extra: Extra | None) -> list[int]:
+        """The vocabulary ids of `featurize(text)` (what `_terms` finds, without spans); an English word's
+        n-gram ids are kept per model."""
+        vocab, found, cache = self.vocabulary, set(), self._word_ids
+        if text:
+            en, words, runs = _words(text)
+            for word, _, _ in en:
+                ids = cache.get(word)
+                if ids is None:
+                    if len(cache) >= 200_000:
+                        cache.clear()
+                    ids = cache[word] = tuple(vocab[g[0]] for g in _word_grams_cached(word, *self.settings.char_en)
+                                              if g[0] in vocab)
+                found.update(ids)
+            for chars, _ in runs:
+                found.update(vocab[g[0]] for g in _grams(chars, *self.settings.char_zh) if g[0] in vocab)
+            found.update(vocab[g[0]] for g in _word_ngrams(words, self.settings.word_ngrams) if g[0] in vocab)
+        found.update(vocab[e[0]] for e in extra or () if e[0] in vocab)
+        return sorted(found)
+
     def decision(self, text: str | None, extra: Extra | None = None) -> np.ndarray:
-        ids, _, value = self._terms(text, extra)
-        return self.intercepts + self.weights[ids].sum(axis=0) * value
+        ids = self._ids(text, extra)
+        value = 1.0 / math.sqrt(len(ids)) if ids else 0.0
+        return self.intercepts + self.weights[np.array(ids, dtype=np.int64)].sum(axis=0) * value
 
     def predict_proba(self, texts: Sequence[str | None], extras: Sequence[Extra | None] | None = None) -> np.ndarray:
         if not len(texts):

@@ -85,7 +85,7 @@ def context_features(record: dict) -> list[tuple[str, None, None]]:
 
 
 def features_of(task: Task, tagger, record: dict) -> Extra:
-    return rule_features(task.rule_tags(tagger, record["text"])) + context_features(record)
+    return rule_features(task.rule_tags(tagger, record["text"]), record["lang"]) + context_features(record)
 
 
 def source_of(record: dict) -> str:
