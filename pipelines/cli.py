@@ -645,7 +645,7 @@ def train_tagger(
         folds = card["cross_validation"]
         for group, res in {**folds.get("groups", {}), **({"all folds": folds["pooled"]} if "pooled" in folds else {})}.items():
             console.print(f"  left out {group}: macro-F1 model {res['model']['macro_f1']}, rules {res['rules']['macro_f1']}, "
-                          f"rules+model {res['rules+model']['macro_f1']}", highlight=False)
+                          f"rules+model {res['rules+model']['macro_f1'] if 'rules+model' in res else '-'}", highlight=False)
         if folds.get("note"):
             console.print(f"  cross-validation: {folds['note']}", highlight=False)
         for subset, res in folds.get("pooled_rules_and_model", {}).items():

@@ -133,11 +133,10 @@ def with_mot_model(tags: MomentTags, text: str | None, text_field: str,
     if not text or not models or tags.mot_step_source == "touchpoint":
         return tags
     has = dict(zip(("zh", "en"), detect(text)))
-    features = rule_features(tags)
     score: dict[int, tuple[float, str, LinearTextModel, ModelLang]] = {}
     for lang, (model, settings) in models.items():
         if has[lang]:
-            proba = 1.0 / (1.0 + np.exp(-model.decision(text, features)))
+            proba = 1.0 / (1.0 + np.exp(-model.decision(text, rule_features(tags, lang))))
             for label, p in zip(model.labels, proba.tolist()):
                 step = int(label.split("=")[1])
                 if step not in score or p > score[step][0]:
@@ -159,7 +158,7 @@ def with_mot_model(tags: MomentTags, text: str | None, text_field: str,
             if not vetoed:
                 steps[step] = ruled[step]
         elif p >= settings.threshold_of(label):
-            shown = model.explain(text, features, top=TOP_FEATURES, labels=[label])[label]["features"]
+            shown = model.explain(text, rule_features(tags, lang), top=TOP_FEATURES, labels=[label])[label]["features"]
             rule = f"model:mot_steps:{lang}:p={p:.3f}"
             steps[step] = [{"tag": label, "rule": f"{rule}:{f['feature']}", "field": text_field, "span": f["span"],
                             "start": f["start"], "end": f["end"]} for f in shown] or [
