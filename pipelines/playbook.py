@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.pii import DEFAULT_PHONE_REGIONS
+from pipelines.identity.settings import IdentitySettings
 
 Dimension = Literal["reliability", "responsiveness", "assurance", "empathy", "tangibles"]
 Facet = Literal["appearance", "behaviour", "communication"]
@@ -179,6 +180,7 @@ class Playbook(_Strict):
     pii: PiiSettings = Field(default_factory=PiiSettings)
     follow_up: FollowUp = Field(default_factory=FollowUp)
     attribution: Attribution = Field(default_factory=Attribution)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)  # identifier types and guards (docs/identity.md)
 
     @property
     def ref(self) -> str:
