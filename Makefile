@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 ## demo: generate sample data, run the pipeline and its quality checks, build the DuckDB views and the report
 demo: $(STAMP)
 	rm -rf demo
-	$(BIN)/motpipe sample --events $(EVENTS) --out demo/input
+	$(BIN)/motpipe sample --events $(EVENTS) --out demo/input --cross-channel-share 0.3
 	$(BIN)/motpipe run -t 'demo/input/touchpoints/*' -f 'demo/input/feedback/*' --out demo/out
 	$(BIN)/motpipe views --out demo/out
 	$(BIN)/motpipe query --db demo/out/motpipe.duckdb "select outcome, rank, dimension, round(share, 3) as share, round(share_low, 3) as low, round(share_high, 3) as high from key_drivers order by outcome, rank"

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import PSEUDONYMIZE_KEY_ENV, RunConfig
+from pipelines.config import IDENTITY_KEY_ENV, PSEUDONYMIZE_KEY_ENV, RunConfig
 from pipelines.playbook import list_playbooks, load_playbook
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_RECONCILIATION = 1, 2, 3, 4
@@ -95,6 +95,9 @@ def run(
     link_window_days: Annotated[float, typer.Option(help="How long after a visit feedback still links to it.")] = 7.0,
     pseudonymize_key: Annotated[Optional[str], typer.Option(envvar=PSEUDONYMIZE_KEY_ENV, show_envvar=True,
                                 help="Key for a keyed hash of customer_id (ids are kept when unset).")] = None,
+    identity_key: Annotated[Optional[str], typer.Option(envvar=IDENTITY_KEY_ENV, show_envvar=True,
+                                                        help="Key of the identifier hashes [default: the pseudonymize "
+                                                        "key, else a built-in one: set it in production].")] = None,
     restricted_out: Annotated[Optional[str], typer.Option(help="Where unmasked quarantined rows go [default: OUT/_restricted].")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run id [default: window + hash of inputs and settings].")] = None,
     date_: Annotated[Optional[str], typer.Option("--date", help="Process one day (YYYY-MM-DD, local date).")] = None,
@@ -137,6 +140,7 @@ def run(
     settings = dict(touchpoints=touchpoints or [], feedback=feedback or [], sources=sources, out=out, playbook=playbook,
                     gap_minutes=gap_minutes,
                     timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
+                    identity_key=identity_key,
                     restricted_out=restricted_out, buckets=buckets, lookback_days=lookback_days,
                     start=date_ or start, end=date_ or end)
     if date_ and (start or end):
@@ -302,6 +306,9 @@ def sample(
                                                              "[default: the shape's, 0.02 / 0.005].")] = None,
     start: Annotated[str, typer.Option(help="First day of the generated visits (YYYY-MM-DD).")] = "2026-10-01",
     days: Annotated[int, typer.Option(min=1, help="Number of days the visits span.")] = 7,
+    cross_channel_share: Annotated[float, typer.Option(min=0, max=1, help="Share of customers that are persons seen "
+                                                       "by 2-3 channel systems, linked by identifiers (truth in "
+                                                       "identity_truth.csv).")] = 0.0,
 ) -> None:
     """Generate realistic sample inputs with a known share of bad rows and duplicates."""
     from pipelines.sample import SHAPES, generate_sample
@@ -314,7 +321,7 @@ def sample(
         _fail(EXIT_USAGE, f"--shape {shape!r} is not one of {', '.join(SHAPES)}")
     manifest = generate_sample(out, events, playbook=playbook, seed=seed, feedback_ratio=feedback_ratio,
                                bad_share=bad_share, duplicate_share=duplicate_share, start=first_day, days=days,
-                               shape=shape)
+                               shape=shape, cross_channel_share=cross_channel_share)
     for dataset in ("events", "feedback"):
         m = manifest[dataset]
         console.print(f"{dataset}: {m['rows']:,} rows = {m['good_rows']:,} good + {m['exact_duplicates']:,} exact duplicates "
@@ -368,6 +375,8 @@ def views(
                                                     "[default: the built-in defaults].")] = None,
     importance: Annotated[list[str], typer.Option(help="Extra importance method for importance_performance: drivers "
                                                   "(the key-driver shares of csat).")] = [],
+    journey_gap_days: Annotated[float, typer.Option(help="Person journeys: a person's visits at most this many days "
+                                                    "apart form one journey.")] = 7.0,
 ) -> None:
     """Build (or rebuild) the DuckDB journey views from queries/ over the Parquet tables of OUT."""
     from pipelines.views import build_views, default_db, parse_weights, time_views
@@ -379,7 +388,8 @@ def views(
             raise ValueError(f"--importance: {', '.join(sorted(unknown))} is not a method (use: drivers)")
         book = load_playbook(playbook) if playbook else None
         built = build_views(out, db, weights=chosen, materialize=materialize, playbook=book,
-                            drivers_importance="drivers" in importance)
+                            drivers_importance="drivers" in importance,
+                            journey_gap_days=journey_gap_days)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     except RuntimeError as error:

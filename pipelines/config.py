@@ -27,6 +27,8 @@ def safe_run_id(value: str) -> str:
         raise ValueError(f"run id {value!r} must be 1-128 letters, digits, '.', '_' or '-', start with a letter or "
                          "digit and hold no '..' (it names the run's files)")
     return value
+IDENTITY_KEY_ENV = "MOTPIPE_IDENTITY_KEY"
+DEFAULT_IDENTITY_KEY = b"motpipe-identity-v1"  # only when no key is configured (docs/identity.md: set one)
 
 
 class RunConfig(BaseModel):
@@ -44,6 +46,7 @@ class RunConfig(BaseModel):
     pseudonymize_key: str | None = None
     # hex; set by pipeline.run from the output's key file when there is no pseudonymize_key; secret: never dumped
     identifier_key: str | None = Field(default=None, exclude=True, repr=False)
+    identity_key: str | None = None  # key of the identifier hashes; default: pseudonymize_key, else built in
     run_id: str | None = None  # default: derived from the window, the inputs and the settings (pipeline.prepare)
     start: date | None = None  # first and last day (local dates) of the window; both or neither
     end: date | None = None
@@ -114,6 +117,12 @@ class RunConfig(BaseModel):
         out = self.out.rstrip("/") if "://" in self.out else os.path.abspath(self.out)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", out.rsplit("/", 1)[-1]).lstrip(".") or "out"
         return f"{self.restricted_out.rstrip('/')}/{name}-{hashlib.sha256(out.encode('utf-8')).hexdigest()[:12]}"
+
+    @property
+    def identity_key_bytes(self) -> bytes:
+        """The key of the identifier hashes (docs/identity.md)."""
+        key = self.identity_key or self.pseudonymize_key
+        return key.encode("utf-8") if key else DEFAULT_IDENTITY_KEY
 
     @property
     def key_bytes(self) -> bytes | None:

@@ -69,7 +69,18 @@ def split_by_bucket(table: pa.Table, key_columns: str | list[str], buckets: int)
         return []
     names = [key_columns] if isinstance(key_columns, str) else key_columns
     keys = pc.coalesce(*(table.column(name) for name in names)) if len(names) > 1 else table.column(names[0])
-    ids = key_buckets(keys, buckets)
+    return split_by_ids(table, key_buckets(keys, buckets))
+
+
+def node_buckets(nodes: np.ndarray, buckets: int) -> np.ndarray:
+    """Bucket of each identity graph node (a 64-bit hash already: its value modulo `buckets`)."""
+    return (nodes.astype(np.int64).view(np.uint64) % np.uint64(buckets)).astype(np.int64)
+
+
+def split_by_ids(table: pa.Table, ids: np.ndarray) -> list[tuple[int, pa.Table]]:
+    """[(bucket, rows of that bucket in input order)] for given bucket ids of the rows."""
+    if table.num_rows == 0:
+        return []
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])

@@ -28,10 +28,12 @@ from pipelines.progress import Progress, watching
 from pipelines.runners import direct_worker_args
 from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
+from pipelines.identity.stages import IDENTITY_TABLES, IdentityGraph, prior_inputs
 from pipelines.storage import delete_tree, filesystem_options, use_filesystem_options
-from pipelines.transforms import Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits, WritePartitions
+from pipelines.transforms import (AssignPersons, Deduplicate, LinkFeedback, ReadAndValidate, StitchVisits,
+                                  WritePartitions)
 
-PUBLIC_TABLES = ("events", "feedback", "quarantine", "duplicates")
+PUBLIC_TABLES = ("events", "feedback", "quarantine", "duplicates", *IDENTITY_TABLES)
 COUNT_BY = {"quarantine": ["dataset", "error_kind"], "duplicates": ["dataset"]}
 
 
@@ -46,15 +48,17 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
 
     `roots`: the public and restricted staging directories; `work`: the directory of spill and count files.
     """
-    channels = load_playbook(config.playbook).allowed_channels
+    playbook = load_playbook(config.playbook)
     files = [(dataset, index, f.path, part, f.source) for dataset in DATASETS for index, f in enumerate(inputs[dataset])
              for part in (file_parts(f.path, config.part_bytes) if f.source is None else [WHOLE_FILE])]
-    read = p | "List files" >> beam.Create(files) | "Read" >> ReadAndValidate(config, work, channels)
+    read = p | "List files" >> beam.Create(files) | "Read" >> ReadAndValidate(config, work, playbook.allowed_channels)
     deduplicated = read | "Deduplicate" >> Deduplicate(config, work)
+    identities = deduplicated | "Identity graph" >> IdentityGraph(config, work, prior_inputs(config), playbook.identity.rounds)
     stitched = deduplicated | "Stitch visits" >> StitchVisits(config, work)
-    linked = {"feedback": deduplicated, "visits": stitched} | "Link feedback" >> LinkFeedback(config, work)
+    assigned = {"events": stitched, "feedback": deduplicated, "persons": identities} | "Assign persons" >> AssignPersons(config, work)
+    linked = {"feedback": assigned, "visits": assigned} | "Link feedback" >> LinkFeedback(config, work)
     (
-        (read, deduplicated, stitched, linked)
+        (read, deduplicated, identities, assigned, linked)
         | "All spills" >> beam.Flatten()
         | "Write" >> WritePartitions(config, work, roots, COUNT_BY)
     )
@@ -69,7 +73,7 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         if config.start else None,
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "touchpoints", "feedback"})
+        "settings": config.model_dump(mode="json", exclude={"pseudonymize_key", "identity_key", "touchpoints", "feedback"})
         | {"pseudonymized": config.pseudonymize_key is not None},
         "inputs": {d: [{"path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                        | ({"source": config.sources[f.source].name} if f.source is not None else {}) for f in inputs[d]]
@@ -97,6 +101,7 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         "unmapped_touchpoint_rows": counts.get("events.unmapped_touchpoint", 0),
         "untagged_rows": counts.get("events.untagged", 0),
     }
+    summary["identity"] = {name.split(".", 1)[1]: n for name, n in sorted(counts.items()) if name.startswith("identity.")}
     summary["feedback"]["link"] = {
         name.rsplit(".", 1)[1]: n for name, n in sorted(counts.items()) if name.startswith("feedback.link.")
     }
@@ -190,10 +195,11 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
     if config.run_id is None:
         described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum, "source": f.source}
                      for d in DATASETS for f in inputs[d]]
-        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "touchpoints", "feedback", "out",
+        settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "identity_key", "touchpoints", "feedback", "out",
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output
         settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
+        settings["identity_key"] = hashlib.sha256(config.identity_key_bytes).hexdigest()
         config = config.model_copy(update={"run_id": derive_run_id(_window_label(config), described, settings)})
     return config, inputs
 

@@ -23,7 +23,7 @@ from pipelines.views import DIMENSIONS as DIMENSION_ORDER, SETTINGS_TABLE, conne
 AGGREGATORS = {"mean_score": "mean", "peak_end_score": "peak-end", "min_score": "minimum", "last_score": "last moment"}
 QUADRANT_COLORS = {"concentrate here": "#d62728", "keep up the good work": "#2ca02c",
                    "low priority": "#7f7f7f", "possible overkill": "#ff7f0e"}
-CHARTS = ("satisfaction", "funnel", "servqual", "ipa", "drivers", "attribution", "cases", "scorecard", "quality")
+CHARTS = ("satisfaction", "channel_paths", "funnel", "servqual", "ipa", "drivers", "attribution", "cases", "scorecard", "quality")
 ATTRIBUTION_MODELS = {"first_moment": "first moment", "last_moment": "last moment", "linear": "linear",
                       "u_shaped": "U-shaped", "time_decay": "time decay"}
 IPA_IMPORTANCE = {"drivers": "share of csat's R², key drivers", "correlation": "correlation with csat", "weights": "weight"}
@@ -70,6 +70,23 @@ def satisfaction_chart(con) -> alt.TopLevelMixin:
         tooltip=["aggregator:N", "csat:O", alt.Tooltip("score:Q", format=".3f"), "journeys:Q"],
     ).properties(title="by csat (journeys with feedback)", width=380, height=260)
     return alt.hconcat(averages, by_csat)
+
+
+def channel_paths_chart(con, top: int = 12) -> alt.TopLevelMixin:
+    """The most common channel sequences of person journeys: bars of journeys, coloured by the mean peak-end score."""
+    paths = _df(con, f"select channel_path, journeys, journey_share, persons, avg_channel_switches, avg_peak_end_score, "
+                     f"avg_csat from channel_paths order by journeys desc, channel_path limit {int(top)}")
+    if paths.empty:
+        return _empty("no person journeys")
+    return alt.Chart(paths).mark_bar().encode(
+        y=alt.Y("channel_path:N", sort=list(paths["channel_path"]), title="channels of the journey, in order"),
+        x=alt.X("journeys:Q", title="person journeys"),
+        color=alt.Color("avg_peak_end_score:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1]),
+                        title="mean peak-end score"),
+        tooltip=["channel_path:N", "journeys:Q", alt.Tooltip("journey_share:Q", format=".1%"), "persons:Q",
+                 alt.Tooltip("avg_channel_switches:Q", format=".2f"), alt.Tooltip("avg_peak_end_score:Q", format=".2f"),
+                 alt.Tooltip("avg_csat:Q", format=".2f")],
+    ).properties(width=760, height=max(120, 22 * len(paths)))
 
 
 def funnel_chart(con) -> alt.TopLevelMixin:
@@ -252,6 +269,9 @@ SECTIONS = {
     "satisfaction": ("Journey satisfaction by aggregator",
                      "Moment scores are +1 positive, -1 negative, 0 neutral. Which aggregation of moments predicts overall "
                      "satisfaction is debated, so four are shown side by side; the right panel shows how each moves with csat."),
+    "channel_paths": ("Channel paths of person journeys",
+                      "A person's visits across channels (app, phone, branch, ...) within the journey gap form one "
+                      "journey; the most common channel sequences, coloured by their mean peak-end score."),
     "funnel": ("MOT five-step funnel", "Journeys that reached every step from 1 to n, with the share lost at each step."),
     "servqual": ("SERVQUAL gaps", "Mean perception minus mean expectation per PZB dimension, most important first."),
     "ipa": ("Importance-performance analysis",
@@ -267,7 +287,7 @@ SECTIONS = {
     "scorecard": ("MOT step scorecard", "Per playbook touchpoint; colour compares touchpoints within each column (blue = better)."),
     "quality": ("Daily data quality", "Quarantined and duplicate input rows per day and error kind."),
 }
-BUILDERS = {"satisfaction": satisfaction_chart, "funnel": funnel_chart, "servqual": servqual_chart,
+BUILDERS = {"satisfaction": satisfaction_chart, "channel_paths": channel_paths_chart, "funnel": funnel_chart, "servqual": servqual_chart,
             "ipa": ipa_chart, "drivers": drivers_chart, "attribution": attribution_chart, "cases": cases_chart,
             "scorecard": scorecard_chart, "quality": quality_chart}
 

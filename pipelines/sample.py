@@ -52,10 +52,10 @@ FEEDBACK_FILE_WEIGHTS = (0.5, 0.5)
 CHUNK_EVENTS = 10_000  # good events generated, shuffled and written per chunk
 EVENT_COLUMNS = ("event_id", "occurred_at", "customer_id", "visit_id", "channel", "touchpoint", "staff_id",
                  "location_id", "duration_s", "wait_s", "text", "outcome", "attributes")
-assert sorted(EVENT_COLUMNS) == sorted(EVENT_FIELDS)
+assert sorted(EVENT_COLUMNS) == sorted(f for f in EVENT_FIELDS if f != "identifiers")  # CSV: identifier.<type>
 RATING_KEYS = (*DIMENSIONS, *SERVQUAL_ITEMS)
 RATING_COLUMNS = tuple(f"rating.{k}{m}" for k in RATING_KEYS for m in ("", ".expectation", ".perception"))
-FEEDBACK_COLUMNS = tuple(f for f in FEEDBACK_FIELDS if f != "ratings") + RATING_COLUMNS
+FEEDBACK_COLUMNS = tuple(f for f in FEEDBACK_FIELDS if f not in ("ratings", "identifiers")) + RATING_COLUMNS
 
 E = ErrorKind
 EVENT_BAD_KINDS = (E.UNPARSEABLE_LINE, E.MISSING_REQUIRED_FIELD, E.WRONG_TYPE, E.BAD_TIMESTAMP, E.OUT_OF_RANGE,
@@ -189,8 +189,11 @@ def _pii(rng: random.Random, kind: str) -> str:
 class _Sample:
     """State of one generation run: the random stream, counters and the manifest being built."""
 
-    def __init__(self, playbook: Playbook, seed: int, start: date, days: int, shape: Shape):
+    def __init__(self, playbook: Playbook, seed: int, start: date, days: int, shape: Shape, cross_channel_share: float = 0.0):
         self.rng = random.Random(seed)
+        self.cross_channel = cross_channel_share
+        self.truth: list[tuple[str, str]] = []  # (customer_id, person) of every customer id of a cross-channel person
+        self.shared_device_customers: set[str] = set()
         self.pb = playbook
         self.shape = shape
         self.base = int(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp()) - CST
@@ -209,7 +212,7 @@ class _Sample:
         self.long_wait = playbook.thresholds.long_wait_s
         self.short_wait = playbook.thresholds.short_wait_s or self.long_wait / 5
         self.airline = playbook.name == "airline"
-        self.n = {"event": 0, "customer": 0, "visit": 0, "feedback": 0}
+        self.n = {"event": 0, "customer": 0, "visit": 0, "feedback": 0, "person": 0}
         self.pii: list[str] = []
         self.stats = {"visits": 0, "customers": 0, "visits_with_visit_id": 0, "naive_timestamps": 0,
                       "unmapped_touchpoint_rows": 0, "texts_with_pii": 0}
@@ -257,8 +260,11 @@ class _Sample:
 
     # --- customers and visits ------------------------------------------------------------------
     def customer(self, budget: int) -> list[dict]:
-        """One customer's visits (each `{customer_id, visit_id, channel, touchpoints, end, events}`)."""
+        """One customer's visits (each `{customer_id, visit_id, channel, touchpoints, end, events}`); with a
+        cross-channel share, that share of them are persons whose channel systems each log their own id."""
         rng = self.rng
+        if self.cross_channel and rng.random() < self.cross_channel:
+            return self.person(budget)
         customer_id = self.next_id("customer", "cust-{:06d}")
         wanted = rng.choices((1, 2, 3), (5, 3, 2))[0]
         t = self.business_hours(self.base + rng.randrange(self.span))
@@ -269,16 +275,45 @@ class _Sample:
             visits.append(visit)
             t = self.business_hours(visit["end"] + rng.randint(3 * HOUR, 36 * HOUR))
         self.stats["customers"] += bool(visits)
+        if self.cross_channel and visits and visits[0]["channel"] == "branch" and rng.random() < 0.1:
+            visits[0]["events"][0]["identifiers"] = {"device_id": "lobby-tablet-01"}  # shared: must not link
+            self.shared_device_customers.add(customer_id)
         return visits
 
-    def visit(self, customer_id: str, t: int, size: int) -> dict:
+    def person(self, budget: int) -> list[dict]:
+        """One person's visits on 2-3 channels, each system with its own customer id (`<channel>-<n>`); the first
+        event of each visit names the person's phone (written as that system writes it) and the system's own
+        identifier (app: a device id; other channels: the account number), so all of them link by the phone."""
+        rng = self.rng
+        number = self.next_id("person", "{:06d}")
+        phone = _pii(rng, "phone")
+        formats = (f"+86 {phone[:3]} {phone[3:7]} {phone[7:]}", phone, f"{phone[:3]}-{phone[3:7]}-{phone[7:]}")
+        channels = rng.sample(self.channels, min(len(self.channels), rng.choice((2, 3))))
+        t = self.business_hours(self.base + rng.randrange(self.span))
+        visits = []
+        for channel in channels:
+            if budget <= 0 or t >= self.base + self.span:
+                break
+            customer_id = f"{channel}-{number}"
+            visit = self.visit(customer_id, t, min(rng.randint(3, 9), budget), channel)
+            own = {"device_id": f"dev-{number}"} if channel == "app" else {"account_id": f"6222-{number}"}
+            visit["events"][0]["identifiers"] = {"phone": rng.choice(formats), **own}
+            visit |= {"person": number, "phone": phone}
+            self.truth.append((customer_id, f"person-{number}"))
+            budget -= len(visit["events"])
+            visits.append(visit)
+            t = self.business_hours(visit["end"] + rng.randint(1 * HOUR, 30 * HOUR))
+        self.stats["customers"] += len(visits)
+        return visits
+
+    def visit(self, customer_id: str, t: int, size: int, channel: str | None = None) -> dict:
         rng = self.rng
         self.stats["visits"] += 1
         visit_id = self.next_id("visit", "v-{:06d}") if rng.random() < 0.5 else None
         self.stats["visits_with_visit_id"] += visit_id is not None
         mood = rng.choices(("positive", "negative", "neutral"), (5, 3, 2))[0]
         style = rng.choices(("aware", "naive", "naive_space"), (92, 5, 3))[0]
-        channel = rng.choices(self.channels, self.channel_weights)[0]
+        channel = channel or rng.choices(self.channels, self.channel_weights)[0]
         later = visit_id is not None and size >= 3 and rng.random() < 0.2  # follow-up a day or two later
         core = size - later
         picks = sorted(rng.sample(range(len(self.core)), core) if core <= len(self.core)
@@ -379,6 +414,10 @@ class _Sample:
             visit_id = visit["visit_id"] if rng.random() < 0.9 else None
             touchpoint = rng.choice(visit["touchpoints"]) if rng.random() < 0.3 else None
             channel = visit["channel"] if rng.random() < 0.5 else None
+        identifiers = None
+        if visit is not None and "person" in visit and rng.random() < 0.5:  # the survey system's own id, by phone
+            customer_id, visit_id, identifiers = f"survey-{visit['person']}", None, {"phone": visit["phone"]}
+            self.truth.append((customer_id, f"person-{visit['person']}"))
         mood = visit["mood"] if visit and rng.random() < 0.8 else rng.choices(("positive", "negative", "neutral"), (5, 3, 2))[0]
         good = {"positive": 1, "neutral": 0, "negative": -1}[mood]
         perceived = {d: max(1, min(7, round(4 + 0.6 * good + rng.gauss(0, 1.5)))) for d in DIMENSIONS}
@@ -407,6 +446,7 @@ class _Sample:
             "ces": max(1, min(7, round(3.5 - 1.5 * scores["ces"] + rng.gauss(0, 0.4)))) if rng.random() < 0.75 else None,
             "comment": comment,
             "ratings": self.ratings(perceived) if rng.random() < 0.6 else None,
+            **({"identifiers": identifiers} if identifiers else {}),
         }
         if all(row[f] is None for f in ("csat", "nps", "ces", "comment", "ratings")):
             row["csat"] = max(1, min(5, round(3 + 1.1 * scores["csat"])))
@@ -452,8 +492,19 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+IDENTIFIER_COLUMNS = ("identifier.phone", "identifier.device_id", "identifier.account_id")  # with --cross-channel-share
+
+
+def _with_identifier_cells(row: dict) -> dict:
+    return {**row, **{f"identifier.{k}": v for k, v in (row.get("identifiers") or {}).items()}}
+
+
 def _event_cells(row: dict) -> list[str]:
     return [_cell(row.get(c)) for c in EVENT_COLUMNS]
+
+
+def _event_identifier_cells(row: dict) -> list[str]:
+    return _event_cells(row) + [_cell(_with_identifier_cells(row).get(c)) for c in IDENTIFIER_COLUMNS]
 
 
 def _feedback_cells(row: dict) -> list[str]:
@@ -467,6 +518,10 @@ def _feedback_cells(row: dict) -> list[str]:
     return [_cell(row.get(c)) for c in FEEDBACK_COLUMNS[: len(FEEDBACK_COLUMNS) - len(RATING_COLUMNS)]] + [
         _cell(flat.get(c)) for c in RATING_COLUMNS
     ]
+
+
+def _feedback_identifier_cells(row: dict) -> list[str]:
+    return _feedback_cells(row) + [_cell(_with_identifier_cells(row).get("identifier.phone"))]
 
 
 # --- injected problems ---------------------------------------------------------------------------
@@ -644,22 +699,28 @@ def _inject(s: _Sample, data: _Dataset, visits: list[dict], targets: dict, done:
         for _ in range(count):
             if data.dataset == "events":
                 template = copy.deepcopy(rng.choice(visits)["events"][0])
+                template.pop("identifiers", None)
                 template["event_id"] = s.next_id("event", "e-{:08d}")
                 if template["text"] is not None:  # no PII in bad rows
                     template["text"] = s.text(3, "neutral", pii=False)[0]
             else:
                 template = s.feedback(rng.choice(visits), pii=False)
                 del template["_meta"]
+                template.pop("identifiers", None)
             data.add_bad(rng, kind, template)
 
 
 def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch", seed: int = 7,
                     feedback_ratio: float = 0.1, bad_share: float | None = None, duplicate_share: float | None = None,
-                    start: date = date(2026, 10, 1), days: int = 7, shape: str = "mixed") -> dict:
+                    start: date = date(2026, 10, 1), days: int = 7, shape: str = "mixed",
+                    cross_channel_share: float = 0.0) -> dict:
     """Write sample touchpoint and feedback files under `out_dir` and return (and write) the manifest.
 
     `events` is the exact number of data rows in the touchpoint files, bad rows and duplicates included.
     `shape` is a name in `SHAPES`; `bad_share` and `duplicate_share` default to the shape's.
+    `cross_channel_share`: that share of customers are persons seen by 2-3 channel systems under their own customer
+    ids, linked by identifiers (the truth in `identity_truth.csv`); then 10% of the other customers' first branch
+    visits also name one shared lobby tablet, which must link nobody.
     """
     out_dir = Path(out_dir)
     form = SHAPES[shape]
@@ -683,11 +744,17 @@ def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch"
         conflicting = int(dup * form.conflicting_share)
         targets[dataset].update({"exact": dup - conflicting, "conflicting": conflicting})
 
-    s = _Sample(pb, seed, start, days, form)
+    s = _Sample(pb, seed, start, days, form, cross_channel_share)
     rng = s.rng
-    ev = _Dataset(out_dir, form.event_files, form.event_file_weights, EVENT_COLUMNS, _event_cells, "events", form)
-    fb = _Dataset(out_dir, form.feedback_files, form.feedback_file_weights, FEEDBACK_COLUMNS, _feedback_cells,
-                  "feedback", form)
+    if cross_channel_share:
+        ev = _Dataset(out_dir, form.event_files, form.event_file_weights, EVENT_COLUMNS + IDENTIFIER_COLUMNS,
+                      _event_identifier_cells, "events", form)
+        fb = _Dataset(out_dir, form.feedback_files, form.feedback_file_weights, FEEDBACK_COLUMNS + IDENTIFIER_COLUMNS[:1],
+                      _feedback_identifier_cells, "feedback", form)
+    else:
+        ev = _Dataset(out_dir, form.event_files, form.event_file_weights, EVENT_COLUMNS, _event_cells, "events", form)
+        fb = _Dataset(out_dir, form.feedback_files, form.feedback_file_weights, FEEDBACK_COLUMNS, _feedback_cells,
+                      "feedback", form)
     done = 0
     blank_line = form.blank_line
     try:
@@ -728,6 +795,13 @@ def generate_sample(out_dir: Path, events: int, *, playbook: str = "bank_branch"
         "driver_weights": DRIVER_WEIGHTS,
         "files": sorted((*form.event_files, *form.feedback_files)),
     }
+    if cross_channel_share:
+        persons = {person for _, person in s.truth}
+        manifest["identity"] = {"cross_channel_persons": len(persons), "their_customer_ids": len(set(s.truth)),
+                                "shared_device_customers": len(s.shared_device_customers),
+                                "truth": "identity_truth.csv"}
+        with open(out_dir / "identity_truth.csv", "w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows([("customer_id", "person"), *sorted(set(s.truth))])
     assert manifest["events"]["rows"] == events
     (out_dir / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")

@@ -69,34 +69,35 @@ def stitch_visits(events: pa.Table, gap_s: float, key: bytes | None = None) -> p
     )
 
 
-def visit_ends(stitched: pa.Table) -> pa.Table:
-    """One row per (customer, visit): customer_id, visit_id, ended_at (time of the visit's last moment).
+def visit_ends(stitched: pa.Table, by: tuple[str, ...] = ("customer_id",)) -> pa.Table:
+    """One row per (customer, visit): the `by` columns, visit_id, ended_at (time of the visit's last moment).
 
     A visit whose events name two customers gives a row for each, so both customers' feedback finds it.
     """
     ends = stitched.group_by("visit_id").aggregate([("occurred_at", "max")]).rename_columns(["visit_id", "ended_at"])
-    pairs = stitched.group_by(["customer_id", "visit_id"]).aggregate([])
-    return pairs.join(ends, "visit_id").select(["customer_id", "visit_id", "ended_at"])
+    pairs = stitched.group_by([*by, "visit_id"]).aggregate([])
+    return pairs.join(ends, "visit_id").select([*by, "visit_id", "ended_at"])
 
 
-def _known_visits(feedback: pa.Table, visits: pa.Table) -> np.ndarray:
-    """Whether each feedback row's (customer_id, visit_id) names a row of `visits`."""
-    rows = pa.table({"customer_id": feedback.column("customer_id"), "visit_id": feedback.column("visit_id"),
+def _known_visits(feedback: pa.Table, visits: pa.Table, by: str) -> np.ndarray:
+    """Whether each feedback row's (`by`, visit_id) names a row of `visits`."""
+    rows = pa.table({"customer_id": feedback.column(by), "visit_id": feedback.column("visit_id"),
                      "row": pa.array(np.arange(feedback.num_rows))})
-    pairs = visits.select(["customer_id", "visit_id"]).group_by(["customer_id", "visit_id"]).aggregate([])
+    pairs = visits.select([by, "visit_id"]).rename_columns(["customer_id", "visit_id"]).group_by(
+        ["customer_id", "visit_id"]).aggregate([])
     found = rows.join(pairs, ["customer_id", "visit_id"], join_type="inner").column("row").to_numpy()
     known = np.zeros(feedback.num_rows, dtype=bool)
     known[found] = True
     return known
 
 
-def _timeline_rows(table: pa.Table, time_column: str, visit_ids: pa.ChunkedArray, is_feedback: bool) -> pa.Table:
-    """customer_id, at (the time in µs), is_feedback, visit_id: visit ends or submissions for `_latest_visits`."""
-    return pa.table({"customer_id": table.column("customer_id"), "at": table.column(time_column).cast(pa.int64()),
+def _timeline_rows(table: pa.Table, time_column: str, visit_ids: pa.ChunkedArray, is_feedback: bool, by: str) -> pa.Table:
+    """customer_id (the `by` column), at (the time in µs), is_feedback, visit_id: visit ends or submissions for `_latest_visits`."""
+    return pa.table({"customer_id": table.column(by), "at": table.column(time_column).cast(pa.int64()),
                      "is_feedback": pa.repeat(is_feedback, table.num_rows), "visit_id": visit_ids})
 
 
-def _latest_visits(feedback: pa.Table, visits: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+def _latest_visits(feedback: pa.Table, visits: pa.Table, by: str) -> tuple[np.ndarray, np.ndarray]:
     """For each feedback row: (index in `visits` of its customer's latest visit that ended at or before
     `submitted_at`, -1 if none; microseconds from that end to submitted_at).
 
@@ -105,8 +106,8 @@ def _latest_visits(feedback: pa.Table, visits: pa.Table) -> tuple[np.ndarray, np
     """
     n_visits = visits.num_rows
     timeline = pa.concat_tables([
-        _timeline_rows(visits, "ended_at", visits.column("visit_id"), False),
-        _timeline_rows(feedback, "submitted_at", pa.nulls(feedback.num_rows, pa.string()), True),
+        _timeline_rows(visits, "ended_at", visits.column("visit_id"), False, by),
+        _timeline_rows(feedback, "submitted_at", pa.nulls(feedback.num_rows, pa.string()), True, by),
     ])
     order = pc.sort_indices(timeline, [("customer_id", "ascending"), ("at", "ascending"), ("is_feedback", "ascending"),
                                        ("visit_id", "ascending")]).to_numpy()
@@ -127,8 +128,10 @@ def _latest_visits(feedback: pa.Table, visits: pa.Table) -> tuple[np.ndarray, np
 _LINK_METHODS = pa.array(["visit_id", "visit_id_unmatched", "latest_visit", "unlinked"], pa.string())
 
 
-def link_feedback(feedback: pa.Table, visits: pa.Table, window_s: float) -> pa.Table:
+def link_feedback(feedback: pa.Table, visits: pa.Table, window_s: float, by: str = "customer_id") -> pa.Table:
     """Set `visit_id` and `link_method` on feedback rows.
+
+    Customers are told apart by the `by` column (the pipeline links by person_id: a person's latest visit).
 
     - `visit_id`: its visit_id names a visit of this customer in this run;
     - `visit_id_unmatched`: it names no visit of this customer in this run (the id is kept);
@@ -137,9 +140,9 @@ def link_feedback(feedback: pa.Table, visits: pa.Table, window_s: float) -> pa.T
     - `unlinked`: none of the above (visit_id stays null).
     """
     given = pc.is_valid(feedback.column("visit_id")).to_numpy(zero_copy_only=False)
-    index, waited = _latest_visits(feedback, visits)
+    index, waited = _latest_visits(feedback, visits, by)
     linked = ~given & (index >= 0) & (waited / 1e6 <= window_s)  # seconds as timedelta.total_seconds() gives them
-    method = np.select([given & _known_visits(feedback, visits), given, linked], [0, 1, 2], 3)  # in _LINK_METHODS
+    method = np.select([given & _known_visits(feedback, visits, by), given, linked], [0, 1, 2], 3)  # in _LINK_METHODS
     latest = visits.column("visit_id").take(pa.array(index, mask=~linked))
     visit_ids = pc.coalesce(feedback.column("visit_id"), latest)
     feedback = feedback.set_column(feedback.schema.get_field_index("visit_id"), "visit_id", visit_ids)

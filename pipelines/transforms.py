@@ -3,9 +3,9 @@ rows travel as Arrow files in the run's work directory, Beam groups only (path, 
 
 Pipeline shape (see pipelines/pipeline.py); the key of each shuffle in brackets:
     ReadAndValidate (input file) -> Deduplicate [dataset, hash of the record id]
-    -> StitchVisits [hash of visit_id, else customer_id] -> LinkFeedback [hash of customer_id]
-    -> WritePartitions [table, dt]
-Redaction and tagging happen where each table's rows are final (after stitching, after linking).
+    -> StitchVisits [hash of visit_id, else customer_id]; IdentityGraph (pipelines/identity/stages.py)
+    -> AssignPersons [customer node bucket] -> LinkFeedback [person bucket] -> WritePartitions [table, dt]
+Redaction and tagging happen where each table's rows are final (after assigning persons, after linking).
 Quarantined and duplicate rows go straight to WritePartitions from the step that found them.
 
 Every step has one output (no tagged outputs) and keeps its counts in count files, not in Beam
@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import UNDATED, RunConfig
-from pipelines.dedup import deduplicate, run_starts, split_by_bucket
+from pipelines.dedup import deduplicate, node_buckets, run_starts, split_by_bucket, split_by_ids
+from pipelines.identity.identifiers import customer_nodes, nodes_of, person_ids, row_links
 from pipelines.ingest.reader import read_validated
 from pipelines.ingest.sources.reader import read_source
 from pipelines.output import QUARANTINE_ORDER, local_dates, write_partition
@@ -43,16 +44,25 @@ TEXT_COLUMNS = {"events": ["text", "attributes"], "feedback": ["comment"]}
 IDENTIFIER_COLUMNS = {"events": ["event_id", "visit_id", "staff_id", "location_id", "touchpoint"],
                       "feedback": ["feedback_id", "visit_id", "touchpoint"]}
 RECORD_IDENTIFIERS = frozenset({"customer_id", *IDENTIFIER_COLUMNS["events"], *IDENTIFIER_COLUMNS["feedback"]})
-EMPTY_VISITS = pa.schema([("customer_id", pa.string()), ("visit_id", pa.string()), ("ended_at", pa.timestamp("us", tz="UTC"))])
+PERSON_COLUMNS = ("person_id", "person_node")  # person_node: the anchor node, whose bucket links the person's rows
+EMPTY_VISITS = pa.schema([("person_id", pa.string()), ("person_node", pa.int64()), ("visit_id", pa.string()),
+                          ("ended_at", pa.timestamp("us", tz="UTC"))])
+EMPTY_PERSONS = pa.schema([("node", pa.int64()), ("person_id", pa.string())])
 
 # Stages a spill file is addressed to: the first part of its key.
 DEDUP, STITCH, LINK_FEEDBACK, LINK_VISITS, WRITE = "dedup", "stitch", "link_feedback", "link_visits", "write"
+ASSIGN_EVENTS, ASSIGN_FEEDBACK = "assign_events", "assign_feedback"
+# the identity graph's stages (pipelines/identity/stages.py) that rows are sent to from here
+IDENTITY_GUARD, ASSIGN_PERSONS, DATES = "identity_guard", "assign_persons", "dates"
 SORT_KEYS = {  # row order inside a partition: the same input always gives the same bytes
     "events": ["occurred_at", "event_id"],
     "feedback": ["submitted_at", "feedback_id"],
     "quarantine": QUARANTINE_ORDER,
     "quarantine_raw": QUARANTINE_ORDER,
     "duplicates": ["dataset", "source_file", "line_no"],
+    "identity_links": ["identifier_type", "identifier_hash", "customer_hash"],
+    "identity_map": ["identifier_type", "identifier_hash"],
+    "identity_conflicts": ["kind", "identifier_type", "identifier_hash", "person_id"],
 }
 RESTRICTED_TABLES = ("quarantine_raw",)  # written to the restricted staging directory
 COPIES = ("quarantine_raw",)  # copies of another table: their rows outside the window are not counted again
@@ -181,20 +191,25 @@ def _trim_heap() -> None:
         _LIBC.malloc_trim(0)
 
 
+def release_memory() -> None:
+    """Hand the memory a step freed back to the system: pyarrow's allocator (mimalloc) and the C heap would otherwise
+    keep every step's high-water mark, and a worker would hold the most it ever needed (1M events: 1,546 -> 1,359 MB
+    peak for the process tree)."""
+    pa.default_memory_pool().release_unused()
+    _trim_heap()
+
+
 class _GroupStep(beam.DoFn):
-    """A step over one input file or one group of spills: `step(element)` does the work. Afterwards the memory
-    the step freed goes back to the system: pyarrow's allocator (mimalloc) and the C heap would otherwise keep
-    every step's high-water mark, and a worker would hold the most it ever needed (1M events: 1,546 -> 1,359 MB
-    peak for the process tree). Each worker process reaches the run's filesystems with the run's options (the
-    DaskRunner's workers get no pipeline options of their own)."""
+    """A step over one input file or one group of spills: `step(element)` does the work, then `release_memory`.
+    Each worker process reaches the run's filesystems with the run's options (the DaskRunner's workers get no
+    pipeline options of their own)."""
 
     def setup(self):
         use_filesystem_options(self.config.filesystem_options)
 
     def process(self, element):
         yield from self.step(element)
-        pa.default_memory_pool().release_unused()
-        _trim_heap()
+        release_memory()
 
 
 class _SpillingDoFn(_GroupStep):
@@ -228,6 +243,11 @@ class _SpillingDoFn(_GroupStep):
         for bucket, part in split_by_bucket(table, key_columns, self.config.buckets):
             writer.write((*key, bucket), name, part)
 
+    def spill_by_node(self, writer: SpillWriter, name: str, table: pa.Table, column: str, stage: str) -> None:
+        """Rows by the bucket of the identity graph node in `column`, addressed to (stage, bucket)."""
+        for bucket, part in split_by_ids(table, node_buckets(table.column(column).to_numpy(), self.config.buckets)):
+            writer.write((stage, bucket), name, part)
+
 
 class _ReadFile(_SpillingDoFn):
     def __init__(self, config: RunConfig, work: str, channels: frozenset[str]):
@@ -257,33 +277,95 @@ class _ReadFile(_SpillingDoFn):
 
 
 class _DeduplicateBucket(_SpillingDoFn):
+    def setup(self):
+        super().setup()
+        self.identity = load_playbook(self.config.playbook).identity
+
     def step(self, keyed):
         (dataset, bucket), segments = keyed
-        name, writer = f"dedup-{dataset}-{bucket:04d}", SpillWriter(self.work)
+        name, writer, counts = f"dedup-{dataset}-{bucket:04d}", SpillWriter(self.work), Counter()
         result = deduplicate(read_spills(segments), dataset, self.config.timezone)
+        unique = with_customer_nodes(result.unique, self.config)
+        self.spill_links(writer, name, unique, dataset, counts)
         if dataset == "events":
-            self.spill_buckets(writer, name, result.unique, (STITCH,), ["visit_id", "customer_id"])
+            self.spill_buckets(writer, name, unique, (STITCH,), ["visit_id", "customer_id"])
         else:
-            self.spill_buckets(writer, name, result.unique, (LINK_FEEDBACK,), "customer_id")
+            self.spill_by_node(writer, name, unique, "customer_node", ASSIGN_FEEDBACK)
         if result.duplicates.num_rows:
             duplicates = mask_identifier_columns(result.duplicates, ["record_id"], self.redaction)
             self.spill_rows(writer, name, finalise(duplicates, "duplicates", self.config, "dt"), "duplicates")
         self.spill_rejected(writer, name, result.conflicts)
+        write_counts(self.work, name, counts)
         yield from writer.close()
+
+    def spill_links(self, writer: SpillWriter, name: str, unique: pa.Table, dataset: str, counts: Counter) -> None:
+        """The identifier links of the rows inside the window to the identity graph, and each of their days."""
+        dated = unique.append_column("dt", local_dates(unique.column(TIME_FIELDS[dataset]), self.config.timezone))
+        if self.config.window_dates is not None:
+            dated = dated.filter(pc.is_in(dated.column("dt"), pa.array(self.config.window_dates, pa.string())))
+        for dt in pc.unique(dated.column("dt")).to_pylist():
+            writer.write((DATES, dt, 0), name, pa.table({"dt": [dt]}))
+        links = row_links(dated, self.identity, self.config.identity_key_bytes, counts)
+        links = links.append_column("current", pa.repeat(pa.scalar(True), links.num_rows))
+        self.spill_by_node(writer, name, links, "node", IDENTITY_GUARD)
+
+
+def with_customer_nodes(table: pa.Table, config: RunConfig) -> pa.Table:
+    """`table` with `customer_node`: the identity graph node of each row's customer_id."""
+    return table.append_column("customer_node", pa.array(customer_nodes(table.column("customer_id"), config.identity_key_bytes)))
 
 
 class _StitchBucket(_SpillingDoFn):
-    def setup(self):
-        super().setup()
-        self.enrich = Enricher("events", self.config)
-
     def step(self, keyed):
         (bucket,), segments = keyed
         name, writer, counts = f"stitch-{bucket:04d}", SpillWriter(self.work), Counter()
         events = stitch_visits(read_spills(segments), self.config.gap_minutes * 60, self.config.key_bytes)
         counts["events.visits"] += true_count(events.column("is_first_moment"))
-        self.spill_buckets(writer, name, visit_ends(events), (LINK_VISITS,), "customer_id")
-        self.spill_rows(writer, name, self.enrich(events, counts), "events")
+        self.spill_by_node(writer, name, events, "customer_node", ASSIGN_EVENTS)
+        write_counts(self.work, name, counts)
+        yield from writer.close()
+
+
+def with_persons(table: pa.Table, persons: pa.Table) -> pa.Table:
+    """`table` with person_id and person_node: the person of each row's customer node (from the identity graph), or
+    for a customer id that links to nothing, a person of its own."""
+    found = persons.join(pa.table({"node": table.column("customer_node")}).append_column(
+        "row", pa.array(np.arange(table.num_rows))), "node", join_type="inner")
+    person = np.empty(table.num_rows, dtype=object)
+    own = table.column("customer_node").to_numpy()
+    ids = person_ids(own).to_numpy(zero_copy_only=False)
+    rows = found.column("row").to_numpy()
+    ids[rows] = found.column("person_id").to_numpy(zero_copy_only=False)
+    anchors = own.copy()
+    anchors[rows] = nodes_of_person_ids(found.column("person_id"))
+    return table.append_column("person_id", pa.array(ids, pa.string())).append_column("person_node", pa.array(anchors))
+
+
+def nodes_of_person_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The anchor node of each person id (`p_` + its hash)."""
+    return nodes_of(pc.utf8_slice_codeunits(ids, 2))
+
+
+class _AssignBucket(_SpillingDoFn):
+    """One bucket of customer nodes: the person of every event and feedback row; events finished (redacted, tagged),
+    their visit ends and the feedback sent on to LinkFeedback by person bucket."""
+
+    def setup(self):
+        super().setup()
+        self.enrich = Enricher("events", self.config)
+
+    def step(self, keyed):
+        (bucket,), grouped = keyed
+        name, writer, counts = f"assign-{bucket:04d}", SpillWriter(self.work), Counter()
+        persons = read_spills(grouped["persons"]) or EMPTY_PERSONS.empty_table()
+        events = read_spills(grouped["events"])
+        if events is not None:
+            events = with_persons(events, persons)
+            self.spill_by_node(writer, name, visit_ends(events, PERSON_COLUMNS), "person_node", LINK_VISITS)
+            self.spill_rows(writer, name, self.enrich(events, counts), "events")
+        feedback = read_spills(grouped["feedback"])
+        if feedback is not None:
+            self.spill_by_node(writer, name, with_persons(feedback, persons), "person_node", LINK_FEEDBACK)
         write_counts(self.work, name, counts)
         yield from writer.close()
 
@@ -300,7 +382,7 @@ class _LinkBucket(_SpillingDoFn):
             return
         name, writer, counts = f"link-{bucket:04d}", SpillWriter(self.work), Counter()
         visits = read_spills(grouped["visits"]) or EMPTY_VISITS.empty_table()
-        linked = link_feedback(feedback, visits, self.config.link_window_days * 86400)
+        linked = link_feedback(feedback, visits, self.config.link_window_days * 86400, by="person_id")
         for method, n in zip(*pc.value_counts(linked.column("link_method")).flatten()):
             counts[f"feedback.link.{method}"] += n.as_py()
         self.spill_rows(writer, name, self.enrich(linked, counts), "feedback")
@@ -396,7 +478,7 @@ class Deduplicate(GroupSpills):
 
 
 class StitchVisits(GroupSpills):
-    """Spills of unique events -> finished (stitched, redacted, tagged) events by date, visit ends by customer bucket.
+    """Spills of unique events -> stitched events by customer node bucket (to AssignPersons).
 
     Events are keyed by a hash bucket of visit_id, or of customer_id when the event has no visit_id,
     so every visit, even one whose customer_id changes midway, is complete inside one group.
@@ -406,8 +488,26 @@ class StitchVisits(GroupSpills):
         super().__init__(STITCH, _StitchBucket(config, work))
 
 
+class AssignPersons(beam.PTransform):
+    """{events, feedback, persons: spills} by customer node bucket -> finished events by date; visit ends and
+    feedback rows, with their person, by person bucket (to LinkFeedback)."""
+
+    def __init__(self, config: RunConfig, work: str):
+        super().__init__()
+        self.config, self.work = config, work
+
+    def expand(self, inputs):
+        return (
+            {"events": inputs["events"] | "Route events" >> Route(ASSIGN_EVENTS),
+             "feedback": inputs["feedback"] | "Route feedback" >> Route(ASSIGN_FEEDBACK),
+             "persons": inputs["persons"] | "Route persons" >> Route(ASSIGN_PERSONS)}
+            | "Group customer node buckets" >> beam.CoGroupByKey()
+            | "Assign, redact and tag events" >> beam.ParDo(_AssignBucket(self.config, self.work))
+        )
+
+
 class LinkFeedback(beam.PTransform):
-    """{feedback: spills, visits: spills} -> finished feedback rows by date, linked to visits by customer bucket."""
+    """{feedback: spills, visits: spills} -> finished feedback rows by date, linked to visits by person bucket."""
 
     def __init__(self, config: RunConfig, work: str):
         super().__init__()
@@ -417,7 +517,7 @@ class LinkFeedback(beam.PTransform):
         return (
             {"feedback": inputs["feedback"] | "Route feedback" >> Route(LINK_FEEDBACK),
              "visits": inputs["visits"] | "Route visits" >> Route(LINK_VISITS)}
-            | "Group customer buckets" >> beam.CoGroupByKey()
+            | "Group person buckets" >> beam.CoGroupByKey()
             | "Link, redact and tag" >> beam.ParDo(_LinkBucket(self.config, self.work))
         )
 

@@ -32,6 +32,7 @@ from pipelines.analysis.drivers import OUTCOMES, driver_rows
 from pipelines.playbook import Playbook
 from schemas.tables import table_schema
 
+
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
 LAYERS = ("staging", "intermediate", "marts")
 MATERIALIZED_LAYERS = ("intermediate", "marts")
@@ -68,7 +69,9 @@ where false;
 """
 
 TABLE_VIEWS = {"stg_events": "events", "stg_feedback": "feedback", "stg_quarantine": "quarantine",
-               "stg_duplicates": "duplicates"}  # staging view -> the pipeline table it reads
+               "stg_duplicates": "duplicates", "stg_identity_map": "identity_map",
+               "stg_identity_conflicts": "identity_conflicts"}  # staging view -> the pipeline table it reads
+DEFAULT_JOURNEY_GAP_DAYS = 7.0  # person journeys: visits at most this far apart form one journey
 
 _CREATE = re.compile(r"create\s+or\s+replace\s+view\s+([a-z_][a-z0-9_]*)\s+as", re.IGNORECASE)
 _VARIABLE = re.compile(r"getvariable\(\s*'([a-z_][a-z0-9_]*)'\s*\)", re.IGNORECASE)
@@ -242,6 +245,7 @@ def build_views(
     playbook: Optional[Playbook] = None,
     drivers_importance: bool = False,
     driver_resamples: int = 200,
+    journey_gap_days: float = DEFAULT_JOURNEY_GAP_DAYS,
 ) -> list[BuiltObject]:
     """Create or replace every view of `queries/` in the DuckDB file `db` (default OUT/motpipe.duckdb).
 
@@ -256,11 +260,14 @@ def build_views(
         raise FileNotFoundError(f"{out}/events does not exist: is {out} the --out directory of a motpipe run?")
     db = db or default_db(out)
     weights = dict(weights) if weights is not None else dict(DEFAULT_WEIGHTS)
+    if not journey_gap_days >= 0:
+        raise ValueError(f"the journey gap must be >= 0 days, got {journey_gap_days}")
     analytics = playbook or Playbook(name="defaults", version="0")
     params: dict[str, object] = {"motpipe_out": out, "motpipe_weights": weights,
                                  "motpipe_follow_up": analytics.follow_up.as_settings(),
                                  "motpipe_half_life_s": analytics.attribution.half_life_s,
-                                 "motpipe_drivers_importance": drivers_importance}
+                                 "motpipe_drivers_importance": drivers_importance,
+                                 "motpipe_journey_gap_days": float(journey_gap_days)}
     views = load_views(queries_dir)
     quality_present = _has_partitions(out, "quality_results")
     empty_tables = [t for t in TABLE_VIEWS.values() if not _has_partitions(out, t)]
@@ -298,6 +305,7 @@ def build_views(
             "attribution_half_life_s": str(analytics.attribution.half_life_s),
             "drivers_importance": str(drivers_importance).lower(),
             "driver_resamples": str(driver_resamples),
+            "journey_gap_days": str(float(journey_gap_days)),
             "materialized_layers": ",".join(MATERIALIZED_LAYERS) if materialize else "",
             "quality_results": "present" if quality_present else "absent",
             "empty_tables": ",".join(empty_tables),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 PZB_TAG = pa.struct([("dimension", pa.string()), ("polarity", pa.string())])
 EVIDENCE = pa.struct(
@@ -49,6 +49,7 @@ EVENTS = pa.schema(
         pa.field("event_id", pa.string(), nullable=False),
         pa.field("occurred_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("person_id", pa.string(), nullable=False),  # p_ + 16 hex digits; current one: identity_map
         pa.field("visit_id", pa.string(), nullable=False),
         ("visit_id_source", pa.string()),  # input | gap
         ("position_in_visit", pa.int32()),  # 1-based, ordered by occurred_at, event_id
@@ -80,7 +81,8 @@ FEEDBACK = pa.schema(
         pa.field("feedback_id", pa.string(), nullable=False),
         pa.field("submitted_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("customer_id", pa.string(), nullable=False),
-        ("visit_id", pa.string()),  # linked visit, null when unlinked
+        pa.field("person_id", pa.string(), nullable=False),
+        ("visit_id", pa.string()),  # linked visit (of the same person), null when unlinked
         ("link_method", pa.string()),  # visit_id | visit_id_unmatched | latest_visit | unlinked
         ("touchpoint", pa.string()),
         ("channel", pa.string()),
@@ -133,12 +135,50 @@ DUPLICATES = pa.schema(
     ]
 )
 
+# Identity (docs/identity.md): identifiers are known only by keyed hashes (16 hex digits), never by value.
+IDENTITY_LINKS = pa.schema(  # dt: the day of the rows that showed the link; the graph's input, kept for later runs
+    [
+        ("identifier_type", pa.string()),
+        ("identifier_hash", pa.string()),
+        ("customer_hash", pa.string()),  # the hash of the customer_id seen with it (type customer_id)
+        ("run_id", pa.string()),
+        ("schema_version", pa.string()),
+    ]
+)
+IDENTITY_MAP = pa.schema(  # dt: the day the run's window ends (a snapshot: the views read the latest)
+    [
+        ("identifier_type", pa.string()),  # customer_id, phone, device_id, ...
+        ("identifier_hash", pa.string()),
+        ("person_id", pa.string()),  # the current person of the identifier
+        ("first_seen", pa.string()),  # day of the first link with it
+        ("changed_on", pa.string()),  # day of the snapshot that first gave it this person_id
+        ("run_id", pa.string()),
+        ("schema_version", pa.string()),
+    ]
+)
+IDENTITY_CONFLICTS = pa.schema(  # dt: as identity_map
+    [
+        ("kind", pa.string()),  # shared_identifier | person_cap
+        ("identifier_type", pa.string()),  # shared_identifier: the identifier not used to link
+        ("identifier_hash", pa.string()),
+        ("person_id", pa.string()),  # person_cap: the person the component would have been (not merged)
+        ("customers", pa.int64()),  # distinct customer ids seen with the identifier / in the component
+        ("identifiers", pa.int64()),  # person_cap: identifiers in the component
+        ("limit", pa.int64()),  # the type's max_customers / the playbook's max_identifiers
+        ("run_id", pa.string()),
+        ("schema_version", pa.string()),
+    ]
+)
+
 TABLES = {
     "events": EVENTS,
     "feedback": FEEDBACK,
     "quarantine": QUARANTINE,
     "quarantine_raw": QUARANTINE_RAW,
     "duplicates": DUPLICATES,
+    "identity_links": IDENTITY_LINKS,
+    "identity_map": IDENTITY_MAP,
+    "identity_conflicts": IDENTITY_CONFLICTS,
 }
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-PUBLISHED = ("events", "feedback", "quarantine", "duplicates", "_restricted/quarantine_raw")
+PUBLISHED = ("events", "feedback", "quarantine", "duplicates", "identity_links", "identity_map", "identity_conflicts",
+             "_restricted/quarantine_raw")
 
 
 def _published_rows(out: Path) -> dict[str, list[dict]]:

@@ -230,13 +230,16 @@ def test_a_worker_error_fails_the_run(cluster):
 
 # --- the full pipeline: Dask output == DirectRunner output ---------------------------------------------
 def fixture_config(out: Path, run_id: str) -> RunConfig:
-    """The hand-written fixture of tests/test_pipeline.py: bad rows of every kind, exact and conflicting duplicates."""
-    return RunConfig(touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")],
+    """The hand-written fixtures of tests/test_pipeline.py (bad rows of every kind, exact and conflicting duplicates)
+    and tests/identity (persons across channels, a shared device, a capped person)."""
+    return RunConfig(touchpoints=[str(FIXTURES / "events_*"), str(FIXTURES / "identity" / "events*")],
+                     feedback=[str(FIXTURES / "feedback.jsonl"), str(FIXTURES / "identity" / "feedback.jsonl")],
                      out=str(out), timezone="Asia/Shanghai", run_id=run_id, buckets=4)
 
 
 def assert_same_outputs(got: dict, expected: dict) -> None:
-    assert {Path(name).parts[0] for name in expected} >= {"events", "feedback", "quarantine", "duplicates", "_restricted"}
+    assert {Path(name).parts[0] for name in expected} >= {"events", "feedback", "quarantine", "duplicates", "_restricted",
+                                                          "identity_links", "identity_map", "identity_conflicts"}
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], name
@@ -254,9 +257,11 @@ def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path, published
     assert dask["events"]["reconciled"] and dask["feedback"]["reconciled"]
 
     landing, out, restricted = (object_store.bucket(name) for name in ("dask-landing", "dask-out", "dask-restricted"))
-    for name in ("events_a.jsonl", "events_b.csv", "feedback.jsonl"):
+    for name in ("events_a.jsonl", "events_b.csv", "feedback.jsonl", "identity/events.jsonl", "identity/events_day2.csv",
+                 "identity/feedback.jsonl"):
         object_store.upload(FIXTURES / name, f"{landing}/{name}")
-    config = RunConfig(touchpoints=[f"{landing}/events_*"], feedback=[f"{landing}/feedback.jsonl"], out=out,
+    config = RunConfig(touchpoints=[f"{landing}/events_*", f"{landing}/identity/events*"],
+                       feedback=[f"{landing}/feedback.jsonl", f"{landing}/identity/feedback.jsonl"], out=out,
                        restricted_out=restricted, timezone="Asia/Shanghai", run_id="dask-s3-run", buckets=4)
     with runner_options("dask", cluster, None, object_store.beam_args) as args:
         on_store = run(config, args)

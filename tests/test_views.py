@@ -94,17 +94,18 @@ def write_fixture(out: Path) -> None:
     events = []
     for i, (visit, cust, pos, at, channel, tp, step, source, pol, staff, loc, wait, outcome, text, evidence) in enumerate(MOMENTS):
         events.append(dict(
-            event_id=f"e{i:02d}", occurred_at=at, customer_id=cust, visit_id=visit, position_in_visit=pos,
+            event_id=f"e{i:02d}", occurred_at=at, customer_id=cust, person_id=f"p_{cust}", visit_id=visit,
+            position_in_visit=pos,
             moments_in_visit=counts[visit], is_first_moment=pos == 1, is_last_moment=pos == counts[visit],
             channel=channel, touchpoint=tp, staff_id=staff, location_id=loc, wait_s=wait, text=text, outcome=outcome,
             mot_step=step, mot_step_name=STEP_NAMES.get(step), mot_step_source=source, polarity=pol,
-            evidence=evidence or [], run_id=RUN, schema_version="1.1"))
+            evidence=evidence or [], run_id=RUN, schema_version="1.2"))
     _write(out / "events", events, EVENTS, lambda r: r["occurred_at"].date().isoformat())
     feedback = []
     for fid, visit, cust, at, csat, nps, ces, comment, ratings in FEEDBACK:
-        row = dict(feedback_id=fid, submitted_at=at, customer_id=cust, visit_id=visit,
+        row = dict(feedback_id=fid, submitted_at=at, customer_id=cust, person_id=f"p_{cust}", visit_id=visit,
                    link_method="visit_id" if visit else "unlinked", csat=csat, nps=nps, ces=ces, comment=comment,
-                   run_id=RUN, schema_version="1.1")
+                   run_id=RUN, schema_version="1.2")
         for dim, (e, p) in ratings.items():
             row.update({f"{dim}_expectation": float(e), f"{dim}_perception": float(p), f"{dim}_gap": float(p - e)})
         feedback.append(row)

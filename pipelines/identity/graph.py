@@ -122,7 +122,6 @@ def connected(a: np.ndarray, b: np.ndarray, rounds: int) -> dict[int, int]:
 
 
 # --- guards and persons --------------------------------------------------------------------------------------------
-CONFLICT_COLUMNS = ["kind", "identifier_type", "identifier_hash", "person_id", "customers", "identifiers", "limit"]
 
 
 def guard(links: pa.Table, settings: IdentitySettings) -> tuple[pa.Table, pa.Table, pa.Table]:

@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 
 from pipelines.identity.settings import CUSTOMER_TYPE, IdentitySettings, Normalise
 
-DEFAULT_KEY = b"motpipe-identity-v1"  # used only when no key is configured (docs/identity.md: set one)
 _COMPACT_DROP = re.compile(r"[\s\-./]+")
 LINK_SCHEMA = pa.schema([("customer_node", pa.int64()), ("node", pa.int64()), ("identifier_type", pa.string()),
                          ("dt", pa.string())])
@@ -67,12 +66,18 @@ def node_of(hash_hex: str) -> int:
 
 def hash_of(nodes: np.ndarray) -> pa.Array:
     """The identifier hashes (16 hex digits) of graph nodes."""
-    return pa.array([format(int(n) & 0xFFFF_FFFF_FFFF_FFFF, "016x") for n in nodes], pa.string())
+    digits = np.asarray(nodes, np.int64).astype(">i8").tobytes().hex()
+    return pa.array([digits[i:i + 16] for i in range(0, len(digits), 16)], pa.string())
+
+
+def nodes_of(hashes: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The graph nodes of identifier hashes (16 hex digits each): `node_of` over an array."""
+    return np.frombuffer(bytes.fromhex("".join(hashes.to_pylist())), ">i8").astype(np.int64)
 
 
 def person_ids(anchors: np.ndarray) -> pa.Array:
     """`p_` + the hash of each anchor node (the smallest customer node of a person)."""
-    return pa.array([f"p_{int(n) & 0xFFFF_FFFF_FFFF_FFFF:016x}" for n in anchors], pa.string())
+    return pc.binary_join_element_wise("p_", hash_of(anchors), "")
 
 
 def customer_nodes(customer_ids: pa.Array | pa.ChunkedArray, key: bytes) -> np.ndarray:

@@ -12,7 +12,8 @@ CONTRACT_VERSION = "1"
 # --- touchpoint events -------------------------------------------------------------------
 EVENT_ID_FIELD = "event_id"
 EVENT_REQUIRED = ("event_id", "occurred_at", "customer_id", "channel", "touchpoint")
-EVENT_OPTIONAL = ("visit_id", "staff_id", "location_id", "duration_s", "wait_s", "text", "outcome", "attributes")
+EVENT_OPTIONAL = ("visit_id", "staff_id", "location_id", "duration_s", "wait_s", "text", "outcome", "attributes",
+                  "identifiers")
 EVENT_FIELDS = EVENT_REQUIRED + EVENT_OPTIONAL
 
 DEFAULT_CHANNELS = (
@@ -23,7 +24,8 @@ OUTCOMES = ("resolved", "unresolved", "escalated", "abandoned")
 # --- post-visit feedback -----------------------------------------------------------------
 FEEDBACK_ID_FIELD = "feedback_id"
 FEEDBACK_REQUIRED = ("feedback_id", "submitted_at", "customer_id")
-FEEDBACK_OPTIONAL = ("visit_id", "touchpoint", "channel", "csat", "nps", "ces", "comment", "ratings")
+FEEDBACK_OPTIONAL = ("visit_id", "touchpoint", "channel", "csat", "nps", "ces", "comment", "ratings", "identifiers")
+IDENTIFIER_TYPE_PATTERN = r"[a-z][a-z0-9_]{0,39}"  # identifier types: lower-case names (customer_id is the row's own)
 FEEDBACK_FIELDS = FEEDBACK_REQUIRED + FEEDBACK_OPTIONAL
 # at least one of these must be present on a feedback row
 FEEDBACK_SIGNALS = ("csat", "nps", "ces", "ratings", "comment")

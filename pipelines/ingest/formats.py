@@ -356,6 +356,7 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
 
 def unflatten_csv_row(row: dict[str, str]) -> dict:
     """CSV cells to contract fields: empty cell -> null, `attributes` JSON text decoded,
+    `identifier.<type>` columns folded into an `identifiers` object (blank cells left out),
     `rating.<key>[.expectation|.perception]` columns folded into a `ratings` object. A key filled both as
     `rating.<key>` and as `rating.<key>.<measure>` becomes a `validate.ValueAndMeasures`, which validation
     rejects (wrong_type, "ratings.<key>: both a value and measures").
@@ -369,7 +370,10 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
     keys: dict[str, None] = {}  # the keys in column order
     for column, cell in row.items():
         value = cell if cell is not None and cell.strip() != "" else None
-        if column.startswith("rating."):
+        if column.startswith("identifier."):
+            if value is not None:
+                fields.setdefault("identifiers", {})[column[len("identifier."):]] = value
+        elif column.startswith("rating."):
             if value is None:
                 continue
             key, _, measure = column[len("rating."):].partition(".")
@@ -378,7 +382,7 @@ def unflatten_csv_row(row: dict[str, str]) -> dict:
                 measures.setdefault(key, {})[measure] = value
             else:
                 values[key] = value
-        elif column == "attributes" and value is not None:
+        elif column in ("attributes", "identifiers") and value is not None:
             decoded, error = json_value(value)
             fields[column] = value if error else decoded  # text: validation reports wrong_type
         else:

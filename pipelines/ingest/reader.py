@@ -23,14 +23,16 @@ from schemas.tables import EVENTS, FEEDBACK, QUARANTINE_RAW
 
 _LINEAGE = [("source_file", pa.string()), ("line_no", pa.int64())]
 _EVENT_FIELDS = ["event_id", "occurred_at", "customer_id", "visit_id", "channel", "touchpoint", "staff_id",
-                 "location_id", "duration_s", "wait_s", "text", "outcome", "attributes"]
+                 "location_id", "duration_s", "wait_s", "text", "outcome", "attributes", "identifiers"]
 _FEEDBACK_FIELDS = ["feedback_id", "submitted_at", "customer_id", "visit_id", "touchpoint", "channel", "csat", "nps",
-                    "ces", "comment", "ratings",
+                    "ces", "comment", "ratings", "identifiers",
                     *[f"{d}_{m}" for d in DIMENSIONS for m in ("expectation", "perception", "gap")]]
+_IDENTIFIERS = pa.field("identifiers", pa.string())  # JSON object type -> value, raw: the identity graph hashes them
 
 
 def _schema(source: pa.Schema, names: list[str]) -> pa.Schema:
-    return pa.schema([pa.field(n, source.field(n).type) for n in names] + [pa.field(n, t) for n, t in _LINEAGE])
+    return pa.schema([_IDENTIFIERS if n == "identifiers" else pa.field(n, source.field(n).type) for n in names]
+                     + [pa.field(n, t) for n, t in _LINEAGE])
 
 
 # Validated rows between the read and the writers: contract columns (visit_id still optional) + lineage.
@@ -235,8 +237,9 @@ def record_json(row: dict) -> str:
     for key, value in fields.items():
         if isinstance(value, datetime):
             fields[key] = value.isoformat()
-    if fields.get("attributes"):
-        fields["attributes"] = json.loads(fields["attributes"])
+    for field in ("attributes", "identifiers"):
+        if fields.get(field):
+            fields[field] = json.loads(fields[field])
     if "ratings" in fields:
         fields["ratings"] = {
             item["item"]: {"expectation": item["expectation"], "perception": item["perception"]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 
@@ -20,6 +21,7 @@ from pipelines.ingest.contract import (
     EVENT_REQUIRED,
     FEEDBACK_REQUIRED,
     FEEDBACK_SIGNALS,
+    IDENTIFIER_TYPE_PATTERN,
     OUTCOMES,
     RATING_RANGE,
     SCORE_RANGES,
@@ -106,6 +108,40 @@ MIN_TIMESTAMP = datetime(1, 1, 2, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
 
+def _identifier_values(record: dict) -> dict[str, str] | None:
+    """The `identifiers` object's entries with string values (blank ones left out); wrong_type otherwise."""
+    identifiers = _object(record, "identifiers")
+    if identifiers is None:
+        return None
+    values = {}
+    for key, value in identifiers.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise _Reject(ErrorKind.WRONG_TYPE, f"identifiers.{key}",
+                          f"identifier {key} must be a string, got {type(value).__name__} {value!r}")
+        if value.strip():
+            values[key] = value.strip()
+    return values
+
+
+def _identifiers(values: dict[str, str] | None) -> str | None:
+    """The identifiers as JSON text (types lower-cased, sorted), None when there are none; out_of_range for a type
+    that is not a lower-case name, `customer_id` (the row's own field) or a type given twice."""
+    if not values:
+        return None
+    types: dict[str, str] = {}
+    for key, value in values.items():
+        name = key.strip().lower()
+        if not re.fullmatch(IDENTIFIER_TYPE_PATTERN, name) or name == "customer_id":
+            raise _Reject(ErrorKind.OUT_OF_RANGE, f"identifiers.{key}", f"identifier type {key!r} must be a lower-case "
+                          f"name ({IDENTIFIER_TYPE_PATTERN}) other than customer_id")
+        if name in types:
+            raise _Reject(ErrorKind.OUT_OF_RANGE, f"identifiers.{key}", f"identifier type {name!r} is given twice")
+        types[name] = value
+    return json.dumps(types, ensure_ascii=False, sort_keys=True)
+
+
 def _timestamp(record: dict, field: str, default_tz: tzinfo) -> datetime:
     try:
         value = parse_timestamp(record[field], default_tz)
@@ -154,9 +190,11 @@ def _event(record: dict, channels, default_tz: tzinfo) -> dict:
     clean["wait_s"] = _number(record, "wait_s")
     attributes = _object(record, "attributes")
     clean["attributes"] = json.dumps(attributes, ensure_ascii=False, sort_keys=True) if attributes is not None else None
+    identifiers = _identifier_values(record)
     clean["occurred_at"] = _timestamp(record, "occurred_at", default_tz)
     for field in ("duration_s", "wait_s"):
         _in_range(field, clean[field], 0, math.inf)
+    clean["identifiers"] = _identifiers(identifiers)
     clean["channel"] = _channel(record, channels, required=True)
     if clean["outcome"] is not None:
         clean["outcome"] = clean["outcome"].lower()
@@ -233,7 +271,9 @@ def _feedback(record: dict, channels, default_tz: tzinfo) -> dict:
     clean["comment"] = comment if _present(comment) else None
     scores = {field: _number(record, field) for field in SCORE_RANGES}
     ratings = _object(record, "ratings")
+    identifiers = _identifier_values(record)
     clean["submitted_at"] = _timestamp(record, "submitted_at", default_tz)
+    clean["identifiers"] = _identifiers(identifiers)
     for field, (low, high) in SCORE_RANGES.items():
         _in_range(field, scores[field], low, high, integer=True)
         clean[field] = int(scores[field]) if scores[field] is not None else None

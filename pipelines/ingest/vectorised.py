@@ -64,17 +64,22 @@ class Spec:
 
     @property
     def fields(self) -> list[str]:
-        """Every contract field the checks read."""
+        """Every contract field the checks read (`identifiers` only for its absence: see SLOW_FIELD)."""
         coded = ["channel", "outcome"] if self.outcome else ["channel"]
-        return [self.timestamp, *self.required, *coded, *self.optional, self.text, *self.numbers, *self.scores, self.obj]
+        return [self.timestamp, *self.required, *coded, *self.optional, self.text, *self.numbers, *self.scores, self.obj,
+                SLOW_FIELD]
 
     @property
     def json_schema(self) -> pa.Schema:
-        """The explicit `pyarrow.json` schema: numbers float64, the object an empty struct (its text is taken
-        from the line), everything else string."""
+        """The explicit `pyarrow.json` schema: numbers float64, the objects empty structs (the object field's text
+        is taken from the line), everything else string."""
         numeric = {*self.numbers, *self.scores}
-        return pa.schema([(f, pa.float64() if f in numeric else pa.struct([]) if f == self.obj else pa.string())
-                          for f in self.fields])
+        return pa.schema([(f, pa.float64() if f in numeric else pa.struct([]) if f in (self.obj, SLOW_FIELD)
+                           else pa.string()) for f in self.fields])
+
+
+# Rows that carry identifiers (an `identifiers` object, CSV `identifier.<type>` cells) take the reference path.
+SLOW_FIELD, SLOW_PREFIX = "identifiers", "identifier."
 
 
 SPECS = {
@@ -320,7 +325,8 @@ def check(dataset: str, cells: Cells, channels, default_tz: tzinfo, schema: pa.S
     number_ok, numbers = _numbers(spec, cells.columns)
     ts_ok, out[spec.timestamp] = _timestamps(spec, cells.columns, default_tz, schema.field(spec.timestamp).type)
     out.update(numbers)
-    ok = np.logical_and.reduce([cells.ok, ts_ok, *string_ok, *number_ok])
+    ok = np.logical_and.reduce([cells.ok, ts_ok, *string_ok, *number_ok, _mask(pc.is_null(cells.columns[SLOW_FIELD]))])
+    out[SLOW_FIELD] = pa.nulls(len(ok), pa.string())
     if spec.obj == "attributes":
         texts = cells.columns["attributes"]
         out["attributes"] = _per_distinct(texts, canonical_object, pa.string())
@@ -563,7 +569,7 @@ def csv_cells(spec: Spec, header: list[str], block: LineBlock, schema: pa.Schema
     def cell(i: int) -> pa.Array:
         return table.column(str(i)).combine_chunks()
 
-    ok, columns = np.ones(n, bool), {}
+    ok, columns = np.full(n, not any(name.startswith(SLOW_PREFIX) for name in header)), {}
     for field in spec.fields:
         if field == "ratings":
             continue  # folded by `_csv_ratings`

@@ -1,6 +1,7 @@
 -- int_moments: one row per moment of truth (event), with its numeric moment score.
 -- grain: event_id
--- columns: event_id, visit_id, customer_id, occurred_at, dt, position_in_visit, moments_in_visit,
+-- columns: event_id, visit_id, customer_id, person_id (the current person, through int_person_resolution),
+--          occurred_at, dt, position_in_visit, moments_in_visit,
 --          is_first_moment, is_last_moment, channel, touchpoint, is_playbook_touchpoint, staff_id, location_id,
 --          wait_s, duration_s, text, outcome, mot_step, mot_step_name, mot_steps, polarity, moment_score, evidence
 -- mot_steps: every step the moment performs (mot_step is the primary one), from schema 1.1 on.
@@ -9,11 +10,15 @@
 create or replace view int_moments as
 with events as (
     select * from stg_events
+),
+resolution as (
+    select * from int_person_resolution
 )
 select
     event_id,
     visit_id,
     customer_id,
+    coalesce(r.current_person_id, e.person_id, 'c:' || customer_id) as person_id,  -- 'c:': a row of schema 1.0
     occurred_at,
     dt,
     position_in_visit,
@@ -35,4 +40,5 @@ select
     polarity,
     case polarity when 'positive' then 1 when 'negative' then -1 else 0 end as moment_score,
     evidence
-from events;
+from events as e
+left join resolution as r on r.written_person_id = e.person_id;

@@ -1,6 +1,6 @@
 -- journeys: one row per visit (customer journey), with its first and last moment of truth and linked feedback.
 -- grain: visit_id
--- columns: visit_id, customer_id (of the first moment), customer_count, first_channel, channels (sorted distinct
+-- columns: visit_id, customer_id (of the first moment), person_id (current person of the first moment), customer_count, first_channel, channels (sorted distinct
 --          list), channel_count, started_at, ended_at, duration_s (last minus first occurred_at), dt (local date
 --          of the first moment), moments, first_touchpoint, first_mot_step, first_mot_step_name, first_polarity,
 --          last_touchpoint, last_mot_step, last_mot_step_name, last_polarity, steps_reached (sorted distinct MOT
@@ -15,6 +15,7 @@ per_visit as (
     select
         visit_id,
         arg_min(customer_id, position_in_visit) as customer_id,
+        arg_min(person_id, position_in_visit) as person_id,
         count(distinct customer_id) as customer_count,
         arg_min(channel, position_in_visit) as first_channel,
         list_sort(list(distinct channel) filter (where channel is not null)) as channels,
@@ -38,6 +39,7 @@ per_visit as (
 select
     v.visit_id,
     v.customer_id,
+    v.person_id,
     v.customer_count,
     v.first_channel,
     v.channels,

@@ -62,11 +62,11 @@ def test_read_validated_mixed(tmp_path):
     assert valid.to_pylist() == [
         {"event_id": "e1", "occurred_at": datetime(2026, 10, 1, 1, 0, tzinfo=UTC), "customer_id": "c1",
          "visit_id": None, "channel": "branch", "touchpoint": "greeting", "staff_id": None, "location_id": None,
-         "duration_s": None, "wait_s": None, "text": None, "outcome": None, "attributes": None,
+         "duration_s": None, "wait_s": None, "text": None, "outcome": None, "attributes": None, "identifiers": None,
          "source_file": path, "line_no": 1},
         {"event_id": "e5", "occurred_at": datetime(2026, 10, 1, 2, 0, tzinfo=UTC), "customer_id": "c1",
          "visit_id": "v1", "channel": "branch", "touchpoint": "greeting", "staff_id": None, "location_id": None,
-         "duration_s": None, "wait_s": 12.0, "text": None, "outcome": None, "attributes": None,
+         "duration_s": None, "wait_s": 12.0, "text": None, "outcome": None, "attributes": None, "identifiers": None,
          "source_file": path, "line_no": 6},
     ]
     lines = jsonl(*MIXED).split("\n")

@@ -68,6 +68,7 @@ def test_minimal_event():
     assert check_event(event()) == {
         "event_id": "e1", "customer_id": "c1", "touchpoint": "greeting", "visit_id": None, "staff_id": None,
         "location_id": None, "outcome": None, "text": None, "duration_s": None, "wait_s": None, "attributes": None,
+        "identifiers": None,
         "occurred_at": datetime(2026, 10, 1, 1, 0, tzinfo=UTC), "channel": "branch",
     }
 
@@ -79,7 +80,7 @@ def test_full_event_is_typed_trimmed_and_lower_cased():
     assert check_event(record) == {
         "event_id": "e1", "customer_id": "c1", "touchpoint": "greeting", "visit_id": "v1", "staff_id": "s1",
         "location_id": "l1", "outcome": "resolved", "text": "  Hello, 您好 ", "duration_s": 120.0, "wait_s": 30.5,
-        "attributes": '{"a": 1, "b": "x", "中": "文"}',
+        "attributes": '{"a": 1, "b": "x", "中": "文"}', "identifiers": None,
         "occurred_at": datetime(2026, 10, 1, 1, 0, tzinfo=UTC), "channel": "branch",
     }
 
@@ -119,7 +120,7 @@ def test_full_feedback():
             {"item": "Q6", "dimension": "reliability", "expectation": 6.0, "perception": 4.0},
             {"item": "empathy", "dimension": "empathy", "expectation": None, "perception": 6.0},
         ],
-        **NO_SERVQUAL,
+        **NO_SERVQUAL, "identifiers": None,
         "reliability_expectation": 6.5, "reliability_perception": 4.5, "reliability_gap": -2.0,
         "empathy_perception": 6.0,
     }
@@ -129,7 +130,7 @@ def test_feedback_without_optional_fields():
     assert check_feedback(feedback()) == {
         "feedback_id": "f1", "customer_id": "c1", "visit_id": None, "touchpoint": None, "channel": None,
         "comment": None, "submitted_at": datetime(2026, 10, 1, 12, 0, tzinfo=UTC), "csat": 4, "nps": None,
-        "ces": None, "ratings": [], **NO_SERVQUAL,
+        "ces": None, "ratings": [], **NO_SERVQUAL, "identifiers": None,
     }
 
 
@@ -528,3 +529,30 @@ def test_utc_offset_and_naive_zone_agree():
     c = check_event(event(occurred_at="2026-10-01T01:00:00Z"), tz=ZoneInfo("Europe/Berlin"))
     assert a == b == c
     assert a["occurred_at"].utcoffset() == timedelta(0)
+
+
+# --- identifiers (issue 18) --------------------------------------------------------------------------------------
+def test_identifiers_are_kept_as_sorted_json_with_types_lower_cased_and_blank_values_dropped():
+    clean = check_event(event(identifiers={"Phone": " +86 137 0629 0800 ", "device_id": "d-7781", "email": " ",
+                                           "account_id": None}))
+    assert clean["identifiers"] == '{"device_id": "d-7781", "phone": "+86 137 0629 0800"}'
+    assert check_feedback(feedback(identifiers={"email": "a@b.cn"}))["identifiers"] == '{"email": "a@b.cn"}'
+    assert check_event(event(identifiers={"phone": ""}))["identifiers"] is None
+
+
+@pytest.mark.parametrize("identifiers, kind, field", [
+    ("d-7781", "wrong_type", "identifiers"),
+    ({"phone": 13706290800}, "wrong_type", "identifiers.phone"),
+    ({"phone": ["a"]}, "wrong_type", "identifiers.phone"),
+    ({"customer_id": "c9"}, "out_of_range", "identifiers.customer_id"),
+    ({"mobile phone": "1"}, "out_of_range", "identifiers.mobile phone"),
+    ({"phone": "1", "PHONE": "2"}, "out_of_range", "identifiers.PHONE"),
+])
+def test_malformed_identifiers_are_rejected(identifiers, kind, field):
+    assert rejection(validate_event, event(identifiers=identifiers)) == (kind, field)
+    assert rejection(validate_feedback, feedback(identifiers=identifiers)) == (kind, field)
+
+
+def test_a_bad_timestamp_comes_before_an_identifier_type_out_of_range():
+    assert rejection(validate_event, event(identifiers={"customer_id": "x"}, occurred_at="yesterday")) == (
+        "bad_timestamp", "occurred_at")
