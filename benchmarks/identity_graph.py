@@ -126,15 +126,36 @@ def check(data: dict[str, np.ndarray], out: Path) -> dict:
             "tablets": int(len(np.unique(data["tablet"][data["tablet"] >= 0])))}
 
 
+def unsettled_by_rounds(data: dict[str, np.ndarray], most: int = 4) -> dict[int, int]:
+    """Edges that `settle` leaves to the one Finish group after 0..`most` rounds, on the benchmark graph (one
+    process, the same functions as the pipeline's stages; duplicate links removed first)."""
+    from pipelines.identity.graph import both_ways, downward, large_star, settle, small_star
+    a = np.r_[data["customer"], data["customer"], data["customer"]]
+    b = np.r_[data["phone"], data["account"], data["device"]]  # the tablets are refused by the guard
+    left = {}
+    for rounds in range(most + 1):
+        u, v = a, b
+        for _ in range(rounds):
+            u, v = large_star(*both_ways(u, v))
+            u, v = small_star(*downward(u, v))
+        left[rounds] = len(settle(*both_ways(u, v))[2][0])
+    return left
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--buckets", type=int, help="hash buckets [default: as motpipe run for that many events]")
     parser.add_argument("--work", type=Path, help="working directory [default: a temporary one, deleted]")
+    parser.add_argument("--rounds-only", action="store_true",
+                        help="only count the edges left unsettled after 0-4 rounds (in this process, no Beam)")
     parser.add_argument("--run-graph", type=Path, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.run_graph:
         run_graph(args.run_graph / "work", args.run_graph / "out", args.buckets)
+        return 0
+    if args.rounds_only:
+        print(json.dumps({"events": args.events, "unsettled_edges_after_rounds": unsettled_by_rounds(truth(args.events))}))
         return 0
     buckets = args.buckets or max(16, min(1024, args.events // 75_000))  # pipeline.auto_buckets: ~75k events each
     root = args.work or Path(tempfile.mkdtemp(prefix="motpipe-identity-bench-"))

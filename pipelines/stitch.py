@@ -69,14 +69,24 @@ def stitch_visits(events: pa.Table, gap_s: float, key: bytes | None = None) -> p
     )
 
 
+def with_visit_ends(stitched: pa.Table) -> pa.Table:
+    """`stitched` (whole visits) with `visit_ended_at`: the time of each row's visit's last moment, so that the visit
+    ends can be taken later from any part of a visit's rows (`visit_ends`)."""
+    ends = stitched.group_by("visit_id").aggregate([("occurred_at", "max")])
+    index = pc.index_in(stitched.column("visit_id"), ends.column("visit_id"))
+    return stitched.append_column("visit_ended_at", ends.column("occurred_at_max").take(index))
+
+
 def visit_ends(stitched: pa.Table, by: tuple[str, ...] = ("customer_id",)) -> pa.Table:
-    """One row per (customer, visit): the `by` columns, visit_id, ended_at (time of the visit's last moment).
+    """One row per (customer, visit): the `by` columns, visit_id, ended_at (time of the visit's last moment: from
+    `visit_ended_at` where the rows have it, else of these rows, which must then be whole visits).
 
     A visit whose events name two customers gives a row for each, so both customers' feedback finds it.
     """
-    ends = stitched.group_by("visit_id").aggregate([("occurred_at", "max")]).rename_columns(["visit_id", "ended_at"])
-    pairs = stitched.group_by([*by, "visit_id"]).aggregate([])
-    return pairs.join(ends, "visit_id").select([*by, "visit_id", "ended_at"])
+    if "visit_ended_at" not in stitched.column_names:
+        stitched = with_visit_ends(stitched)
+    pairs = stitched.group_by([*by, "visit_id"]).aggregate([("visit_ended_at", "max")])
+    return pairs.rename_columns([*by, "visit_id", "ended_at"])
 
 
 def _known_visits(feedback: pa.Table, visits: pa.Table, by: str) -> np.ndarray:

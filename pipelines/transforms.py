@@ -34,7 +34,7 @@ from pipelines.pii import Redaction, mask_column
 from pipelines.playbook import Playbook, load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.storage import use_filesystem_options
-from pipelines.stitch import link_feedback, stitch_visits, visit_ends
+from pipelines.stitch import link_feedback, stitch_visits, visit_ends, with_visit_ends
 from pipelines.tagging import Tagger
 from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS
 from schemas.tables import SCHEMA_VERSION, table_schema
@@ -319,9 +319,9 @@ class _StitchBucket(_SpillingDoFn):
     def step(self, keyed):
         (bucket,), segments = keyed
         name, writer, counts = f"stitch-{bucket:04d}", SpillWriter(self.work), Counter()
-        events = stitch_visits(read_spills(segments), self.config.gap_minutes * 60, self.config.key_bytes)
+        events = with_visit_ends(stitch_visits(read_spills(segments), self.config.gap_minutes * 60, self.config.key_bytes))
         counts["events.visits"] += true_count(events.column("is_first_moment"))
-        self.spill_by_node(writer, name, events, "customer_node", ASSIGN_EVENTS)
+        self.spill_by_node(writer, name, events, "customer_node", ASSIGN_EVENTS)  # a visit's rows may part here
         write_counts(self.work, name, counts)
         yield from writer.close()
 

@@ -17,21 +17,25 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.config import RunConfig
 from pipelines.ingest.contract import DEFAULT_CHANNELS
-from pipelines.dedup import split_by_bucket
+from pipelines.dedup import node_buckets, split_by_bucket, split_by_ids
+from pipelines.identity.identifiers import customer_nodes, person_ids
 from pipelines.ingest.reader import VALID_SCHEMAS
 from pipelines.ingest.formats import file_parts
 from pipelines.spill import SpillWriter, read_counts, read_spills, write_counts
 from pipelines.transforms import (
     DEDUP,
     WRITE,
+    AssignPersons,
     Deduplicate,
     LinkFeedback,
     ReadAndValidate,
     Route,
+    SpillKeyed,
     StitchVisits,
     WritePartitions,
     finalise,
     split_by_date,
+    with_customer_nodes,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -123,33 +127,44 @@ def test_deduplicate_keeps_the_earliest_row_across_files(work):
                               (("quarantine_raw", "2026-10-01"), "e2", 10)]), label="duplicates and conflicts")
 
 
-def test_stitch_visits_and_link_feedback(work):
-    events = events_table(
+def test_stitch_visits_assign_persons_and_link_feedback(work):
+    events = with_customer_nodes(events_table(
         event("e1", 0), event("e2", 30), event("e3", 61),  # c1: gap of 31 min splits e3 off
         event("e4", 0, customer="c2", visit_id="V1"), event("e5", 300, customer="c3", visit_id="V1"),
-    )
-    feedback = pa.Table.from_pylist(
+    ), CONFIG)
+    feedback = with_customer_nodes(pa.Table.from_pylist(
         [{"feedback_id": "f1", "submitted_at": T0 + timedelta(minutes=40), "customer_id": "c1", "csat": 4},
          {"feedback_id": "f2", "submitted_at": T0 + timedelta(minutes=10), "customer_id": "c1", "csat": 4},
          {"feedback_id": "f3", "submitted_at": T0 + timedelta(days=1), "customer_id": "c2", "visit_id": "V1", "csat": 5}],
         schema=VALID_SCHEMAS["feedback"],
-    )
+    ), CONFIG)
+    person = dict(zip(["c1", "c2", "c3"], person_ids(customer_nodes(pa.array(["c1", "c2", "c3"]),
+                                                                     CONFIG.identity_key_bytes)).to_pylist()))
     with test_pipeline.TestPipeline() as p:
         stitched = p | "events" >> beam.Create(spills(work, ("stitch", 0), events)) | StitchVisits(CONFIG, work)
-        feedback_spills = [spill for bucket, part in split_by_bucket(feedback, "customer_id", CONFIG.buckets)
-                           for spill in spills(work, ("link_feedback", bucket), part)]  # as Deduplicate spills them
-        linked = {"visits": stitched, "feedback": p | "feedback" >> beam.Create(feedback_spills)} | LinkFeedback(CONFIG, work)
-        assert_that(stitched | rows_of(WRITE, "event_id", "position_in_visit", "moments_in_visit", "visit_id_source"),
+        nodes = node_buckets(feedback.column("customer_node").to_numpy(), CONFIG.buckets)
+        feedback_spills = [spill for bucket, part in split_by_ids(feedback, nodes)
+                           for spill in spills(work, ("assign_feedback", bucket), part)]  # as Deduplicate spills them
+        persons = p | "no linked customers" >> beam.Create([]).with_output_types(SpillKeyed)
+        assigned = ({"events": stitched, "feedback": p | "feedback" >> beam.Create(feedback_spills), "persons": persons}
+                    | AssignPersons(CONFIG, work))
+        linked = {"visits": assigned, "feedback": assigned} | LinkFeedback(CONFIG, work)
+        assert_that(assigned | rows_of(WRITE, "event_id", "position_in_visit", "moments_in_visit", "visit_id_source",
+                                       "person_id"),
                     equal_to([(("events", "2026-10-01"), *row) for row in
-                              [("e1", 1, 2, "gap"), ("e2", 2, 2, "gap"), ("e3", 1, 1, "gap"),
-                               ("e4", 1, 2, "input"), ("e5", 2, 2, "input")]]), label="events")
-        # a visit whose customer changes midway (V1: c2 then c3) stays one visit, ending for both customers
+                              [("e1", 1, 2, "gap", person["c1"]), ("e2", 2, 2, "gap", person["c1"]),
+                               ("e3", 1, 1, "gap", person["c1"]), ("e4", 1, 2, "input", person["c2"]),
+                               ("e5", 2, 2, "input", person["c3"])]]), label="events")
+        # a visit whose customer changes midway (V1: c2 then c3) stays one visit, ending for both persons
         end = T0 + timedelta(minutes=300)
-        assert_that(stitched | rows_of("link_visits", "customer_id", "visit_id", "ended_at") | beam.Map(lambda r: r[1:]),
-                    lambda got: _visit_ends_are(got, [("c1", T0 + timedelta(minutes=30)), ("c1", T0 + timedelta(minutes=61)),
-                                                      ("c2", "V1", end), ("c3", "V1", end)]), label="visits")
-        assert_that(linked | rows_of(WRITE, "feedback_id", "link_method") | beam.Map(lambda r: r[1:]),
-                    equal_to([("f1", "latest_visit"), ("f2", "unlinked"), ("f3", "visit_id")]), label="linked")
+        assert_that(assigned | rows_of("link_visits", "person_id", "visit_id", "ended_at") | beam.Map(lambda r: r[1:]),
+                    lambda got: _visit_ends_are(got, [(person["c1"], T0 + timedelta(minutes=30)),
+                                                      (person["c1"], T0 + timedelta(minutes=61)),
+                                                      (person["c2"], "V1", end), (person["c3"], "V1", end)]),
+                    label="visits")
+        assert_that(linked | rows_of(WRITE, "feedback_id", "link_method", "person_id") | beam.Map(lambda r: r[1:]),
+                    equal_to([("f1", "latest_visit", person["c1"]), ("f2", "unlinked", person["c1"]),
+                              ("f3", "visit_id", person["c2"])]), label="linked")
     assert read_counts(work) == {"events.visits": 3, "feedback.link.latest_visit": 1,
                                  "feedback.link.unlinked": 1, "feedback.link.visit_id": 1}
 

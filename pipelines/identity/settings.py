@@ -44,7 +44,7 @@ class IdentitySettings(BaseModel):
 
     phone_region: str = "CN"  # region of phone numbers written without a country code
     max_identifiers: int = Field(default=25, ge=2)  # a person (component) with more identifiers is not merged
-    rounds: int = Field(default=4, ge=0, le=32)  # distributed large-star/small-star rounds before the finish
+    rounds: int = Field(default=3, ge=0, le=32)  # distributed large-star/small-star rounds before the finish
     types: dict[str, IdentifierType] = Field(default_factory=dict)
 
     @model_validator(mode="before")
