@@ -125,7 +125,8 @@ def write_rated_responses(out: Path, n: int = 24) -> None:
     rows = []
     for i in range(n):
         perception = {d: float(1 + (i * (j + 2)) % 7) for j, d in enumerate(DIMS)}
-        rows.append({"feedback_id": f"R{i:02d}", "submitted_at": t(5, 9, i), "customer_id": f"r{i}", "link_method": "unlinked",
+        rows.append({"feedback_id": f"R{i:02d}", "submitted_at": t(5, 9, i), "customer_id": f"r{i}", "person_id": f"p_r{i}",
+                     "link_method": "unlinked",
                      "csat": 1 + round(perception["reliability"] * 4 / 7 + (i % 2) * 0.4), "run_id": "r1", "schema_version": "1.0",
                      **{f"{d}_perception": p for d, p in perception.items()}})
     _write(out / "feedback", rows, FEEDBACK, lambda r: "2026-10-05")
