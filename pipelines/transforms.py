@@ -286,7 +286,7 @@ class _DeduplicateBucket(_SpillingDoFn):
         name, writer, counts = f"dedup-{dataset}-{bucket:04d}", SpillWriter(self.work), Counter()
         result = deduplicate(read_spills(segments), dataset, self.config.timezone)
         unique = with_customer_nodes(result.unique, self.config)
-        self.spill_links(writer, name, unique, dataset, counts)
+        days = self.spill_links(writer, name, unique, dataset, counts)
         if dataset == "events":
             self.spill_buckets(writer, name, unique, (STITCH,), ["visit_id", "customer_id"])
         else:
@@ -297,17 +297,17 @@ class _DeduplicateBucket(_SpillingDoFn):
         self.spill_rejected(writer, name, result.conflicts)
         write_counts(self.work, name, counts)
         yield from writer.close()
+        yield from (((DATES, dt), ("", ())) for dt in days)  # the day of a row, for the identity snapshot's day
 
-    def spill_links(self, writer: SpillWriter, name: str, unique: pa.Table, dataset: str, counts: Counter) -> None:
-        """The identifier links of the rows inside the window to the identity graph, and each of their days."""
+    def spill_links(self, writer: SpillWriter, name: str, unique: pa.Table, dataset: str, counts: Counter) -> list[str]:
+        """The identifier links of the rows inside the window to the identity graph; returns the rows' days."""
         dated = unique.append_column("dt", local_dates(unique.column(TIME_FIELDS[dataset]), self.config.timezone))
         if self.config.window_dates is not None:
             dated = dated.filter(pc.is_in(dated.column("dt"), pa.array(self.config.window_dates, pa.string())))
-        for dt in pc.unique(dated.column("dt")).to_pylist():
-            writer.write((DATES, dt, 0), name, pa.table({"dt": [dt]}))
         links = row_links(dated, self.identity, self.config.identity_key_bytes, counts)
         links = links.append_column("current", pa.repeat(pa.scalar(True), links.num_rows))
         self.spill_by_node(writer, name, links, "node", IDENTITY_GUARD)
+        return pc.unique(dated.column("dt")).to_pylist()
 
 
 def with_customer_nodes(table: pa.Table, config: RunConfig) -> pa.Table:

@@ -365,7 +365,8 @@ def settings(db: str) -> dict[str, str]:
         con.close()
 
 
-PUBLIC_DIRECTORIES = ("events", "feedback", "quarantine", "duplicates", "quality_results")  # what analysts may read
+PUBLIC_DIRECTORIES = ("events", "feedback", "quarantine", "duplicates", "quality_results",  # what analysts may read
+                      "identity_links", "identity_map", "identity_conflicts")  # keyed hashes only
 
 
 def connect_analyst(db: str, writable: Optional[str] = None) -> duckdb.DuckDBPyConnection:

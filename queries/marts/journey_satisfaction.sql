@@ -3,23 +3,10 @@
 -- columns: visit_id, customer_id, started_at, dt, moments, mean_score (mean of moment scores), peak_score (score of
 --          the most intense moment), peak_end_score ((peak_score + last_score) / 2), min_score, last_score,
 --          positive_moments, negative_moments, outcome, has_feedback, csat, nps, ces (means of linked feedback)
--- moment score: +1 positive, -1 negative, 0 neutral or untagged. Most intense moment: the largest |score|,
--- ties go to the latest moment (highest position_in_visit).
+-- moment score, most intense moment: see int_journey_scores (ties go to the latest moment).
 create or replace view journey_satisfaction as
-with moments as (
-    select * from int_moments
-),
-scored as (
-    select
-        visit_id,
-        avg(moment_score) as mean_score,
-        arg_max(moment_score, {'intensity': abs(moment_score), 'position': position_in_visit}) as peak_score,
-        min(moment_score) as min_score,
-        arg_max(moment_score, position_in_visit) as last_score,
-        count(*) filter (where moment_score > 0) as positive_moments,
-        count(*) filter (where moment_score < 0) as negative_moments
-    from moments
-    group by visit_id
+with scored as (
+    select * from int_journey_scores where grain = 'visit'
 )
 select
     j.visit_id,
@@ -40,4 +27,4 @@ select
     j.nps,
     j.ces
 from journeys as j
-join scored as s on s.visit_id = j.visit_id;
+join scored as s on s.journey_key = j.visit_id;

@@ -5,27 +5,10 @@
 --          channel_switches, mean_score, peak_score, peak_end_score ((peak_score + last_score) / 2), min_score,
 --          last_score (of the journey's last moment), positive_moments, negative_moments, outcome, is_resolved,
 --          feedback_count, csat, nps, ces
--- moment score and the most intense moment as in journey_satisfaction; moments in journey order (occurred_at, visit
--- order, position_in_visit), so "last" is the last moment of the whole journey, whatever its channel.
+-- moment score, most intense moment and the order of a person journey's moments: see int_journey_scores.
 create or replace view person_journey_satisfaction as
-with moments as (
-    select m.moment_score, n.person_journey_id,
-           row_number() over (partition by n.person_journey_id
-                              order by m.occurred_at, n.visit_order, m.position_in_visit) as journey_position
-    from int_moments as m
-    join int_person_visits as n on n.visit_id = m.visit_id
-),
-scored as (
-    select
-        person_journey_id,
-        avg(moment_score) as mean_score,
-        arg_max(moment_score, {'intensity': abs(moment_score), 'position': journey_position}) as peak_score,
-        min(moment_score) as min_score,
-        arg_max(moment_score, journey_position) as last_score,
-        count(*) filter (where moment_score > 0) as positive_moments,
-        count(*) filter (where moment_score < 0) as negative_moments
-    from moments
-    group by person_journey_id
+with scored as (
+    select * from int_journey_scores where grain = 'person_journey'
 )
 select
     j.person_journey_id,
@@ -52,4 +35,4 @@ select
     j.nps,
     j.ces
 from person_journeys as j
-join scored as s on s.person_journey_id = j.person_journey_id;
+join scored as s on s.journey_key = j.person_journey_id;
