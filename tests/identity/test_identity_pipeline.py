@@ -158,6 +158,9 @@ def test_person_journeys_cross_channels_within_the_gap(day_one, tmp_path):
     assert (satisfaction["moments"], satisfaction["csat"]) == (5, 2.0)
     paths = {r["channel_path"]: r["journeys"] for r in view_rows(db, "select * from channel_paths")}
     assert paths["app > phone > branch"] == 1 and paths["app > web > branch"] == 1  # person A; walk-1 + walk-2
-    assert view_rows(db, "select count(*) as n from at_risk_persons")[0]["n"] >= 0
+    assert view_rows(db, "select person_id, journeys, channels, last_channel, risk_reason, csat from at_risk_persons "
+                         "order by person_id") == [  # person A's branch farewell (a5) ended unresolved
+        {"person_id": anchor(*PERSON_A), "journeys": 1, "channels": ["app", "phone", "branch"], "last_channel": "branch",
+         "risk_reason": "ended_unresolved", "csat": 2.0}]
     conflicts = view_rows(db, "select kind, customers from stg_identity_conflicts order by kind")
     assert conflicts == [{"kind": "person_cap", "customers": 2}, {"kind": "shared_identifier", "customers": 6}]
