@@ -12,20 +12,12 @@ from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.dedup import deduplicate
 from pipelines.ingest.reader import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated, read_validated_reference
 from pipelines.ingest.validate import validate_event, validate_feedback
+from test_formats import jsonl, write  # the same file helpers as the format tests
 
 UTC = timezone.utc
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CHANNELS = frozenset(DEFAULT_CHANNELS)
 
-
-def write(path: Path, text: str | bytes) -> str:
-    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-    return str(path)
-
-
-def jsonl(*rows: dict | str) -> str:
-    """JSON Lines text; a str row is written as is (blank lines, broken JSON)."""
-    return "".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n" for row in rows)
 
 
 def ev(event_id: str, occurred_at: str = "2026-10-01T09:00:00+08:00", **fields) -> dict:
