@@ -8,6 +8,8 @@ cues are concatenated, maps are merged key by key, the child wins on scalars.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -227,9 +229,16 @@ def _resolve(name_or_path: str) -> Path:
 
 def read_yaml(path: Path):
     """A YAML (or JSON) file's data, {} when empty; ValueError when it is not YAML or uses a tag that safe loading
-    refuses (e.g. `!!python/object`, which is never executed)."""
+    refuses (e.g. `!!python/object`, which is never executed). Each file is parsed once per process while its
+    modification time and size stay the same (every Beam worker loads the playbook); callers get their own copy."""
+    stat = path.stat()
+    return copy.deepcopy(_parse_yaml(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_yaml(path: str, mtime_ns: int, size: int):
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         mark = getattr(error, "problem_mark", None)

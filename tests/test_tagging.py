@@ -124,6 +124,25 @@ def test_a_playbook_says_which_touchpoints_are_customer_speech(tmp_path):
         == [None, None, 1, 1]  # a touchpoint's own `speech:` wins over the list
 
 
+
+def test_a_playbook_file_is_parsed_once_until_it_changes_and_callers_get_their_own_copy(tmp_path, monkeypatch):
+    import yaml
+
+    from pipelines import playbook as playbook_module
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nversion: '1'\nextends: base\ntouchpoints: {kiosk: {speech: customer}}\n")
+    parsed = []
+    real_safe_load = yaml.safe_load
+    monkeypatch.setattr(playbook_module.yaml, "safe_load", lambda text: parsed.append(text) or real_safe_load(text))
+    first = playbook_module.read_yaml(path)
+    first["touchpoints"]["kiosk"]["speech"] = "staff"  # a caller's change must not reach the next caller
+    assert playbook_module.read_yaml(path)["touchpoints"]["kiosk"] == {"speech": "customer"}
+    assert len(parsed) == 1
+    path.write_text("name: p\nversion: '2'\nextends: base\n")  # a new size: parsed again
+    assert playbook_module.read_yaml(path)["version"] == "2" and len(parsed) == 2
+    assert load_playbook(str(path)).version == "2"
+
 def test_acknowledging_the_wait_is_empathy_not_a_slow_service_cue(bank):
     m = bank.tag_moment(None, "抱歉让您久等了", None)
     assert m.mot_step == 1
