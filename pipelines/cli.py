@@ -232,7 +232,8 @@ def _quality_settings(playbook: str, thresholds: list[str]):
     from pipelines.quality.settings import load_settings
 
     try:
-        return load_settings(load_playbook(playbook).quality, thresholds)
+        loaded = load_playbook(playbook)
+        return load_settings(loaded.quality, thresholds, loaded.phone_regions)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
 

@@ -235,6 +235,24 @@ def test_unmasked_pii_names_column_and_kind_only():
     assert unmasked_pii(batch, ("text",)).to_pylist() == ["text:email,text:phone", None, None]
 
 
+def test_the_unmasked_pii_scan_knows_the_phone_regions_it_is_given():
+    batch = pa.RecordBatch.from_pydict({candidate_column("text"): ["bel me op 020 123 4567", "order 2026100112"]})
+    assert unmasked_pii(batch, ("text",)).to_pylist() == [None, None]  # a Dutch number: not a default region
+    assert unmasked_pii(batch, ("text",), ("US", "NL")).to_pylist() == ["text:phone", None]
+    assert load_settings({}, [], ("CN", "NL")).phone_regions == ("CN", "NL")
+
+
+def test_check_scans_for_the_national_numbers_of_the_playbooks_regions(out, tmp_path):
+    """A playbook's `pii.phone_regions` reach the checkpoint: its Dutch number is unmasked PII, the defaults' not."""
+    rewrite(out, "events", first_row("text", "bel me op 020 123 4567"))
+    assert check(out).exit_code == 0
+    dutch = tmp_path / "nl.yaml"
+    dutch.write_text("name: nl\nversion: '1'\nextends: base\npii:\n  phone_regions: [NL]\n", encoding="utf-8")
+    result = runner.invoke(app, ["check", "--out", str(out), "--playbook", str(dutch)])
+    assert result.exit_code == EXIT_QUALITY_ERROR, result.output
+    assert failed(out) == {("events", "no unmasked PII in text columns", "error")}
+
+
 def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
     """Every expectation type of the suites, on the same rows: GE evaluating DuckDB's metrics == GE's pandas engine."""
     import great_expectations as gx

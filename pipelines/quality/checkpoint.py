@@ -37,7 +37,7 @@ from great_expectations.core import ExpectationSuiteValidationResult, Expectatio
 
 from pipelines.config import UNDATED, safe_run_id  # noqa: E402
 from pipelines.ingest.contract import DATASETS  # noqa: E402
-from pipelines.pii import HASHED_ID, JSON_ESCAPE, PREFILTER, decode_escapes, find_pii  # noqa: E402
+from pipelines.pii import DEFAULT_PHONE_REGIONS, HASHED_ID, JSON_ESCAPE, PREFILTER, decode_escapes, find_pii  # noqa: E402
 from pipelines.quality.docs import open_context, publish  # noqa: E402
 from pipelines.quality.metrics import compute_metrics  # noqa: E402
 from pipelines.quality.settings import QualitySettings  # noqa: E402
@@ -197,13 +197,15 @@ def pii_candidates(source: Source) -> str:
     return f"select {candidates} from ({source.sql}) as source where {' or '.join(matches.values())}"
 
 
-def unmasked_pii(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.Array:
-    """Per row, `column:kind` of each PII kind `find_pii` finds in a candidate text, comma-separated, or null.
-    `find_pii` runs once per distinct text of a column (error messages and raw records repeat)."""
+def unmasked_pii(batch: pa.RecordBatch, columns: tuple[str, ...],
+                 phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> pa.Array:
+    """Per row, `column:kind` of each PII kind `find_pii` finds in a candidate text (phone numbers in the national
+    formats of `phone_regions`, the same regions redaction masks), comma-separated, or null. `find_pii` runs once
+    per distinct text of a column (error messages and raw records repeat)."""
     found: dict[int, list[str]] = {}
     for column in columns:
         values = batch.column(candidate_column(column)).dictionary_encode()
-        kinds = [sorted({span.kind for span in find_pii(decode_escapes(text))}) for text in values.dictionary.to_pylist()]
+        kinds = [sorted({span.kind for span in find_pii(decode_escapes(text), phone_regions)}) for text in values.dictionary.to_pylist()]
         for row, index in zip(pc.indices_nonzero(pc.is_valid(values)).to_pylist(),
                               pc.drop_null(values.indices).to_pylist()):
             found.setdefault(row, []).extend(f"{column}:{kind}" for kind in kinds[index])
@@ -211,11 +213,11 @@ def unmasked_pii(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.Array:
     return pa.array(flags, pa.string())
 
 
-def pii_flags(con: duckdb.DuckDBPyConnection, source: Source, batch_rows: int) -> list[str]:
+def pii_flags(con: duckdb.DuckDBPyConnection, source: Source, settings: QualitySettings) -> list[str]:
     """The non-null `unmasked_pii` values of the source's rows, in row order (candidates streamed in batches)."""
     flags: list[str] = []
-    for batch in con.execute(pii_candidates(source)).to_arrow_reader(batch_rows):
-        flags += [flag for flag in unmasked_pii(batch, source.pii_columns).to_pylist() if flag]
+    for batch in con.execute(pii_candidates(source)).to_arrow_reader(settings.batch_rows):
+        flags += [flag for flag in unmasked_pii(batch, source.pii_columns, settings.phone_regions).to_pylist() if flag]
     return flags
 
 
@@ -223,9 +225,10 @@ def _check_name(result: ExpectationValidationResult) -> str:
     return result.expectation_config.meta["check"]
 
 
-def validate_source(con: duckdb.DuckDBPyConnection, source: Source, batch_rows: int) -> list[ExpectationValidationResult]:
+def validate_source(con: duckdb.DuckDBPyConnection, source: Source,
+                    settings: QualitySettings) -> list[ExpectationValidationResult]:
     """GE's results of the source's expectations, evaluated on metrics computed by DuckDB over all its rows."""
-    sparse = {UNMASKED_PII: pii_flags(con, source, batch_rows)} if source.pii_columns else {}
+    sparse = {UNMASKED_PII: pii_flags(con, source, settings)} if source.pii_columns else {}
     metrics = compute_metrics(con, source.sql, source.expectations, sparse)
     return [expectation.metrics_validate(metrics) for expectation in source.expectations]
 
@@ -270,7 +273,7 @@ def validate_suite(con, spec: SuiteSpec, settings: QualitySettings, sampled: set
     first_source, first = next(iter(spec.sources.items()))
     meta = batch_meta(f"{spec.name}.{first_source}", first.sql, now)
     for source in spec.sources.values():
-        source_results = validate_source(con, source, settings.batch_rows)
+        source_results = validate_source(con, source, settings)
         is_sampled = source.streamed and spec.name in sampled
         results += source_results
         checks += [to_check_result(spec.name, r, is_sampled) for r in source_results]

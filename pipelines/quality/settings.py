@@ -10,6 +10,8 @@ from importlib import resources
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.pii import DEFAULT_PHONE_REGIONS
+
 DEFAULTS_FILE = "thresholds.yaml"
 
 
@@ -24,6 +26,7 @@ class QualitySettings(BaseModel):
     window_end: datetime | None = None
     batch_rows: int = Field(gt=0)
     row_checks_max_rows: int = Field(ge=0)
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS  # the unmasked-PII scan's, from the playbook
 
     @field_validator("window_start", "window_end")
     @classmethod
@@ -50,6 +53,9 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def load_settings(playbook_quality: dict | None = None, overrides: list[str] = ()) -> QualitySettings:
-    """Defaults, then a playbook's `quality:` section, then `NAME=VALUE` overrides; ValueError if invalid."""
-    return QualitySettings.model_validate(default_settings() | (playbook_quality or {}) | parse_assignments(list(overrides)))
+def load_settings(playbook_quality: dict | None = None, overrides: list[str] = (),
+                  phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> QualitySettings:
+    """Defaults, then a playbook's `quality:` section, then `NAME=VALUE` overrides; ValueError if invalid.
+    `phone_regions` (the playbook's, defaults included) are the national formats the unmasked-PII check knows."""
+    return QualitySettings.model_validate(default_settings() | (playbook_quality or {}) | parse_assignments(list(overrides))
+                                          | {"phone_regions": phone_regions})
