@@ -133,7 +133,7 @@ def test_load_and_predict_do_not_import_scikit_learn(model, tmp_path):
             f"m = LinearTextModel.load({str(tmp_path / 'm')!r}); m.predict_proba(['rude staff', '环境很脏']); "
             "m.explain('rude staff'); print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1])
+                         cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "False"
 
 

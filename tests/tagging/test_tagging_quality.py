@@ -14,7 +14,7 @@ from pipelines.tagging import Tagger
 from pipelines.tagging.evaluate import evaluate, read_gold
 from pipelines.tagging.lang import language
 
-FIXTURES = Path(__file__).parent / "fixtures" / "tagging"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "tagging"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pipelines.cli import app
 from pipelines.tagging.evaluate import mot_report, mot_scores, read_gold, select
 from pipelines.tagging.folds import grouped_folds, held_out_groups
 
-MOT_DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dialogues" / "mot_dev.jsonl"
+MOT_DEV = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dialogues" / "mot_dev.jsonl"
 
 
 def test_held_out_groups_are_whole_groups_in_sha256_order():

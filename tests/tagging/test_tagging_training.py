@@ -226,7 +226,7 @@ def test_halves_split_by_the_id_hash():
 
 
 # --- the shipped models ---------------------------------------------------------------------------
-SHARED_TEXT = Path(__file__).parents[1] / ".." / "shared" / "data" / "text"
+SHARED_TEXT = Path(__file__).parents[2] / ".." / "shared" / "data" / "text"
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

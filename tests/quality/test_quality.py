@@ -209,7 +209,7 @@ def test_check_without_outputs_is_a_usage_error(tmp_path):
 
 
 def test_run_command_runs_the_checkpoint_and_exits_5_on_warnings(tmp_path):
-    fixtures = Path(__file__).parent / "fixtures"
+    fixtures = Path(__file__).parents[1] / "fixtures"
     result = runner.invoke(app, ["run", "-t", str(fixtures / "events_a.jsonl"), "--out", str(tmp_path), "--run-id", "fx",
                                  "-T", "quarantine_share=0.5", "--direct_num_workers=1"])
     assert result.exit_code == EXIT_QUALITY_WARN, result.output

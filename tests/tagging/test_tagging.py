@@ -12,7 +12,7 @@ from pipelines.playbook import list_playbooks, load_playbook
 from pipelines.tagging import MomentTags, Tagger
 from schemas.tables import EVENTS, FEEDBACK
 
-DEV_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
+DEV_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "text"
 BASELINE_MACRO_F1 = {"zh": 0.849, "en": 0.413}  # keyword baseline from DEV_DATA/README.md
 DEV_PLAYBOOK = {"zh": "base", "en": "airline"}  # Dianping restaurant reviews / airline tweets
 
