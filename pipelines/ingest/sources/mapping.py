@@ -289,18 +289,32 @@ def _attributes(columns: _Columns, used: set[str], source: Source) -> pa.Array:
     canonical form of the contract (keys sorted, `json.dumps` separators), so it needs no further check."""
     names = [c for c in columns.table.column_names if c not in used] if source.attributes == "rest" else \
         [] if source.attributes == "none" else list(source.attributes)
-    n = columns.table.num_rows
-    if not names:
-        return pa.nulls(n, pa.string())
+    return _json_object({name: columns.cell(name, FieldSpec(column=name), name) for name in names},
+                        columns.table.num_rows)
+
+
+def _json_object(values: dict[str, pa.Array], n: int) -> pa.Array:
+    """One JSON object text per row from named columns (keys sorted, `json.dumps` separators, null cells left
+    out), null for a row with none."""
     members = []
-    for name in sorted(names):
-        values = columns.cell(name, FieldSpec(column=name), name)
-        encoded = _per_distinct(values, lambda v: json.dumps(v, ensure_ascii=False), pa.string())
+    for name in sorted(values):
+        encoded = _per_distinct(values[name], lambda v: json.dumps(v, ensure_ascii=False), pa.string())
         members.append(pc.binary_join_element_wise(json.dumps(name, ensure_ascii=False) + ": ", encoded, "",
                                                    null_handling="emit_null"))
-    body = pc.binary_join_element_wise(*members, ", ", null_handling="skip")
-    return pc.if_else(_mask(pc.equal(pc.utf8_length(body), 0)), _NULL,
-                      pc.binary_join_element_wise("{", body, "}", "", null_handling="emit_null"))
+    if not members:
+        return pa.nulls(n, pa.string())
+    none = np.logical_and.reduce([~_mask(pc.is_valid(member)) for member in members])
+    # "skip" drops a row whose members are all null (pyarrow 25): give such rows an empty first member
+    first = pc.if_else(none, pa.scalar("", pa.string()), members[0])
+    body = pc.binary_join_element_wise(first, *members[1:], ", ", null_handling="skip")
+    return pc.if_else(none, _NULL, pc.binary_join_element_wise("{", body, "}", "", null_handling="emit_null"))
+
+
+def _identifiers(source: Source, columns: _Columns, tz: ZoneInfo, errors: Errors, n: int) -> pa.Array:
+    """The mapped identifiers as one JSON object text per row (type -> value, null cells left out), null when
+    none; the reference validation normalises and checks them (rows with identifiers take that path)."""
+    return _json_object({name: _field(f"identifiers.{name}", spec, columns, tz, errors, n)
+                         for name, spec in (source.identifiers or {}).items()}, n)
 
 
 def check_columns(source: Source, names: list[str]) -> None:
@@ -308,6 +322,7 @@ def check_columns(source: Source, names: list[str]) -> None:
     missing = []
     keys = [(f"fields.{field}", spec) for field, spec in source.fields.items()]
     keys += [(f"moments.{m.name}.{field}", spec) for m in source.moments or () for field, spec in m.fields.items()]
+    keys += [(f"identifiers.{name}", spec) for name, spec in (source.identifiers or {}).items()]
     for key, spec in keys:
         missing += [f"{column!r} ({key})" for column in spec.columns if column not in names]
     for item, rating in (source.ratings or {}).items():
@@ -352,7 +367,7 @@ def map_rows(source: Source, table: pa.Table, ratings_type: pa.DataType | None =
     time_field, id_field = TIME_FIELDS[source.dataset], ID_FIELDS[source.dataset]
     base_errors = Errors.none(n)
     base = {field: _field(field, s, columns, tz, base_errors, n) for field, s in source.fields.items()}
-    extra: dict[str, pa.Array] = {}
+    extra: dict[str, pa.Array] = {"identifiers": _identifiers(source, columns, tz, base_errors, n)}
     if source.dataset == "events":
         extra["attributes"] = _attributes(columns, set(source.columns()), source)
     ratings, ratings_ok, rating_values = None, np.ones(n, bool), {}

@@ -123,15 +123,18 @@ class _SourceBatch:
         if not len(rows):
             return []
         index = pa.array(rows)
-        names = [name for name in moment.columns if name not in ("ratings", "attributes")]
+        names = [name for name in moment.columns if name not in ("ratings", "attributes", "identifiers")]
         picked = {name: moment.columns[name].take(index).to_pylist() for name in names}
         attributes = moment.columns["attributes"].take(index).to_pylist() if "attributes" in moment.columns else None
+        identifiers = moment.columns["identifiers"].take(index).to_pylist()
         records = []
         for i, row in enumerate(rows):
             record = {name: value.isoformat() if isinstance(value, datetime) else value
                       for name, value in ((name, picked[name][i]) for name in names)}
             if attributes is not None and attributes[i] is not None:
                 record["attributes"] = json.loads(attributes[i])
+            if identifiers[i] is not None:
+                record["identifiers"] = json.loads(identifiers[i])
             if self.dataset == "feedback":
                 ratings = {}
                 for key, measures in moment.rating_values.items():

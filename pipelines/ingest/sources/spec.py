@@ -11,6 +11,7 @@ A source file is YAML, validated here with pydantic; an error names the file, th
 from __future__ import annotations
 
 import codecs
+import re
 import string
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -19,7 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from pipelines.ingest.contract import (DIMENSIONS, EVENT_FIELDS, FEEDBACK_FIELDS, SERVQUAL_ITEMS)
+from pipelines.ingest.contract import (DIMENSIONS, EVENT_FIELDS, FEEDBACK_FIELDS, IDENTIFIER_TYPE_PATTERN,
+                                      SERVQUAL_ITEMS)
 
 SOURCE_VERSION = 1
 TIME_FIELDS = {"events": "occurred_at", "feedback": "submitted_at"}
@@ -187,7 +189,7 @@ class Moment(_Model):
 
 
 def _known_fields(fields: dict, dataset: str) -> dict:
-    allowed = set(EVENT_FIELDS if dataset == "events" else FEEDBACK_FIELDS) - {"attributes", "ratings"}
+    allowed = set(EVENT_FIELDS if dataset == "events" else FEEDBACK_FIELDS) - {"attributes", "ratings", "identifiers"}
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise ValueError(f"not a field of {dataset}: {', '.join(unknown)} (fields: {', '.join(sorted(allowed))})")
@@ -208,8 +210,18 @@ class Source(_Model):
     moments: list[Moment] | None = None  # events: one event per moment with a timestamp
     ratings: dict[str, RatingSpec] | None = None  # feedback: item -> columns (a string: the perception column)
     attributes: Literal["rest", "none"] | list[str] = "rest"  # events: leftover columns (rest), none, or these
+    identifiers: dict[str, FieldSpec] | None = None  # identifier type -> how its value is made (every moment)
 
-    _shorthand = field_validator("fields", mode="before")(lambda cls, v: _columns_as_specs(v))
+    _shorthand = field_validator("fields", "identifiers", mode="before")(lambda cls, v: _columns_as_specs(v))
+
+    @field_validator("identifiers")
+    @classmethod
+    def _identifier_types(cls, value: dict | None) -> dict | None:
+        for name in value or {}:
+            if not re.fullmatch(IDENTIFIER_TYPE_PATTERN, name) or name == "customer_id":
+                raise ValueError(f"identifier type {name!r} must be a lower-case name ({IDENTIFIER_TYPE_PATTERN}) "
+                                 "other than customer_id (the row's own field)")
+        return value
 
     @field_validator("fields")
     @classmethod
@@ -248,7 +260,8 @@ class Source(_Model):
 
     def columns(self) -> list[str]:
         """Every source column the mapping reads (not the leftover attributes)."""
-        specs = [*self.fields.values(), *(s for m in self.moments or () for s in m.fields.values())]
+        specs = [*self.fields.values(), *(s for m in self.moments or () for s in m.fields.values()),
+                 *(self.identifiers or {}).values()]
         names = [c for spec in specs for c in spec.columns]
         names += [c for r in (self.ratings or {}).values() for c in (r.perception, r.expectation) if c]
         if isinstance(self.attributes, list):

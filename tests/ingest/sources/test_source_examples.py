@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -82,3 +83,24 @@ def test_a_run_reads_a_source_and_a_contract_file_together(tmp_path):
         "reconciled": True}]
     assert summary["events"]["reconciled"] and summary["events"]["input_rows"] == 9 + 2 + 12
     assert "source calls: 5 rows in -> 9 events from 3 rows" in " ".join(result.output.split())
+
+
+def test_identifiers_a_source_maps_link_two_customer_ids_into_one_person(tmp_path):
+    """A card number on the branch system's rows and on the app's: one person behind c1 and c2, not c3."""
+    export = tmp_path / "visits.csv"
+    export.write_text("ticket,at,customer,card,step\n"
+                      "T1,2026-10-01 09:00:00,c1,K-100,greeting\n"
+                      "T2,2026-10-01 12:00:00,c2,K-100,farewell\n"
+                      "T3,2026-10-01 13:00:00,c3,,greeting\n", encoding="utf-8")
+    source = tmp_path / "visits.yaml"
+    source.write_text("version: 1\ndataset: events\nformat: {type: csv}\nfields:\n  event_id: ticket\n"
+                      "  occurred_at: {column: at, format: '%Y-%m-%d %H:%M:%S'}\n  customer_id: customer\n"
+                      "  channel: {value: branch}\n  touchpoint: step\nidentifiers:\n  card_number: card\n",
+                      encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", "--source", f"{source}={export}", "--out", str(tmp_path / "out"),
+                                      "--no-check", "--run-id", "ids"])
+    assert result.exit_code == 0, result.output
+    persons = dict(duckdb.sql(f"select customer_id, person_id from read_parquet('{tmp_path / 'out'}/events/*/*.parquet') "
+                              "order by customer_id").fetchall())
+    assert sorted(persons) == ["c1", "c2", "c3"]
+    assert persons["c1"] == persons["c2"] != persons["c3"]

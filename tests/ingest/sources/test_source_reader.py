@@ -14,7 +14,7 @@ import pytest
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.ingest.formats import InputError
 from pipelines.ingest.sources.reader import read_source
-from pipelines.ingest.sources.spec import load_source, parse_source
+from pipelines.ingest.sources.spec import SourceError, load_source, parse_source
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sources"
 CHANNELS = frozenset(DEFAULT_CHANNELS)
@@ -203,3 +203,40 @@ def test_a_quoted_cell_with_line_breaks_and_blank_lines_keep_the_line_numbers(tm
     assert [(r["event_id"], r["line_no"]) for r in valid] == [("A1-1", 2), ("A1-2", 7)]
     assert [(r["error_kind"], r["line_no"]) for r in rejected] == [("unparseable_line", 8)]
     assert counts["rows_in"] == 3  # the blank line and the row of empty cells are not rows
+
+
+IDENTIFIERS_YAML = EVENTS_YAML + """identifiers:
+  card: card
+  device_id: {{column: device, case: lower}}
+  phone: phone
+"""
+
+
+def test_identifiers_mapped_from_columns_blank_cells_left_out_and_not_in_attributes(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("num,seq,ts,cust,step,card,device,phone,note,memo\n"
+                    "A1,1,1790000000000,c1,Greeting,6222-01,D-77,,hi,\n"
+                    "A1,2,1790000060000,c2,Checkout,,,,,\n"  # no identifier, no attribute: both null
+                    "A1,3,1790000120000,c3,Checkout,6222-01,, 13800000001 ,,m\n", encoding="utf-8")
+    valid, rejected, counts = read(parse_source(IDENTIFIERS_YAML.format(format="{type: csv}"), "export.yaml"), path)
+    assert rejected == [] and counts["events_out"] == 3
+    assert [(r["customer_id"], r.get("identifiers"), r.get("attributes")) for r in valid] == [
+        ("c1", '{"card": "6222-01", "device_id": "d-77"}', '{"note": "hi"}'),
+        ("c2", None, None),
+        ("c3", '{"card": "6222-01", "phone": "13800000001"}', '{"memo": "m"}'),  # stripped as validation does
+    ]
+
+
+def test_an_identifier_type_that_is_not_a_lower_case_name_or_is_customer_id_stops_the_source_file():
+    for name in ("Card", "customer_id", "2fa"):
+        text = EVENTS_YAML.format(format="{type: csv}") + f"identifiers:\n  {name}: card\n"
+        with pytest.raises(SourceError, match=f"identifier type '{name}' must be a lower-case name"):
+            parse_source(text, "export.yaml")
+
+
+def test_an_identifier_column_missing_from_the_header_stops_the_read(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("num,seq,ts,cust,step\nA1,1,1790000000000,c1,Greeting\n", encoding="utf-8")
+    text = EVENTS_YAML.format(format="{type: csv}") + "identifiers:\n  card: card_no\n"
+    with pytest.raises(InputError, match=r"not in the data: 'card_no' \(identifiers.card\)"):
+        read(parse_source(text, "export.yaml"), path)
