@@ -103,11 +103,11 @@ def events_suite(settings: QualitySettings, window: Window, ids: tuple[str, ...]
     text = ("event_id", *ids, "channel", "touchpoint", "staff_id", "location_id", "text", "outcome", "attributes",
             "mot_step_name", "evidence_spans")
     rows = Source(
-        "select event_id, occurred_at, customer_id, visit_id, channel, touchpoint, staff_id, location_id, text, outcome,"
+        "select event_id, occurred_at, customer_id, person_id, visit_id, channel, touchpoint, staff_id, location_id, text, outcome,"
         " attributes, mot_step_name, array_to_string(list_transform(evidence, lambda e: e.span), ' ') as evidence_spans,"
         " run_id, mot_step, wait_s, duration_s from events_checked",
         [
-            *not_null("event_id", "occurred_at", "customer_id", "visit_id", "channel", "touchpoint", "run_id"),
+            *not_null("event_id", "occurred_at", "customer_id", "person_id", "visit_id", "channel", "touchpoint", "run_id"),
             *timestamps("occurred_at", window),
             between("mot_step", 1, 5, check="mot_step in 1..5 or null"),
             between("wait_s", 0, None, check="wait_s >= 0"),
@@ -123,11 +123,14 @@ def events_suite(settings: QualitySettings, window: Window, ids: tuple[str, ...]
         " coalesce(avg((mot_step_source is distinct from 'touchpoint')::int), 0) as unmapped_touchpoint_share,"
         " coalesce(avg((mot_step is null and coalesce(len(pzb_tags), 0) = 0)::int), 0) as untagged_event_share,"
         " count(*) filter (where mot_step is not null and not coalesce(list_contains(mot_steps, mot_step), false))"
-        " as primary_step_not_performed"
+        " as primary_step_not_performed,"
+        " (select count(*) from (select customer_id from events where customer_id is not null group by customer_id"
+        "  having count(distinct person_id) > 1)) as customers_with_several_persons"
         " from events",
         [
             at_most("duplicate_event_ids", 0, ERROR, "event_id unique"),
             at_most("primary_step_not_performed", 0, ERROR, "mot_step is one of mot_steps"),
+            at_most("customers_with_several_persons", 0, ERROR, "one person_id per customer_id"),
             at_most("unmapped_touchpoint_share", settings.unmapped_touchpoint_share, WARN,
                     f"unmapped touchpoint share <= {settings.unmapped_touchpoint_share}"),
             at_most("untagged_event_share", settings.untagged_event_share, WARN,
@@ -143,11 +146,11 @@ def feedback_suite(settings: QualitySettings, window: Window, ids: tuple[str, ..
     servqual = [f"{dim}_{measure}" for dim in DIMENSIONS for measure in ("expectation", "perception")]
     low, high = RATING_RANGE
     rows = Source(
-        "select feedback_id, submitted_at, customer_id, visit_id, link_method, touchpoint, channel, comment,"
+        "select feedback_id, submitted_at, customer_id, person_id, visit_id, link_method, touchpoint, channel, comment,"
         " array_to_string(list_transform(evidence, lambda e: e.span), ' ') as evidence_spans, run_id, csat, nps, ces, "
         + ", ".join(servqual) + " from feedback_checked",
         [
-            *not_null("feedback_id", "submitted_at", "customer_id", "link_method", "run_id"),
+            *not_null("feedback_id", "submitted_at", "customer_id", "person_id", "link_method", "run_id"),
             *timestamps("submitted_at", window),
             *[between(score, *SCORE_RANGES[score]) for score in ("csat", "nps", "ces")],
             *[between(column, low, high) for column in servqual],

@@ -102,8 +102,8 @@ def test_clean_run_passes_every_check(out):
     assert result.exit_code == 0, result.output
     rows = results(out)
     assert {r["dataset"] for r in rows} == {"events", "feedback", "quarantine", "run_summary"}
-    assert len(rows) == 59 and all(r["success"] for r in rows)
-    assert "59/59 checks passed" in result.output
+    assert len(rows) == 62 and all(r["success"] for r in rows)
+    assert "62/62 checks passed" in result.output
     unique = next(r for r in rows if r["expectation"] == "event_id unique")
     assert (unique["observed_value"], unique["severity"], unique["sampled"]) == ("0", "error", False)
 
@@ -111,6 +111,10 @@ def test_clean_run_passes_every_check(out):
 FUTURE = datetime.now(timezone.utc) + timedelta(days=400)
 BREAKS = {
     "null customer_id": ("events", first_row("customer_id", None), {("events", "customer_id not null", "error")}),
+    "null person_id": ("events", first_row("person_id", None), {("events", "person_id not null", "error")}),
+    "a customer_id in two persons": ("events", first_row("person_id", "p_0000000000000000"),
+                                     {("events", "one person_id per customer_id", "error")}),
+    "null feedback person_id": ("feedback", first_row("person_id", None), {("feedback", "person_id not null", "error")}),
     "duplicate event_id": ("events", duplicate_first_row,
                            {("events", "event_id unique", "error"),
                             ("run_summary", "input = output + duplicates + quarantine + outside window", "error"),
@@ -200,7 +204,7 @@ def test_rerun_of_a_run_id_replaces_its_quality_results(out):
     files = list((out / "quality_results").glob("*/*.parquet"))
     assert [f.parent.name for f in files] == ["run_id=qrun"]
     rows = duckdb.sql(f"select run_id, count(*) from read_parquet('{out}/quality_results/*/*.parquet') group by all").fetchall()
-    assert rows == [("qrun", 59)]
+    assert rows == [("qrun", 62)]
 
 
 def test_check_without_outputs_is_a_usage_error(tmp_path):
