@@ -59,9 +59,23 @@ def select(records: list[dict], certain_only: bool = False, split: str = "all", 
     return [r for r in records if not (certain_only and r.get("uncertain"))]
 
 
+def published_ids(out: str, ids: list[str]) -> dict[str, str]:
+    """Each id as the output's events carry it: an id in which PII is found (a card-like number, say) was
+    replaced by its keyed hash with the output's identifier key (`OUT/_restricted/_keys/identifiers.key`);
+    without that key file (a `--pseudonymize-key` or `--restricted-out` run) ids are taken as given."""
+    from pipelines.pii import Redaction
+
+    key_file = Path(out, "_restricted", "_keys", "identifiers.key")
+    if not key_file.is_file():
+        return {i: i for i in ids}
+    redaction = Redaction(identifier_key=bytes.fromhex(key_file.read_text(encoding="ascii").strip()))
+    return {i: redaction.identifier(i) for i in ids}
+
+
 def events_report(out: str, records: list[dict]) -> dict:
-    """MOT-step scores of a `motpipe run` output's events against the gold records (id = event_id); a gold
-    record without its event is an error. Events of schema 1.0 (no `mot_steps`) count their `mot_step` alone."""
+    """MOT-step scores of a `motpipe run` output's events against the gold records (id = event_id, as published:
+    see `published_ids`); a gold record without its event is an error. Events of schema 1.0 (no `mot_steps`)
+    count their `mot_step` alone."""
     import duckdb
 
     events = duckdb.read_parquet(f"{out}/events/*/*.parquet", union_by_name=True)
@@ -69,10 +83,12 @@ def events_report(out: str, records: list[dict]) -> dict:
     found = {event_id: (step, [s for s in performed if s is not None])
              for event_id, step, performed in events.select(f"event_id, mot_step, {steps}").fetchall()}
     records = [r for r in records if gold_steps(r) is not None]
-    missing = [r["id"] for r in records if r["id"] not in found]
+    published = published_ids(out, [r["id"] for r in records])
+    missing = [r["id"] for r in records if published[r["id"]] not in found]
     if missing:
         raise ValueError(f"{len(missing)} gold records have no event in {out} (e.g. {missing[0]})")
-    return {"records": len(records), "events": out, "mot": mot_report(records, [found[r["id"]] for r in records])}
+    return {"records": len(records), "events": out,
+            "mot": mot_report(records, [found[published[r["id"]]] for r in records])}
 
 
 def gold_steps(record: dict) -> set[int] | None:

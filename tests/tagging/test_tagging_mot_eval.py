@@ -125,3 +125,25 @@ def test_eval_tagging_scores_the_events_of_a_run(tmp_path):
     gold.write_text(json.dumps({"id": "e9", "text": "t", "mot_steps": [1]}) + "\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["eval-tagging", "--gold", str(gold), "--events", str(tmp_path / "out")])
     assert result.exit_code != 0 and "1 gold records have no event" in result.output
+
+
+def test_eval_tagging_finds_events_whose_ids_were_hashed_as_pii(tmp_path):
+    """A card-like id is published as its keyed hash (the output's identifier key): the gold id still finds it."""
+    from pipelines.pii import pseudonymize
+
+    key = "ab" * 32
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": i, "text": "t", "mot_steps": [1]}) + "\n"
+                            for i in ("4111111111111111", "e2")), encoding="utf-8")
+    (tmp_path / "out" / "events" / "dt=2020-01-01").mkdir(parents=True)
+    (tmp_path / "out" / "_restricted" / "_keys").mkdir(parents=True)
+    (tmp_path / "out" / "_restricted" / "_keys" / "identifiers.key").write_text(key, encoding="ascii")
+    hashed = pseudonymize("4111111111111111", bytes.fromhex(key), "p_")
+    pq.write_table(pa.table({"event_id": [hashed, "e2"], "mot_step": pa.array([1, 2], pa.int8()),
+                             "mot_steps": pa.array([[1], [2]], pa.list_(pa.int8()))}),
+                   tmp_path / "out" / "events" / "dt=2020-01-01" / "part-0.parquet")
+    result = CliRunner().invoke(app, ["eval-tagging", "--gold", str(gold), "--events", str(tmp_path / "out"),
+                                      "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    mot = json.loads((tmp_path / "r.json").read_text())["mot"]["all"]
+    assert (mot["records"], mot["primary_in_gold"]) == (2, 0.5)
