@@ -335,6 +335,17 @@ def test_playbook_adds_phone_regions(tmp_path):
         load_playbook(str(path))
 
 
+
+def test_the_dutch_permit_office_example_masks_dutch_national_numbers():
+    from pathlib import Path
+
+    from pipelines.playbook import load_playbook
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "playbooks" / "permit_office.yaml"
+    regions = load_playbook(str(example)).phone_regions
+    assert mask_pii("bel 020 123 4567 of 06 12345678", regions)[0] == "bel [PHONE] of [PHONE]"
+    assert mask_pii("bel 020 123 4567", DEFAULT_PHONE_REGIONS)[0] == "bel 020 123 4567"
+
 # --- issue 16: identifiers (a) and quarantined records (b, d) -----------------------------------------
 IDS = frozenset({"event_id", "customer_id", "visit_id"})
 FULL_WIDTH_MOBILE = "".join(chr(0xFF10 + int(d)) for d in "13706290800")
