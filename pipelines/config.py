@@ -29,6 +29,7 @@ def safe_run_id(value: str) -> str:
     return value
 IDENTITY_KEY_ENV = "MOTPIPE_IDENTITY_KEY"
 DEFAULT_IDENTITY_KEY = b"motpipe-identity-v1"  # only when no key is configured (docs/identity.md: set one)
+IDENTIFIER_KEY_FILE = ("_keys", "identifiers.key")  # under the restricted directory: the identifier hash key (hex)
 
 
 class RunConfig(BaseModel):

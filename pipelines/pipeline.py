@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import __version__
-from pipelines.config import RunConfig
+from pipelines.config import IDENTIFIER_KEY_FILE, RunConfig
 from pipelines.ingest.contract import DATASETS
 from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_parts, match_inputs
 from pipelines.lock import output_lock
@@ -205,9 +205,6 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
 
 
 WORK_DIR = "_work"
-IDENTIFIER_KEY_FILE = ("_keys", "identifiers.key")
-
-
 def with_identifier_key(config: RunConfig) -> RunConfig:
     """The config with the output's identifier key (hex, in _keys/identifiers.key of its restricted directory,
     made with 32 random bytes on first use, so the hashed identifiers of every run of this output agree). Not

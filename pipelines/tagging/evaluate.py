@@ -63,9 +63,10 @@ def published_ids(out: str, ids: list[str]) -> dict[str, str]:
     """Each id as the output's events carry it: an id in which PII is found (a card-like number, say) was
     replaced by its keyed hash with the output's identifier key (`OUT/_restricted/_keys/identifiers.key`);
     without that key file (a `--pseudonymize-key` or `--restricted-out` run) ids are taken as given."""
+    from pipelines.config import IDENTIFIER_KEY_FILE
     from pipelines.pii import Redaction
 
-    key_file = Path(out, "_restricted", "_keys", "identifiers.key")
+    key_file = Path(out, "_restricted", *IDENTIFIER_KEY_FILE)
     if not key_file.is_file():
         return {i: i for i in ids}
     redaction = Redaction(identifier_key=bytes.fromhex(key_file.read_text(encoding="ascii").strip()))

@@ -125,16 +125,13 @@ class _SourceBatch:
         index = pa.array(rows)
         names = [name for name in moment.columns if name not in ("ratings", "attributes", "identifiers")]
         picked = {name: moment.columns[name].take(index).to_pylist() for name in names}
-        attributes = moment.columns["attributes"].take(index).to_pylist() if "attributes" in moment.columns else None
-        identifiers = moment.columns["identifiers"].take(index).to_pylist()
+        objects = {name: moment.columns[name].take(index).to_pylist()
+                   for name in ("attributes", "identifiers") if name in moment.columns}  # JSON object texts
         records = []
         for i, row in enumerate(rows):
             record = {name: value.isoformat() if isinstance(value, datetime) else value
                       for name, value in ((name, picked[name][i]) for name in names)}
-            if attributes is not None and attributes[i] is not None:
-                record["attributes"] = json.loads(attributes[i])
-            if identifiers[i] is not None:
-                record["identifiers"] = json.loads(identifiers[i])
+            record |= {name: json.loads(texts[i]) for name, texts in objects.items() if texts[i] is not None}
             if self.dataset == "feedback":
                 ratings = {}
                 for key, measures in moment.rating_values.items():
