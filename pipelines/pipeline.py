@@ -93,8 +93,14 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
             "outside_window_rows": counts.get(f"{dataset}.outside_window", 0),
             "pii_masked": counts.get(f"{dataset}.pii_masked", 0),
         }
-        accounted = ("output_rows", "duplicate_rows", "quarantine_rows", "outside_window_rows")
-        stats["reconciled"] = stats["input_rows"] == sum(stats[key] for key in accounted)
+        stats["read"] = {
+            "bytes_read": counts.get(f"{dataset}.bytes_read", 0),
+            "input_bytes": sum(f.size_bytes for f in inputs[dataset] if f.source is None),
+            "lines_read": counts.get(f"{dataset}.lines_read", 0),
+            "lines_accounted": counts.get(f"{dataset}.lines_accounted", 0),
+        }
+        stats["unreconciled"] = unreconciled(stats)
+        stats["reconciled"] = not stats["unreconciled"]
         summary[dataset] = stats
     summary["events"] |= {
         "visits": counts.get("events.visits", 0),
@@ -114,6 +120,21 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         "summary": f"{out}/_runs/{config.run_id}.json",
     }
     return summary
+
+
+def unreconciled(stats: dict) -> list[str]:
+    """What does not add up in one dataset's counts: the rows, and apart from parsing, the contract files' bytes
+    and lines (every line read starts a row or is a blank, header or further line of a row)."""
+    accounted = ("output_rows", "duplicate_rows", "quarantine_rows", "outside_window_rows")
+    read, problems = stats["read"], []
+    if stats["input_rows"] != sum(stats[key] for key in accounted):
+        problems.append(f"{stats['input_rows']:,} input rows != " + " + ".join(f"{stats[k]:,} {k}" for k in accounted))
+    if read["bytes_read"] != read["input_bytes"]:
+        problems.append(f"{read['bytes_read']:,} bytes read of {read['input_bytes']:,} bytes of input files")
+    if read["lines_read"] != read["lines_accounted"]:
+        problems.append(f"{read['lines_read']:,} lines read != {read['lines_accounted']:,} lines that rows, blank "
+                        "lines, headers and further lines of rows account for")
+    return problems
 
 
 def source_summary(index: int, source, counts: dict[str, int]) -> dict:
@@ -278,11 +299,9 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
                 p.run().wait_until_finish()
             summary = summarise(config, inputs, read_counts(work), started_at)
             record["counts"] = json.dumps({d: summary[d] for d in DATASETS}, sort_keys=True)
-            unreconciled = [d for d in DATASETS if not summary[d]["reconciled"]]
-            if unreconciled:
-                raise ReconciliationError(
-                    f"counts do not reconcile for {', '.join(unreconciled)}: {record['counts']}; nothing was published"
-                )
+            problems = [f"{d}: {problem}" for d in DATASETS for problem in summary[d]["unreconciled"]]
+            if problems:
+                raise ReconciliationError(f"counts do not reconcile ({'; '.join(problems)}); nothing was published")
             lock.check()  # a run whose lease ended and was taken over publishes nothing
             sources = {f.path for files in inputs.values() for f in files}
             published = publish(roots["public"], config.out, list(PUBLIC_TABLES), config.window_dates, sources,

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from pipelines.config import UNDATED, RunConfig
 from pipelines.dedup import deduplicate, node_buckets, run_starts, split_by_bucket, split_by_ids
 from pipelines.identity.identifiers import customer_nodes, nodes_of, person_ids, row_links
+from pipelines.ingest.formats import FilePart, ReadTally
 from pipelines.ingest.reader import read_validated
 from pipelines.ingest.sources.reader import read_source
 from pipelines.output import QUARANTINE_ORDER, local_dates, write_partition
@@ -257,23 +258,37 @@ class _ReadFile(_SpillingDoFn):
     def step(self, element):
         dataset, index, path, part, source = element
         name, writer, counts = f"read-{dataset}-{index:05d}-{part.number:04d}", SpillWriter(self.work), Counter()
-        for valid, rejected in self.batches(path, dataset, part, source, counts):
+        tally = ReadTally()
+        for valid, rejected in self.batches(path, dataset, part, source, counts, tally):
             counts[f"{dataset}.input_rows"] += valid.num_rows + rejected.num_rows
             self.spill_buckets(writer, name, valid, (DEDUP, dataset), ID_FIELDS[dataset])
             self.spill_rejected(writer, name, rejected)
+        if source is None:
+            counts.update(physical_counts(dataset, part, tally, counts[f"{dataset}.input_rows"]))
         write_counts(self.work, name, counts)
         yield from writer.close()
 
-    def batches(self, path: str, dataset: str, part, source: int | None, counts: Counter):
+    def batches(self, path: str, dataset: str, part, source: int | None, counts: Counter, tally: ReadTally):
         """(valid, rejected) tables of a contract file, or of a source's file (adding its `source.<i>.` counts)."""
         config = self.config
         if source is None:
-            yield from read_validated(path, dataset, self.channels, config.tz, config.batch_rows, config.fallback_date, part)
+            yield from read_validated(path, dataset, self.channels, config.tz, config.batch_rows, config.fallback_date,
+                                      part, tally)
             return
         for valid, rejected, source_counts in read_source(path, config.sources[source], self.channels, config.tz,
                                                           config.batch_rows, config.fallback_date):
             counts.update({f"source.{source}.{key}": n for key, n in source_counts.items()})
             yield valid, rejected
+
+
+def physical_counts(dataset: str, part: FilePart, tally: ReadTally, rows: int) -> dict[str, int]:
+    """The physical counts of one read of a contract file: the lines that its rows and the lines starting none
+    account for, and the bytes and lines read from the file. Of the interleaved parts of a compressed file, which
+    each read the whole file, only the first counts the bytes and lines read."""
+    counts = {f"{dataset}.lines_accounted": rows + tally.other_lines}
+    if part.number % part.every == 0:  # the first of interleaved parts, or a part cut out of the file
+        counts |= {f"{dataset}.bytes_read": tally.bytes_read, f"{dataset}.lines_read": tally.lines}
+    return counts
 
 
 class _DeduplicateBucket(_SpillingDoFn):

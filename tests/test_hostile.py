@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import EXIT_FAILED, EXIT_INPUT, EXIT_USAGE, app
+from pipelines.cli import EXIT_FAILED, EXIT_INPUT, EXIT_RECONCILIATION, EXIT_USAGE, app
 from pipelines.config import RunConfig
 from pipelines.pipeline import remove_stale_staging, run, stray_arguments
 
@@ -169,7 +169,7 @@ def test_check_on_a_moved_output_directory(out, tmp_path):
     result = runner.invoke(app, ["check", "--out", str(moved), "-T", "quarantine_share=0.5"])
     assert result.exit_code == 0, result.output
     [record] = pq.read_table(next((moved / "runs").glob("*.parquet"))).to_pylist()
-    assert record["quality"] == "passed: 62/62 checks passed"
+    assert record["quality"] == "passed: 64/64 checks passed"
 
 
 # --- views, report and query -----------------------------------------------------------------------------------
@@ -298,6 +298,10 @@ def test_hostile_rows_are_typed_quarantine_rows_and_the_run_reconciles(tmp_path)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "_runs" / "hostile.json").read_text())
     assert summary["events"]["reconciled"] and summary["events"]["input_rows"] == 15
+    lines = sum(Path(p).read_bytes().count(b"\n") + (not Path(p).read_bytes().endswith(b"\n")) for p in files.values())
+    assert summary["events"]["read"] == {"bytes_read": sum(Path(p).stat().st_size for p in files.values()),
+                                         "input_bytes": sum(Path(p).stat().st_size for p in files.values()),
+                                         "lines_read": lines, "lines_accounted": lines}
     written = {r[0] for r in rows_of(out / "events", "select event_id from t")}
     assert written == {"j1", "j6", "c1", "c4", "q1"}
     quarantined = rows_of(out / "quarantine", "select source_file, line_no, error_kind, error_message from t")
@@ -305,6 +309,23 @@ def test_hostile_rows_are_typed_quarantine_rows_and_the_run_reconciles(tmp_path)
     assert by_line.keys() == HOSTILE_QUARANTINE.keys()
     for key, (kind, part) in HOSTILE_QUARANTINE.items():
         assert by_line[key][0] == kind and part in by_line[key][1], (key, by_line[key])
+
+
+def test_a_row_lost_after_parsing_is_seen_by_the_line_count_and_nothing_is_published(tmp_path, monkeypatch):
+    """The row counts start after parsing, so a reader that drops a row still adds up; the lines read do not."""
+    from pipelines import transforms
+
+    def losing(*args, **kwargs):
+        for valid, rejected in transforms_read(*args, **kwargs):
+            yield valid.slice(1), rejected
+
+    transforms_read = transforms.read_validated
+    monkeypatch.setattr(transforms, "read_validated", losing)
+    out = tmp_path / "out"
+    result = cli_run("-t", events_file(tmp_path / "in"), "--out", str(out), "--run-id", "lossy")
+    assert result.exit_code == EXIT_RECONCILIATION, result.output
+    assert "events: 4 lines read != 3 lines that rows" in result.output and "nothing was published" in result.output
+    assert not (out / "events").exists()
 
 
 def test_directory_named_like_an_input_file_exits_3(tmp_path):

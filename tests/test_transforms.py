@@ -112,7 +112,9 @@ def test_read_and_validate_splits_valid_and_rejected_rows(work, part_bytes):
             [(table, line, kind) for table in ("quarantine", "quarantine_raw") for line, kind in
              [(9, "bad_timestamp"), (10, "unknown_channel"), (11, "wrong_type"), (12, "unparseable_line"),
               (13, "unparseable_line")]]), label="rejected")
-    assert read_counts(work) == {"events.input_rows": 12}
+    size = Path(path).stat().st_size  # 13 lines, line 4 blank: each part counts its own bytes and lines
+    assert read_counts(work) == {"events.input_rows": 12, "events.lines_accounted": 13, "events.lines_read": 13,
+                                 "events.bytes_read": size}
 
 
 def test_deduplicate_keeps_the_earliest_row_across_files(work):

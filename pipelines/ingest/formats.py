@@ -139,26 +139,41 @@ DECOMPRESSORS = {  # suffix -> a new decompressor with `decompress`, `eof` and `
 
 
 def _open(path: str):
-    """A binary stream of the decompressed file. Every compressed format is read to its end-of-stream marker, so
-    a truncated or corrupt file raises instead of ending early (as Beam's CompressedFile would): gzip (.gz,
-    .gzip) through Python's gzip module, .bz2, .zst and .deflate through `_CheckedStream`."""
+    """(a binary stream of the decompressed file, the file's own stream under it). Every compressed format is read
+    to its end-of-stream marker, so a truncated or corrupt file raises instead of ending early (as Beam's
+    CompressedFile would): gzip (.gz, .gzip) through Python's gzip module, .bz2, .zst and .deflate through
+    `_CheckedStream`."""
     name = path.lower()
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if name.endswith((".gz", ".gzip")):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
     suffix = next((s for s in DECOMPRESSORS if name.endswith(s)), None)
-    return io.BufferedReader(_CheckedStream(raw, DECOMPRESSORS[suffix]), 1 << 20) if suffix else raw
+    return (io.BufferedReader(_CheckedStream(raw, DECOMPRESSORS[suffix]), 1 << 20) if suffix else raw), raw
 
 
-def _read_guarded(path: str, read, start: int = 0) -> Iterator[bytes]:
+@dataclass
+class ReadTally:
+    """What reading one file (or part) took from it, counted on the bytes apart from any parsing: `bytes_read`
+    of the file as stored (compressed ones too) and `lines` of its decompressed data (line breaks, plus a last
+    line without one); the reader adds `other_lines`, the lines that start no row (blank lines, a CSV header,
+    the further lines of a CSV row with a quoted line break). Filled only when the file was read to its end.
+    A run reconciles rows + other_lines = lines and bytes_read = the file's size (`pipeline.summarise`)."""
+
+    bytes_read: int = 0
+    lines: int = 0
+    other_lines: int = 0
+
+
+def _read_guarded(path: str, read, start: int = 0, tally: ReadTally | None = None) -> Iterator[bytes]:
     """Call `read(handle)` on the opened file (from byte `start`) until it returns b"": a corrupt or
-    truncated stream or an I/O error becomes an InputError."""
+    truncated stream or an I/O error becomes an InputError. At the end, `tally` gets the bytes and lines read."""
     try:
-        handle = _open(path)
+        handle, raw = _open(path)
         if start:
             handle.seek(start)
     except Exception as err:
         raise InputError(f"cannot open {path}: {err}") from err
+    lines, last = 0, b"\n"
     with handle:
         while True:
             try:
@@ -166,8 +181,12 @@ def _read_guarded(path: str, read, start: int = 0) -> Iterator[bytes]:
             except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:  # corrupt or truncated stream, I/O error
                 raise InputError(f"cannot read {path}: {err}") from err
             if not data:
-                return
+                break
+            lines, last = lines + data.count(b"\n"), data[-1:]
             yield data
+        if tally is not None:
+            tally.bytes_read += raw.tell() - start
+            tally.lines += lines + (last != b"\n")
 
 
 MAX_LINE_BYTES = 1 << 20  # a longer line is an unparseable_line row, never parsed (schemas/input_contract_v1.md)
@@ -253,10 +272,10 @@ def file_parts(path: str, part_bytes: int) -> list[FilePart]:
 
 
 def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHOLE_FILE,
-                     max_line_bytes: int | None = MAX_LINE_BYTES) -> Iterator[bytes]:
+                     max_line_bytes: int | None = MAX_LINE_BYTES, tally: ReadTally | None = None) -> Iterator[bytes]:
     """The decompressed file (or one part of it) in blocks of whole lines (each block but the last ends
     with a newline); a line over `max_line_bytes` as its `long_line` (the bytes as they are with None), so a
-    huge line is never held whole."""
+    huge line is never held whole. `tally`: see `_read_guarded`."""
     left = None if part.end is None else part.end - part.start
 
     def read(handle) -> bytes:
@@ -268,7 +287,7 @@ def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHO
 
     limit = max_line_bytes
     rest, dropped = b"", 0  # the start of the line being read, and how many bytes of it were dropped
-    for chunk in _read_guarded(path, read, part.start):
+    for chunk in _read_guarded(path, read, part.start, tally):
         end = chunk.rfind(b"\n") + 1
         if not end:
             rest += chunk
@@ -285,6 +304,11 @@ def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHO
         yield long_line(dropped + len(rest), rest)
     elif rest:
         yield _bounded(rest, limit)
+
+
+def block_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of blocks of whole lines (`read_line_blocks`), each with its line break."""
+    return itertools.chain.from_iterable(map(io.BytesIO, blocks))
 
 
 def _bounded(block: bytes, limit: int | None) -> bytes:
@@ -452,29 +476,36 @@ def csv_records(lines: Iterable[bytes], first_line_no: int = 1) -> Iterator[tupl
         yield CsvRow(line_no, [text] if cells is None else cells, (errors or [error])[0], record_lines), last_line
 
 
-def whole_rows(records: Iterator[tuple[CsvRow, int]]) -> Iterator[CsvRow]:
+def whole_rows(records: Iterator[tuple[CsvRow, int]], tally: ReadTally | None = None) -> Iterator[CsvRow]:
     """The rows (records that are not blank) of a CSV input to its end. A quoted cell still open at the end has
     swallowed the lines after its quote: each of its non-blank lines becomes a row of its own that cannot be read
-    (`unparseable_line`), so every line stays accounted for."""
+    (`unparseable_line`), so every line stays accounted for. `tally.other_lines` gets the lines that start no row."""
+    tally = tally or ReadTally()
     previous = None
     for row, _ in records:
-        if previous is not None and not previous.blank:
-            yield previous
+        if previous is not None:
+            tally.other_lines += len(previous.lines) - (not previous.blank)
+            if not previous.blank:
+                yield previous
         previous = row
-    if previous is None or previous.blank:
+    if previous is None:
         return
     if not previous.quote_open:
-        yield previous
+        tally.other_lines += len(previous.lines) - (not previous.blank)
+        if not previous.blank:
+            yield previous
         return
     error = f"CSV: the quoted cell opened on line {previous.line_no} is not closed before the end of the file"
     for offset, line in enumerate(previous.lines):
         if line.strip():
             yield CsvRow(previous.line_no + offset, [line.rstrip("\r\n")], error, (line,))
+        else:
+            tally.other_lines += 1
 
 
-def csv_rows(lines: Iterable[bytes], first_line_no: int) -> Iterator[CsvRow]:
+def csv_rows(lines: Iterable[bytes], first_line_no: int, tally: ReadTally | None = None) -> Iterator[CsvRow]:
     """The rows of CSV lines to the end of the input, the first numbered `first_line_no` (see `whole_rows`)."""
-    return whole_rows(csv_records(lines, first_line_no))
+    return whole_rows(csv_records(lines, first_line_no), tally)
 
 
 def csv_line(line: bytes, line_no: int) -> tuple[CsvRow, bool]:
@@ -489,16 +520,19 @@ def csv_header(cells: list[str]) -> list[str]:
     return [h.lstrip("\ufeff").strip() for h in cells]
 
 
-def read_csv_rows(path: str) -> tuple[list[str], Iterator[CsvRow]]:
-    """The header (empty for an empty file) and the rows. A header the csv module cannot read (e.g. a file whose
-    lines end in CR alone: one line with carriage returns inside) is a row that cannot be read, and the header empty."""
-    records = csv_records(_lines(path))
+def read_csv_rows(lines: Iterable[bytes], tally: ReadTally | None = None) -> tuple[list[str], Iterator[CsvRow]]:
+    """The header (empty for an empty file) and the rows of a CSV file's lines. A header the csv module cannot read
+    (e.g. a file whose lines end in CR alone: one line with carriage returns inside) is a row that cannot be read,
+    and the header empty. `tally.other_lines` gets the lines that start no row."""
+    tally = tally or ReadTally()
+    records = csv_records(lines)
     first = next(records, None)
     if first is None:
         return [], iter(())
     if first[0].error:
-        return [], whole_rows(itertools.chain([first], records))
-    return csv_header(first[0].cells), whole_rows(records)
+        return [], whole_rows(itertools.chain([first], records), tally)
+    tally.other_lines += len(first[0].lines)
+    return csv_header(first[0].cells), whole_rows(records, tally)
 
 
 def csv_record(header: list[str], row: CsvRow) -> RawRecord:
@@ -514,7 +548,7 @@ def csv_record(header: list[str], row: CsvRow) -> RawRecord:
 
 
 def _read_csv(path: str) -> Iterator[RawRecord]:
-    header, rows = read_csv_rows(path)
+    header, rows = read_csv_rows(_lines(path))
     for row in rows:
         yield csv_record(header, row)
 

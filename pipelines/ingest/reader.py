@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from io import BytesIO
 from itertools import chain, islice
 
 import numpy as np
@@ -16,8 +15,8 @@ import pyarrow as pa
 
 from pipelines.ingest import vectorised
 from pipelines.ingest.contract import DIMENSIONS, ErrorKind
-from pipelines.ingest.formats import (WHOLE_FILE, CsvRow, FilePart, RawRecord, csv_header, csv_line, csv_record, csv_rows,
-                          input_format, jsonl_record, read_csv_rows, read_line_blocks, read_records)
+from pipelines.ingest.formats import (WHOLE_FILE, CsvRow, FilePart, RawRecord, ReadTally, block_lines, csv_header, csv_line,
+                                      csv_record, csv_rows, input_format, jsonl_record, read_csv_rows, read_line_blocks, read_records)
 from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS, VALIDATORS, Rejection, parse_timestamp
 from schemas.tables import EVENTS, FEEDBACK, QUARANTINE_RAW
 
@@ -107,13 +106,14 @@ def read_validated_reference(
 
 def read_validated(
     path: str, dataset: str, channels, default_tz: tzinfo, batch_rows: int, fallback_dt: str,
-    part: FilePart = WHOLE_FILE,
+    part: FilePart = WHOLE_FILE, tally: ReadTally | None = None,
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Yield (valid rows, rejected rows) Arrow tables of `batch_rows` input rows each (the last one fewer),
     in line order; equal to `read_validated_reference`'s. Blocks of rows are checked vectorised
     (`pipelines.ingest.vectorised`); only rows that are not certainly valid go through the per-row reference path.
-    `part`: one part of a JSON Lines file (`formats.file_parts`); its rows are those of the whole file's read."""
-    reader = _Reader(path, dataset, channels, default_tz, fallback_dt)
+    `part`: one part of a JSON Lines file (`formats.file_parts`); its rows are those of the whole file's read.
+    `tally` gets the bytes and lines read and the lines that start no row (`formats.ReadTally`)."""
+    reader = _Reader(path, dataset, channels, default_tz, fallback_dt, tally or ReadTally())
     blocks = reader.jsonl_blocks(part) if input_format(path) == "jsonl" else reader.csv_blocks()
     yield from _rebatch(blocks, batch_rows)
 
@@ -127,15 +127,17 @@ class _Reader:
     channels: frozenset[str]
     default_tz: tzinfo
     fallback_dt: str
+    tally: ReadTally
 
     def jsonl_blocks(self, part: FilePart) -> Iterator[tuple[pa.Table, pa.Table, np.ndarray]]:
         next_line_no = part.first_line_no
-        for index, data in enumerate(read_line_blocks(self.path, part=part)):
+        for index, data in enumerate(read_line_blocks(self.path, part=part, tally=self.tally)):
             if not part.reads(index):
                 next_line_no += vectorised.line_count(data)
                 continue
             block = vectorised.split_lines(data, next_line_no)
             next_line_no += len(block.lines)
+            self.tally.other_lines += len(block.lines) - int(block.rows.sum())  # blank lines
             positions, fast = vectorised.check_lines(
                 self.dataset, block, self.channels, self.default_tz, VALID_SCHEMAS[self.dataset])
             slow = np.setdiff1d(np.flatnonzero(block.rows), positions, assume_unique=True)
@@ -148,13 +150,13 @@ class _Reader:
         `pyarrow.csv` and checked vectorised, every other line is read alone by Python's csv module and its row goes
         through the reference path. From a line that leaves a quoted cell open (a record spanning lines) to the end
         of the file, the rows are read by Python's csv module (`csv_rows`) and all take the reference path."""
-        blocks = read_line_blocks(self.path)
+        blocks = read_line_blocks(self.path, tally=self.tally)
         first = next(blocks, b"")
         if not first:
             return
         head, whole = csv_line(first[:first.find(b"\n") + 1 or len(first)], 1)
         if not whole or head.error:  # the header spans lines, or is no CSV (e.g. lines that end in CR alone)
-            yield from self._csv_rows(*read_csv_rows(self.path), block_rows)
+            yield from self._csv_rows(*read_csv_rows(block_lines(chain([first], blocks)), self.tally), block_rows)
             return
         header = csv_header(head.cells)
         simple, next_line_no = vectorised.simple_csv(len(header)), 1
@@ -175,11 +177,12 @@ class _Reader:
             for position in np.setdiff1d(np.flatnonzero(block.simple), positions, assume_unique=True):
                 rows[position] = csv_line(block.line(position), block.first_line_no + position)[0]
             slow = np.array(sorted(rows), np.int64)
+            self.tally.other_lines += int(cut) - len(positions) - len(slow)  # the header, blank lines
             yield (*self._merge(fast, block.first_line_no + positions, (csv_record(header, rows[p]) for p in slow)),
                    block.first_line_no + np.union1d(positions, slow))
             if cut < len(block.lines):
-                tail = chain.from_iterable(map(BytesIO, chain([data[block.offsets[cut]:]], blocks)))  # lines
-                yield from self._csv_rows(header, csv_rows(tail, block.first_line_no + cut), block_rows)
+                tail = block_lines(chain([data[block.offsets[cut]:]], blocks))
+                yield from self._csv_rows(header, csv_rows(tail, block.first_line_no + cut, self.tally), block_rows)
                 return
 
     def _csv_rows(self, header: list[str], rows: Iterator[CsvRow],

@@ -162,6 +162,8 @@ def open_run(out: str, summary: dict, settings: QualitySettings, quality_dir: Pa
         "dataset": list(DATASETS),
         **{key: [summary[d][key] for d in DATASETS] for key in ("input_rows", "output_rows", "duplicate_rows", "quarantine_rows")},
         "outside_window_rows": [summary[d].get("outside_window_rows", 0) for d in DATASETS],
+        **{key: [summary[d].get("read", {}).get(key, 0) for d in DATASETS]  # earlier summaries have none: 0 = 0
+           for key in ("lines_read", "lines_accounted", "bytes_read", "input_bytes")},
     })
     con.register("summary", counts)
     return con

@@ -215,7 +215,8 @@ select s.dataset, s.input_rows as summary_input_rows, s.output_rows as summary_o
        coalesce(w.n, 0) as table_output_rows, coalesce(d.n, 0) as table_duplicate_rows,
        coalesce(q.n, 0) as table_quarantine_rows,
        s.outside_window_rows as summary_outside_window_rows,
-       s.input_rows - coalesce(w.n, 0) - coalesce(d.n, 0) - coalesce(q.n, 0) - s.outside_window_rows as unreconciled_rows
+       s.input_rows - coalesce(w.n, 0) - coalesce(d.n, 0) - coalesce(q.n, 0) - s.outside_window_rows as unreconciled_rows,
+       s.lines_read, s.lines_accounted, s.bytes_read, s.input_bytes
 from summary s left join written w using (dataset) left join dups d using (dataset) left join quar q using (dataset)
 order by s.dataset
 """
@@ -232,6 +233,10 @@ def run_summary_suite() -> SuiteSpec:
             *not_null("summary_input_rows"),
             between("unreconciled_rows", 0, 0, check="input = output + duplicates + quarantine + outside window"),
             same("output"), same("duplicate"), same("quarantine"),
+            expect(gxe.ExpectColumnPairValuesToBeEqual, "lines read = lines of rows + blank, header and further lines",
+                   ERROR, column_A="lines_read", column_B="lines_accounted"),
+            expect(gxe.ExpectColumnPairValuesToBeEqual, "bytes read = bytes of the input files", ERROR,
+                   column_A="bytes_read", column_B="input_bytes"),
         ],
         streamed=False,
     )

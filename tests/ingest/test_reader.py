@@ -1,14 +1,20 @@
 """reader.read_validated: one file -> batches of validated rows and quarantine rows."""
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import os
+import zlib
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+import zstandard
 
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.dedup import deduplicate
+from pipelines.ingest.formats import WHOLE_FILE, FilePart, ReadTally, file_parts
 from pipelines.ingest.reader import REJECTED_SCHEMA, VALID_SCHEMAS, read_validated, read_validated_reference
 from pipelines.ingest.validate import validate_event, validate_feedback
 from test_formats import jsonl, write  # the same file helpers as the format tests
@@ -201,3 +207,64 @@ def test_hostile_rows_become_typed_quarantine_rows(tmp_path, name, read):
     assert {r["line_no"]: r["error_message"][:len(expected.get(r["line_no"], ""))] for r in rejected} == expected
     assert all(r["error_kind"] in ("unparseable_line", "wrong_type") for r in rejected)
     assert sum(v.num_rows + b.num_rows for v, b in batches) == input_rows  # every row accounted for
+
+
+# --- the physical counts of a read (formats.ReadTally) -------------------------------------------
+
+def read_tally(path: str, part: FilePart = WHOLE_FILE) -> tuple[ReadTally, int]:
+    """(the tally of one read of `path`, the rows it yielded)."""
+    tally = ReadTally()
+    batches = read_validated(path, "events", CHANNELS, UTC, 100, "2026-10-01", part, tally)
+    return tally, sum(v.num_rows + b.num_rows for v, b in batches)
+
+
+def physical_lines(text: str) -> int:
+    return text.count("\n") + (not text.endswith("\n"))
+
+
+TALLIED = {  # file name -> (its text, rows, lines that start no row)
+    "blank.jsonl": (jsonl(ev("e1"), "", "   ", ev("e2"), "{oops"), 3, 2),
+    "crlf_no_final_break.jsonl": (jsonl(ev("e1"), "", ev("e2")).replace("\n", "\r\n") + json.dumps(ev("e3")), 3, 1),
+    "quoted_breaks.csv": (CSV_HEAD + csv_line("e1", '"two\nlines"') + "\n" + csv_line("e2", '"three\n\nlines"'), 2, 5),
+    "blank_lines.csv": (CSV_HEAD + "\n" + csv_line("e1") + ",,,,,\n" + csv_line("e2"), 2, 3),
+    "header_over_two_lines.csv": ('"event_id\n",occurred_at,customer_id,channel,touchpoint,text\n' + csv_line("e1"), 1, 2),
+    **{f"hostile_{name}": (text, rows, physical_lines(text) - rows) for name, (text, _, rows) in HOSTILE.items()},
+}
+
+
+@pytest.mark.parametrize("name", TALLIED)
+def test_a_read_counts_the_bytes_and_lines_of_the_file_and_the_lines_that_start_no_row(tmp_path, name):
+    text, rows, other_lines = TALLIED[name]
+    path = write(tmp_path / name.removeprefix("hostile_"), text)
+    tally, yielded = read_tally(path)
+    assert (yielded, tally.other_lines) == (rows, other_lines)
+    assert (tally.bytes_read, tally.lines) == (os.path.getsize(path), physical_lines(text))
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst", ".deflate"])
+def test_a_compressed_file_counts_its_stored_bytes_and_its_decompressed_lines(tmp_path, suffix):
+    text = TALLIED["quoted_breaks.csv"][0]
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".zst": zstandard.compress, ".deflate": zlib.compress}[suffix]
+    path = write(tmp_path / f"events.csv{suffix}", compress(text.encode()))
+    tally, yielded = read_tally(path)
+    assert (tally.bytes_read, tally.lines, tally.other_lines, yielded) == (os.path.getsize(path), 7, 5, 2)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_the_parts_of_a_file_count_their_own_bytes_and_lines(tmp_path, compressed):
+    """Cut parts read their byte ranges; interleaved parts of a compressed file each read it all and count the
+    lines of their own blocks as rows or blank lines."""
+    lines = [json.dumps(ev(f"e{i}")) if i % 7 else "" for i in range(3000)]
+    data = ("\n".join(lines) + "\n").encode()
+    path = write(tmp_path / ("events.jsonl.gz" if compressed else "events.jsonl"), gzip.compress(data) if compressed else data)
+    parts = file_parts(path, 16 << 10)
+    assert len(parts) == 4 if compressed else len(parts) > 5  # the cases under test
+    tallies = [read_tally(path, part) for part in parts]
+    assert sum(rows + tally.other_lines for tally, rows in tallies) == 3000
+    assert sum(rows for _, rows in tallies) == 3000 - 429
+    if compressed:
+        assert {tally.bytes_read for tally, _ in tallies} == {os.path.getsize(path)}
+        assert {tally.lines for tally, _ in tallies} == {3000}
+    else:
+        assert sum(tally.bytes_read for tally, _ in tallies) == len(data)
+        assert sum(tally.lines for tally, _ in tallies) == 3000

@@ -4,6 +4,7 @@ One small sample run is made per module; each test breaks one thing in a copy of
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from datetime import datetime, timedelta, timezone
@@ -102,8 +103,8 @@ def test_clean_run_passes_every_check(out):
     assert result.exit_code == 0, result.output
     rows = results(out)
     assert {r["dataset"] for r in rows} == {"events", "feedback", "quarantine", "run_summary"}
-    assert len(rows) == 62 and all(r["success"] for r in rows)
-    assert "62/62 checks passed" in result.output
+    assert len(rows) == 64 and all(r["success"] for r in rows)
+    assert "64/64 checks passed" in result.output
     unique = next(r for r in rows if r["expectation"] == "event_id unique")
     assert (unique["observed_value"], unique["severity"], unique["sampled"]) == ("0", "error", False)
 
@@ -166,6 +167,21 @@ def test_each_broken_check_fails_alone_with_its_severity_and_exit_code(out, case
     assert "failed quality checks" in result.output
 
 
+@pytest.mark.parametrize(("count", "expectation"), [
+    ("lines_read", "lines read = lines of rows + blank, header and further lines"),
+    ("bytes_read", "bytes read = bytes of the input files"),
+])
+def test_a_run_summary_whose_physical_counts_differ_fails_its_check(out, count, expectation):
+    path = out / "_runs" / "qrun.json"
+    summary = json.loads(path.read_text())
+    assert summary["events"]["read"][count] > 0
+    summary["events"]["read"][count] -= 1
+    path.write_text(json.dumps(summary))
+    result = check(out)
+    assert failed(out) == {("run_summary", expectation, "error")}, result.output
+    assert result.exit_code == EXIT_QUALITY_ERROR
+
+
 def test_untagged_share_is_a_warning(out):
     rewrite(out, "events", lambda t: every_row("pzb_tags", [])(every_row("mot_step", None)(t)))
     result = check(out, "unmapped_touchpoint_share=1")
@@ -204,7 +220,7 @@ def test_rerun_of_a_run_id_replaces_its_quality_results(out):
     files = list((out / "quality_results").glob("*/*.parquet"))
     assert [f.parent.name for f in files] == ["run_id=qrun"]
     rows = duckdb.sql(f"select run_id, count(*) from read_parquet('{out}/quality_results/*/*.parquet') group by all").fetchall()
-    assert rows == [("qrun", 62)]
+    assert rows == [("qrun", 64)]
 
 
 def test_check_without_outputs_is_a_usage_error(tmp_path):
