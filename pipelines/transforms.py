@@ -283,10 +283,9 @@ class _ReadFile(_SpillingDoFn):
 
 def physical_counts(dataset: str, part: FilePart, tally: ReadTally, rows: int) -> dict[str, int]:
     """The physical counts of one read of a contract file: the lines that its rows and the lines starting none
-    account for, and the bytes and lines read from the file. Of the interleaved parts of a compressed file, which
-    each read the whole file, only the first counts the bytes and lines read."""
+    account for, and the bytes and lines read from the file (`FilePart.counts_the_file`)."""
     counts = {f"{dataset}.lines_accounted": rows + tally.other_lines}
-    if part.number % part.every == 0:  # the first of interleaved parts, or a part cut out of the file
+    if part.counts_the_file:
         counts |= {f"{dataset}.bytes_read": tally.bytes_read, f"{dataset}.lines_read": tally.lines}
     return counts
 

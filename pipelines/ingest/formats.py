@@ -182,7 +182,8 @@ def _read_guarded(path: str, read, start: int = 0, tally: ReadTally | None = Non
                 raise InputError(f"cannot read {path}: {err}") from err
             if not data:
                 break
-            lines, last = lines + data.count(b"\n"), data[-1:]
+            if tally is not None:
+                lines, last = lines + data.count(b"\n"), data[-1:]
             yield data
         if tally is not None:
             tally.bytes_read += raw.tell() - start
@@ -237,6 +238,12 @@ class FilePart:
 
     def reads(self, block_index: int) -> bool:
         return block_index % self.every == self.number % self.every
+
+    @property
+    def counts_the_file(self) -> bool:
+        """Whether this part's bytes and lines read count: of interleaved parts, which each read the whole
+        file, only the first; every part cut out of a file."""
+        return self.number % self.every == 0
 
 
 WHOLE_FILE = FilePart()
@@ -476,6 +483,12 @@ def csv_records(lines: Iterable[bytes], first_line_no: int = 1) -> Iterator[tupl
         yield CsvRow(line_no, [text] if cells is None else cells, (errors or [error])[0], record_lines), last_line
 
 
+def _counted_row(row: CsvRow, tally: ReadTally) -> bool:
+    """Add the lines of `row` that start no row to `tally`; whether `row` is a row (not blank)."""
+    tally.other_lines += len(row.lines) - (not row.blank)
+    return not row.blank
+
+
 def whole_rows(records: Iterator[tuple[CsvRow, int]], tally: ReadTally | None = None) -> Iterator[CsvRow]:
     """The rows (records that are not blank) of a CSV input to its end. A quoted cell still open at the end has
     swallowed the lines after its quote: each of its non-blank lines becomes a row of its own that cannot be read
@@ -483,16 +496,13 @@ def whole_rows(records: Iterator[tuple[CsvRow, int]], tally: ReadTally | None = 
     tally = tally or ReadTally()
     previous = None
     for row, _ in records:
-        if previous is not None:
-            tally.other_lines += len(previous.lines) - (not previous.blank)
-            if not previous.blank:
-                yield previous
+        if previous is not None and _counted_row(previous, tally):
+            yield previous
         previous = row
     if previous is None:
         return
     if not previous.quote_open:
-        tally.other_lines += len(previous.lines) - (not previous.blank)
-        if not previous.blank:
+        if _counted_row(previous, tally):
             yield previous
         return
     error = f"CSV: the quoted cell opened on line {previous.line_no} is not closed before the end of the file"
