@@ -96,8 +96,8 @@ def run(
     pseudonymize_key: Annotated[Optional[str], typer.Option(envvar=PSEUDONYMIZE_KEY_ENV, show_envvar=True,
                                 help="Key for a keyed hash of customer_id (ids are kept when unset).")] = None,
     identity_key: Annotated[Optional[str], typer.Option(envvar=IDENTITY_KEY_ENV, show_envvar=True,
-                                                        help="Key of the identifier hashes [default: the pseudonymize "
-                                                        "key, else a built-in one: set it in production].")] = None,
+                                                        help="Key of the identity graph's hashes [default: the "
+                                                        "pseudonymize key, else the output's own secret key].")] = None,
     restricted_out: Annotated[Optional[str], typer.Option(help="Where unmasked quarantined rows go [default: OUT/_restricted].")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run id [default: window + hash of inputs and settings].")] = None,
     date_: Annotated[Optional[str], typer.Option("--date", help="Process one day (YYYY-MM-DD, local date).")] = None,

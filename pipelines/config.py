@@ -28,7 +28,6 @@ def safe_run_id(value: str) -> str:
                          "digit and hold no '..' (it names the run's files)")
     return value
 IDENTITY_KEY_ENV = "MOTPIPE_IDENTITY_KEY"
-DEFAULT_IDENTITY_KEY = b"motpipe-identity-v1"  # only when no key is configured (docs/identity.md: set one)
 IDENTIFIER_KEY_FILE = ("_keys", "identifiers.key")  # under the restricted directory: the identifier hash key (hex)
 
 
@@ -47,7 +46,7 @@ class RunConfig(BaseModel):
     pseudonymize_key: str | None = None
     # hex; set by pipeline.run from the output's key file when there is no pseudonymize_key; secret: never dumped
     identifier_key: str | None = Field(default=None, exclude=True, repr=False)
-    identity_key: str | None = None  # key of the identifier hashes; default: pseudonymize_key, else built in
+    identity_key: str | None = None  # key of the identity graph's hashes; default: pseudonymize_key, else the output's
     run_id: str | None = None  # default: derived from the window, the inputs and the settings (pipeline.prepare)
     start: date | None = None  # first and last day (local dates) of the window; both or neither
     end: date | None = None
@@ -121,9 +120,15 @@ class RunConfig(BaseModel):
 
     @property
     def identity_key_bytes(self) -> bytes:
-        """The key of the identifier hashes (docs/identity.md)."""
+        """The key of the identity graph's hashes (docs/identity.md): `identity_key`, else `pseudonymize_key`, else
+        the output's secret identifier key (`pipeline.with_identifier_key`), never a key anyone could know."""
         key = self.identity_key or self.pseudonymize_key
-        return key.encode("utf-8") if key else DEFAULT_IDENTITY_KEY
+        if key:
+            return key.encode("utf-8")
+        if self.identifier_key:
+            return bytes.fromhex(self.identifier_key)
+        raise ValueError("no identity key: set identity_key or pseudonymize_key, or load the output's identifier key "
+                         "(pipeline.with_identifier_key)")
 
     @property
     def key_bytes(self) -> bytes | None:

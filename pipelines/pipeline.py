@@ -220,7 +220,8 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output
         settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
-        settings["identity_key"] = hashlib.sha256(config.identity_key_bytes).hexdigest()
+        identity_key = config.identity_key or config.pseudonymize_key  # else the output's own key: one per output
+        settings["identity_key"] = hashlib.sha256(identity_key.encode("utf-8")).hexdigest() if identity_key else None
         config = config.model_copy(update={"run_id": derive_run_id(_window_label(config), described, settings)})
     return config, inputs
 

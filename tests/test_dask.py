@@ -234,7 +234,8 @@ def fixture_config(out: Path, run_id: str) -> RunConfig:
     and tests/identity (persons across channels, a shared device, a capped person)."""
     return RunConfig(touchpoints=[str(FIXTURES / "events_*"), str(FIXTURES / "identity" / "events*")],
                      feedback=[str(FIXTURES / "feedback.jsonl"), str(FIXTURES / "identity" / "feedback.jsonl")],
-                     out=str(out), timezone="Asia/Shanghai", run_id=run_id, buckets=4)
+                     out=str(out), timezone="Asia/Shanghai", run_id=run_id, buckets=4,
+                     identity_key="test-identity-key")  # one key: the outputs are compared
 
 
 def assert_same_outputs(got: dict, expected: dict) -> None:
@@ -262,7 +263,8 @@ def test_full_pipeline_on_dask_equals_direct_runner(cluster, tmp_path, published
         object_store.upload(FIXTURES / name, f"{landing}/{name}")
     config = RunConfig(touchpoints=[f"{landing}/events_*", f"{landing}/identity/events*"],
                        feedback=[f"{landing}/feedback.jsonl", f"{landing}/identity/feedback.jsonl"], out=out,
-                       restricted_out=restricted, timezone="Asia/Shanghai", run_id="dask-s3-run", buckets=4)
+                       restricted_out=restricted, timezone="Asia/Shanghai", run_id="dask-s3-run", buckets=4,
+                       identity_key="test-identity-key")
     with runner_options("dask", cluster, None, object_store.beam_args) as args:
         on_store = run(config, args)
     object_store.download(out, tmp_path / "store")

@@ -24,7 +24,7 @@ from pipelines.storage import delete_tree, filesystem_options, is_remote, list_t
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INPUTS = ("events_a.jsonl", "events_b.csv", "feedback.jsonl")
-SETTINGS = ["--run-id", "store-run", "--timezone", "Asia/Shanghai", "--buckets", "4"]
+SETTINGS = ["--run-id", "store-run", "--timezone", "Asia/Shanghai", "--buckets", "4", "--identity-key", "test-identity-key"]
 
 
 def upload_inputs(store) -> str:

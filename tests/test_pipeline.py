@@ -16,15 +16,18 @@ from schemas.tables import SCHEMA_VERSION, TABLES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+def fixture_config(out: Path, **settings) -> RunConfig:
+    """The fixtures' run into `out`; one identity key, so outputs compare (docs/identity.md rule 3)."""
+    return RunConfig(
+        touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")], out=str(out),
+        timezone="Asia/Shanghai", run_id="test-run", buckets=4, identity_key="test-identity-key", **settings,
+    )
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    config = RunConfig(
-        touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")], out=str(out),
-        timezone="Asia/Shanghai", run_id="test-run", buckets=4,
-    )
-    return out, run(config)
+    return out, run(fixture_config(out))
 
 
 def rows(out: Path, table: str, sql: str = "select * from t") -> list[tuple]:
@@ -164,9 +167,7 @@ def test_rerun_changes_nothing_and_is_recorded(finished):
     out, summary = finished
     tables = ("events", "feedback", "quarantine", "duplicates", "_restricted")
     before = {p: p.read_bytes() for t in tables for p in (out / t).rglob("*.parquet")}
-    config = RunConfig(touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")],
-                       out=str(out), timezone="Asia/Shanghai", run_id="test-run", buckets=4)
-    again = run(config)
+    again = run(fixture_config(out))
     assert {p: p.read_bytes() for t in tables for p in (out / t).rglob("*.parquet")} == before
     assert again["published"] == {"replaced": 0, "unchanged": len(before), "removed": 0}
     assert again["events"] == summary["events"]
@@ -180,10 +181,7 @@ def test_rerun_changes_nothing_and_is_recorded(finished):
 
 def test_a_jsonl_file_read_in_parts_gives_the_same_tables(finished, tmp_path, published_rows):
     out, summary = finished
-    config = RunConfig(
-        touchpoints=[str(FIXTURES / "events_*")], feedback=[str(FIXTURES / "feedback.jsonl")], out=str(tmp_path),
-        timezone="Asia/Shanghai", run_id="test-run", buckets=4, part_bytes=400,
-    )
+    config = fixture_config(tmp_path, part_bytes=400)
     assert len(file_parts(str(FIXTURES / "events_a.jsonl"), 400)) == 4  # 1,876 bytes
     parts = run(config)
     assert published_rows(tmp_path) == published_rows(out)

@@ -47,7 +47,9 @@ def inputs(tmp_path):
 
 
 def config(inputs: Path, out: Path, **settings) -> RunConfig:
-    return RunConfig(touchpoints=[str(inputs / "*.jsonl")], out=str(out), buckets=2, **settings)
+    """A run of `inputs` into `out`; one identity key, so outputs compare (docs/identity.md rule 3)."""
+    return RunConfig(touchpoints=[str(inputs / "*.jsonl")], out=str(out), buckets=2,
+                     **{"identity_key": "test-identity-key"} | settings)
 
 
 def snapshot(out: Path) -> dict[str, bytes]:

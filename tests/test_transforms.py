@@ -40,7 +40,7 @@ from pipelines.transforms import (
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = datetime(2026, 10, 1, 1, 0, tzinfo=timezone.utc)
-CONFIG = RunConfig(touchpoints=["unused"], out="unused", buckets=3, run_id="r1")
+CONFIG = RunConfig(touchpoints=["unused"], out="unused", buckets=3, run_id="r1", identity_key="test-identity-key")
 
 
 @pytest.fixture

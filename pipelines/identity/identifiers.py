@@ -7,7 +7,7 @@
 
 A node of the identity graph is the signed 64-bit integer of that hash, so a hash, a node and a person id
 (`p_` + the hash of the person's anchor customer id) convert into each other without a lookup. The key comes
-from `--identity-key` (else `--pseudonymize-key`, else a built-in one: see docs/identity.md); without the key
+from `--identity-key` (else `--pseudonymize-key`, else the output's own secret key: see docs/identity.md); without the key
 a hash cannot be recomputed from a guessed phone number.
 """
 from __future__ import annotations

@@ -37,9 +37,9 @@ def persons_of(out: Path, table: str = "events") -> set[frozenset[str]]:
     return {frozenset(g) for g in groups.values()}
 
 
-def anchor(*customers: str) -> str:
+def anchor(*customers: str, key: bytes = KEY.encode()) -> str:
     """The person id of these customer ids: `p_` + the hash of the smallest customer node."""
-    return person_ids(np.array([customer_nodes(pa.array(list(customers)), KEY.encode()).min()]))[0].as_py()
+    return person_ids(np.array([customer_nodes(pa.array(list(customers)), key).min()]))[0].as_py()
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,31 @@ def test_identifier_values_reach_no_table_only_their_keyed_hashes(day_one):
     assert "identifiers" not in pq.read_schema(next((out / "events").rglob("*.parquet"))).names
     phones = [r for r in rows(out, "identity_map") if r["identifier_type"] == "phone" and r["person_id"] == anchor(*PERSON_A)]
     assert len(phones) == 1 and len(phones[0]["identifier_hash"]) == 16  # +86 137…, 137-0629-0800, +8613706290800: one
+
+
+def test_without_a_key_the_graph_hashes_with_the_outputs_own_secret_key(tmp_path):
+    """No public built-in key: the hashes of phones in identity_map could be recomputed from guessed numbers."""
+    def unkeyed(out: Path) -> RunConfig:
+        return RunConfig(touchpoints=[str(FIXTURES / "events*")], feedback=[str(FIXTURES / "feedback.jsonl")],
+                         out=str(out), buckets=4, start="2026-10-01", end="2026-10-01", lookback_days=0)
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(unkeyed(first))
+    key = bytes.fromhex((first / "_restricted" / "_keys" / "identifiers.key").read_text())
+    person = {r["customer_id"]: r["person_id"] for r in rows(first, "events")}
+    assert person["app-1"] == person["br-1"] == anchor(*PERSON_A, key=key)
+    run(unkeyed(first))  # a rerun of the output keeps its key and its persons
+    assert {r["customer_id"]: r["person_id"] for r in rows(first, "events")} == person
+    run(unkeyed(second))  # another output, another key: no hash is shared
+    hashes = {output: {r["identifier_hash"] for r in rows(output, "identity_map")} for output in (first, second)}
+    assert hashes[first] and not hashes[first] & hashes[second]
+    assert persons_of(second) == persons_of(first)
+
+
+def test_a_config_without_any_key_cannot_hash_identities():
+    with pytest.raises(ValueError, match="no identity key"):
+        RunConfig(touchpoints=["-"], out="o").identity_key_bytes
+    assert RunConfig(touchpoints=["-"], out="o", identifier_key="ab" * 32).identity_key_bytes == b"\xab" * 32
 
 
 def test_a_rerun_writes_the_same_bytes(day_one, tmp_path):
