@@ -526,6 +526,9 @@ def eval_tagging(
     group_by: Annotated[str, typer.Option(help="Record field naming the group of --split.")] = "company",
     events: Annotated[Optional[str], typer.Option(help="Score the MOT steps of this `motpipe run` output's events "
                                                        "(gold id = event_id) instead of tagging the gold texts.")] = None,
+    pseudonymize_key: Annotated[Optional[str], typer.Option(envvar=PSEUDONYMIZE_KEY_ENV, show_envvar=True,
+                                help="With --events: the --pseudonymize-key of that run, which hashed ids holding "
+                                     "PII with it.")] = None,
 ) -> None:
     """Precision, recall and F1 of the tagger on labelled text (PZB dimensions, polarity, MOT steps), per
     language and per source."""
@@ -535,7 +538,7 @@ def eval_tagging(
     try:
         records = select(split_half(read_gold(gold), half), certain_only, split, group_by)
         if events is not None:
-            report = events_report(events, records)
+            report = events_report(events, records, pseudonymize_key)
             _print_mot(report["mot"])
             return _write_report(report, json_out)
         book = load_playbook(playbook)

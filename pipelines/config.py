@@ -31,6 +31,17 @@ IDENTITY_KEY_ENV = "MOTPIPE_IDENTITY_KEY"
 IDENTIFIER_KEY_FILE = ("_keys", "identifiers.key")  # under the restricted directory: the identifier hash key (hex)
 
 
+def restricted_dir(out: str, restricted_out: str | None) -> str:
+    """Where the restricted tables of output `out` go: `OUT/_restricted`, or with `restricted_out` its own
+    subdirectory `RESTRICTED/<out's name>-<12 hex of out's absolute path>`, so that runs of different outputs
+    sharing one restricted location never replace each other's rows (or staging)."""
+    if restricted_out is None:
+        return f"{out.rstrip('/')}/_restricted"
+    out = out.rstrip("/") if "://" in out else os.path.abspath(out)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", out.rsplit("/", 1)[-1]).lstrip(".") or "out"
+    return f"{restricted_out.rstrip('/')}/{name}-{hashlib.sha256(out.encode('utf-8')).hexdigest()[:12]}"
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -109,14 +120,7 @@ class RunConfig(BaseModel):
 
     @property
     def restricted_dir(self) -> str:
-        """Where this output's restricted tables go: `OUT/_restricted`, or with `restricted_out` its own
-        subdirectory `RESTRICTED/<out's name>-<12 hex of out's absolute path>`, so that runs of different outputs
-        sharing one restricted location never replace each other's rows (or staging)."""
-        if self.restricted_out is None:
-            return f"{self.out.rstrip('/')}/_restricted"
-        out = self.out.rstrip("/") if "://" in self.out else os.path.abspath(self.out)
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", out.rsplit("/", 1)[-1]).lstrip(".") or "out"
-        return f"{self.restricted_out.rstrip('/')}/{name}-{hashlib.sha256(out.encode('utf-8')).hexdigest()[:12]}"
+        return restricted_dir(self.out, self.restricted_out)
 
     @property
     def identity_key_bytes(self) -> bytes:

@@ -59,21 +59,51 @@ def select(records: list[dict], certain_only: bool = False, split: str = "all", 
     return [r for r in records if not (certain_only and r.get("uncertain"))]
 
 
-def published_ids(out: str, ids: list[str]) -> dict[str, str]:
-    """Each id as the output's events carry it: an id in which PII is found (a card-like number, say) was
-    replaced by its keyed hash with the output's identifier key (`OUT/_restricted/_keys/identifiers.key`);
-    without that key file (a `--pseudonymize-key` or `--restricted-out` run) ids are taken as given."""
-    from pipelines.config import IDENTIFIER_KEY_FILE
+def run_redaction(out: str, pseudonymize_key: str | None = None):
+    """How the latest run of `out` (its summary in `OUT/_runs`) replaced ids in which PII is found: with its
+    playbook's phone regions and its key (the `--pseudonymize-key`, which a pseudonymised run needs given again,
+    else the output's key file in its restricted directory). None when ids were taken as given: an output without
+    a summary and without `OUT/_restricted/_keys/identifiers.key`."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.config import IDENTIFIER_KEY_FILE, restricted_dir
     from pipelines.pii import Redaction
+    from pipelines.playbook import load_playbook
+    from pipelines.quality.checkpoint import CheckError, read_summary
 
-    key_file = Path(out, "_restricted", *IDENTIFIER_KEY_FILE)
-    if not key_file.is_file():
-        return {i: i for i in ids}
-    redaction = Redaction(identifier_key=bytes.fromhex(key_file.read_text(encoding="ascii").strip()))
-    return {i: redaction.identifier(i) for i in ids}
+    try:
+        settings = read_summary(out)["settings"]
+    except CheckError:
+        settings = {}
+    if settings.get("pseudonymized") and not pseudonymize_key:
+        raise ValueError(f"the run of {out} pseudonymised its ids: give its --pseudonymize-key")
+    if pseudonymize_key and not settings.get("pseudonymized"):
+        raise ValueError(f"the run of {out} did not pseudonymise its ids: leave out --pseudonymize-key")
+    playbook = settings.get("playbook", "base")
+    try:
+        regions = load_playbook(playbook).phone_regions
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load the playbook of the run of {out} ({playbook}): {error}") from None
+    if pseudonymize_key:
+        return Redaction(regions, identifier_key=pseudonymize_key.encode("utf-8"))
+    key_file = FileSystems.join(restricted_dir(out, settings.get("restricted_out")), *IDENTIFIER_KEY_FILE)
+    if not FileSystems.exists(key_file):
+        if settings:
+            raise ValueError(f"no identifier key at {key_file}: the output's restricted directory has moved or "
+                             "lost its key, so ids hashed as PII cannot be matched")
+        return None
+    with FileSystems.open(key_file) as handle:
+        return Redaction(regions, identifier_key=bytes.fromhex(handle.read().decode("ascii").strip()))
 
 
-def events_report(out: str, records: list[dict]) -> dict:
+def published_ids(out: str, ids: list[str], pseudonymize_key: str | None = None) -> dict[str, str]:
+    """Each id as the output's events carry it: an id in which PII is found (a card-like number, say) was replaced
+    by its keyed hash (`run_redaction`)."""
+    redaction = run_redaction(out, pseudonymize_key)
+    return {i: redaction.identifier(i) if redaction else i for i in ids}
+
+
+def events_report(out: str, records: list[dict], pseudonymize_key: str | None = None) -> dict:
     """MOT-step scores of a `motpipe run` output's events against the gold records (id = event_id, as published:
     see `published_ids`); a gold record without its event is an error. Events of schema 1.0 (no `mot_steps`)
     count their `mot_step` alone."""
@@ -84,7 +114,7 @@ def events_report(out: str, records: list[dict]) -> dict:
     found = {event_id: (step, [s for s in performed if s is not None])
              for event_id, step, performed in events.select(f"event_id, mot_step, {steps}").fetchall()}
     records = [r for r in records if gold_steps(r) is not None]
-    published = published_ids(out, [r["id"] for r in records])
+    published = published_ids(out, [r["id"] for r in records], pseudonymize_key)
     missing = [r["id"] for r in records if published[r["id"]] not in found]
     if missing:
         raise ValueError(f"{len(missing)} gold records have no event in {out} (e.g. {missing[0]})")

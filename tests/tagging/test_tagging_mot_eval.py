@@ -147,3 +147,53 @@ def test_eval_tagging_finds_events_whose_ids_were_hashed_as_pii(tmp_path):
     assert result.exit_code == 0, result.output
     mot = json.loads((tmp_path / "r.json").read_text())["mot"]["all"]
     assert (mot["records"], mot["primary_in_gold"]) == (2, 0.5)
+
+
+PERMIT_OFFICE = Path(__file__).resolve().parents[2] / "examples" / "playbooks" / "permit_office.yaml"
+
+
+def _run_output(tmp_path: Path, **settings) -> Path:
+    """A `motpipe run` output whose first event id is a Dutch mobile number: PII only with the playbook's NL region."""
+    from pipelines.config import RunConfig
+    from pipelines.pipeline import run
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"event_id": i, "occurred_at": f"2026-10-01T09:0{n}:00Z", "customer_id": "c1",
+                                          "channel": "branch", "touchpoint": "greeting", "text": "Welcome, how can I help?"})
+                              + "\n" for n, i in enumerate(("06-12345678", "e2"))), encoding="utf-8")
+    out = tmp_path / "out"
+    run(RunConfig(touchpoints=[str(events)], out=str(out), playbook=str(PERMIT_OFFICE), identity_key="k", **settings))
+    return out
+
+
+def _eval_events(tmp_path: Path, out: Path, *options: str):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": i, "text": "t", "mot_steps": [1]}) + "\n" for i in ("06-12345678", "e2")),
+                    encoding="utf-8")
+    return CliRunner().invoke(app, ["eval-tagging", "--gold", str(gold), "--events", str(out),
+                                    "--json", str(tmp_path / "r.json"), *options])
+
+
+def test_eval_tagging_hashes_gold_ids_with_the_phone_regions_and_key_of_the_run(tmp_path):
+    out = _run_output(tmp_path, restricted_out=str(tmp_path / "restricted"))
+    events = pq.read_table(out / "events").column("event_id").to_pylist()
+    assert "06-12345678" not in events and "e2" in events  # hashed: NL is a region of the permit office playbook
+    result = _eval_events(tmp_path, out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["mot"]["all"]["records"] == 2
+
+
+def test_eval_tagging_of_a_pseudonymised_run_needs_its_key(tmp_path):
+    out = _run_output(tmp_path, pseudonymize_key="secret")
+    without = _eval_events(tmp_path, out)
+    assert without.exit_code == 2 and "pseudonymised its ids: give its --pseudonymize-key" in without.output
+    wrong = _eval_events(tmp_path, out, "--pseudonymize-key", "other")
+    assert wrong.exit_code == 2 and "1 gold records have no event" in wrong.output
+    right = _eval_events(tmp_path, out, "--pseudonymize-key", "secret")
+    assert right.exit_code == 0, right.output
+    assert json.loads((tmp_path / "r.json").read_text())["mot"]["all"]["records"] == 2
+
+
+def test_eval_tagging_refuses_a_key_the_run_did_not_use(tmp_path):
+    result = _eval_events(tmp_path, _run_output(tmp_path), "--pseudonymize-key", "secret")
+    assert result.exit_code == 2 and "did not pseudonymise its ids: leave out --pseudonymize-key" in result.output
