@@ -45,7 +45,7 @@ from pipelines.quality.suites import ERROR, GX_SEVERITY, UNMASKED_PII, Source, S
 from pipelines.storage import delete_tree, download_tree, duckdb_filesystem, file_digests, is_remote, upload_tree  # noqa: E402
 from schemas.tables import table_schema  # noqa: E402
 
-TABLES = ("events", "feedback", "quarantine", "duplicates")
+TABLES = ("events", "feedback", "quarantine", "duplicates", "identity_links", "identity_map", "identity_conflicts")
 SAMPLED_TABLES = ("events", "feedback", "quarantine")  # the ones row checks read
 SEVERITY = {gx: ours for ours, gx in GX_SEVERITY.items()}
 CHECK_MEMORY = "1GB"  # DuckDB's limit for the checks; distinct ids beyond it spill to OUT/_quality/duckdb_tmp

@@ -76,6 +76,8 @@ def unexpected(map_metric: str, domain: dict, value: dict) -> str:
     if map_metric == "column_values.in_set":
         members = ", ".join(literal(v) for v in value["value_set"])
         return f"{column} is not null and {column} not in ({members})" if members else f"{column} is not null"
+    if map_metric == "column_values.match_regex":
+        return f"{column} is not null and not regexp_matches({column}, {literal(value['regex'])})"
     if map_metric == "column_values.between":
         low, high = value.get("min_value"), value.get("max_value")
         if low is None and high is None:

@@ -243,7 +243,60 @@ def run_summary_suite() -> SuiteSpec:
     return SuiteSpec("run_summary", {"facts": facts})
 
 
+def matching(column: str, pattern: str, check: str) -> Expectation:
+    return expect(gxe.ExpectColumnValuesToMatchRegex, check, ERROR, column=column, regex=pattern)
+
+
+KEYED_HASH = "^[0-9a-f]{16}$"  # identifiers are known only by keyed hashes (docs/identity.md)
+PERSON_ID = "^p_[0-9a-f]{16}$"
+
+def identity_suites() -> list[SuiteSpec]:
+    """The run's identity tables (its links, its map and conflicts snapshot): identifiers known only by keyed
+    hashes, and a map and conflicts that agree with the graph's rules (docs/identity.md)."""
+    identity_map = SuiteSpec("identity_map", {
+        "rows": Source(
+            "select identifier_type, identifier_hash, person_id, first_seen, changed_on, run_id from identity_map",
+            [*not_null("identifier_type", "identifier_hash", "person_id", "first_seen", "changed_on", "run_id"),
+             matching("identifier_type", "^[a-z][a-z0-9_]*$", "identifier_type is a lower-case name"),
+             matching("identifier_hash", KEYED_HASH, "identifier_hash is a keyed hash"),
+             matching("person_id", PERSON_ID, "person_id is p_ + a keyed hash")]),
+        "facts": Source(
+            "select (select count(*) from (select identifier_type, identifier_hash from identity_map"
+            "  group by all having count(*) > 1)) as identifiers_mapped_twice,"
+            " (select count(distinct m.person_id) from identity_map m where not exists (select 1 from identity_map a"
+            "  where a.identifier_type = 'customer_id' and a.person_id = m.person_id"
+            "  and 'p_' || a.identifier_hash = m.person_id)) as persons_without_anchor",
+            [at_most("identifiers_mapped_twice", 0, ERROR, "one person per identifier"),
+             at_most("persons_without_anchor", 0, ERROR, "every person is anchored at one of its customer ids")],
+            streamed=False),
+    })
+    identity_links = SuiteSpec("identity_links", {
+        "rows": Source(
+            "select identifier_type, identifier_hash, customer_hash, run_id from identity_links",
+            [*not_null("identifier_type", "identifier_hash", "customer_hash", "run_id"),
+             matching("identifier_hash", KEYED_HASH, "identifier_hash is a keyed hash"),
+             matching("customer_hash", KEYED_HASH, "customer_hash is a keyed hash")]),
+    })
+    identity_conflicts = SuiteSpec("identity_conflicts", {
+        "rows": Source(
+            'select kind, identifier_hash, customers, "limit", run_id from identity_conflicts',
+            [*not_null("kind", "customers", "limit", "run_id"),
+             expect(gxe.ExpectColumnValuesToBeInSet, "kind is shared_identifier or person_cap", ERROR,
+                    column="kind", value_set=["shared_identifier", "person_cap"]),
+             matching("identifier_hash", KEYED_HASH, "identifier_hash is a keyed hash")]),
+        "facts": Source(
+            "select (select count(*) from identity_conflicts c join identity_map m using (identifier_type, identifier_hash)"
+            "  where c.kind = 'shared_identifier') as shared_identifiers_linked,"
+            " (select count(*) from identity_conflicts where (kind = 'shared_identifier' and not customers > \"limit\")"
+            "  or (kind = 'person_cap' and not identifiers > \"limit\")) as conflicts_within_limit",
+            [at_most("shared_identifiers_linked", 0, ERROR, "a shared identifier links nobody"),
+             at_most("conflicts_within_limit", 0, ERROR, "every conflict is over its limit")],
+            streamed=False),
+    })
+    return [identity_map, identity_links, identity_conflicts]
+
+
 def build_suites(settings: QualitySettings, window: Window) -> list[SuiteSpec]:
     ids = SCANNED_IDS
     return [events_suite(settings, window, ids), feedback_suite(settings, window, ids), quarantine_suite(settings),
-            run_summary_suite()]
+            *identity_suites(), run_summary_suite()]

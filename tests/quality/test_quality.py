@@ -102,9 +102,10 @@ def test_clean_run_passes_every_check(out):
     result = check(out)
     assert result.exit_code == 0, result.output
     rows = results(out)
-    assert {r["dataset"] for r in rows} == {"events", "feedback", "quarantine", "run_summary"}
-    assert len(rows) == 64 and all(r["success"] for r in rows)
-    assert "64/64 checks passed" in result.output
+    assert {r["dataset"] for r in rows} == {"events", "feedback", "quarantine", "identity_map", "identity_links",
+                                            "identity_conflicts", "run_summary"}
+    assert len(rows) == 89 and all(r["success"] for r in rows)
+    assert "89/89 checks passed" in result.output
     unique = next(r for r in rows if r["expectation"] == "event_id unique")
     assert (unique["observed_value"], unique["severity"], unique["sampled"]) == ("0", "error", False)
 
@@ -220,7 +221,101 @@ def test_rerun_of_a_run_id_replaces_its_quality_results(out):
     files = list((out / "quality_results").glob("*/*.parquet"))
     assert [f.parent.name for f in files] == ["run_id=qrun"]
     rows = duckdb.sql(f"select run_id, count(*) from read_parquet('{out}/quality_results/*/*.parquet') group by all").fetchall()
-    assert rows == [("qrun", 64)]
+    assert rows == [("qrun", 89)]
+
+
+@pytest.fixture(scope="module")
+def identity_clean_out(tmp_path_factory) -> Path:
+    """A run whose persons are linked across channels, with a lobby tablet shared by more than 2 customers and
+    persons over a cap of 3 identifiers: both kinds of identity conflict."""
+    root = tmp_path_factory.mktemp("identity_quality")
+    generate_sample(root / "in", 1500, seed=11, cross_channel_share=0.3)
+    playbook = root / "capped.yaml"
+    playbook.write_text('name: capped\nversion: "1.0.0"\nextends: bank_branch\n'
+                        'identity: {max_identifiers: 3, types: {device_id: {max_customers: 2}}}\n')
+    result = runner.invoke(app, ["run", "-t", str(root / "in" / "touchpoints" / "*"), "-f", str(root / "in" / "feedback" / "*"),
+                                 "--out", str(root / "out"), "--run-id", "qrun", "--playbook", str(playbook),
+                                 "--identity-key", "k", "--no-check", "--direct_num_workers=1"])
+    assert result.exit_code == 0, result.output
+    return root / "out"
+
+
+@pytest.fixture
+def identity_out(identity_clean_out, tmp_path) -> Path:
+    copy = tmp_path / "out"
+    shutil.copytree(identity_clean_out, copy)
+    return copy
+
+
+def check_identity(out: Path):
+    """`check`, with the feedback linked share the cap leaves (0.66: a capped person's survey system keeps its own
+    person, so its feedback finds no visit)."""
+    return check(out, "feedback_linked_share=0.6")
+
+
+def test_identity_tables_of_a_cross_channel_run_pass_their_checks(identity_out):
+    kinds = duckdb.sql(f"select kind, count(*) from '{identity_out}/identity_conflicts/*/*.parquet' group by all").fetchall()
+    assert {k for k, _ in kinds} == {"shared_identifier", "person_cap"}
+    result = check_identity(identity_out)
+    assert result.exit_code == 0, result.output
+    identity = [r for r in results(identity_out) if r["dataset"].startswith("identity_")]
+    assert len(identity) == 25 and all(r["success"] for r in identity)
+    hashes = next(r for r in identity if (r["dataset"], r["expectation"]) == ("identity_map", "identifier_hash is a keyed hash"))
+    assert hashes["element_count"] > 100 and hashes["unexpected_count"] == 0
+
+
+def identity_row(values: dict, where=lambda row: row["identifier_type"] != "customer_id"):
+    """A change that sets `values` in the first row matching `where` (by default not a customer id: not a
+    person's anchor)."""
+    def change(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        next(r for r in rows if where(r)).update(values)
+        return pa.Table.from_pylist(rows, schema=table.schema)
+    return change
+
+
+def duplicate_identity_row(table: pa.Table) -> pa.Table:
+    rows = table.to_pylist()
+    return pa.Table.from_pylist(rows + [next(r for r in rows if r["identifier_type"] != "customer_id")], schema=table.schema)
+
+
+IDENTITY_BREAKS = {
+    "a raw phone in identity_map": ("identity_map", identity_row({"identifier_hash": "+8613712345678"}),
+                                    "identifier_hash is a keyed hash"),
+    "a raw customer id in identity_links": ("identity_links", identity_row({"customer_hash": "c00042"}, lambda r: True),
+                                            "customer_hash is a keyed hash"),
+    "a raw device id in identity_conflicts": ("identity_conflicts", identity_row(
+        {"identifier_hash": "lobby-tablet-01"}, lambda r: r["kind"] == "shared_identifier"), "identifier_hash is a keyed hash"),
+    "an upper-case identifier type": ("identity_map", identity_row({"identifier_type": "Phone"}),
+                                      "identifier_type is a lower-case name"),
+    "a person id that is not a hash": ("identity_map", identity_row({"person_id": "c00042"}),
+                                       ("person_id is p_ + a keyed hash",
+                                        "every person is anchored at one of its customer ids")),
+    "an identifier mapped twice": ("identity_map", duplicate_identity_row, "one person per identifier"),
+    "a person without its anchor": ("identity_map", identity_row({"person_id": "p_" + "0" * 16}),
+                                    "every person is anchored at one of its customer ids"),
+    "a null identifier type": ("identity_links", first_row("identifier_type", None), "identifier_type not null"),
+    "a conflict within its limit": ("identity_conflicts", every_row("limit", 1000), "every conflict is over its limit"),
+    "an unknown conflict kind": ("identity_conflicts", first_row("kind", "merged"), "kind is shared_identifier or person_cap"),
+}
+
+
+@pytest.mark.parametrize("case", IDENTITY_BREAKS, ids=list(IDENTITY_BREAKS))
+def test_each_broken_identity_check_fails_alone(identity_out, case):
+    table, change, expectations = IDENTITY_BREAKS[case]
+    rewrite(identity_out, table, change)
+    result = check_identity(identity_out)
+    expectations = (expectations,) if isinstance(expectations, str) else expectations
+    assert failed(identity_out) == {(table, e, "error") for e in expectations}, result.output
+    assert result.exit_code == EXIT_QUALITY_ERROR
+
+
+def test_a_shared_identifier_that_links_someone_fails(identity_out):
+    shared = duckdb.sql(f"select identifier_type, identifier_hash from '{identity_out}/identity_conflicts/*/*.parquet'"
+                        " where kind = 'shared_identifier'").fetchall()[0]
+    rewrite(identity_out, "identity_map", identity_row({"identifier_type": shared[0], "identifier_hash": shared[1]}))
+    result = check_identity(identity_out)
+    assert failed(identity_out) == {("identity_conflicts", "a shared identifier links nobody", "error")}, result.output
 
 
 def test_check_without_outputs_is_a_usage_error(tmp_path):
@@ -281,7 +376,7 @@ def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
     from great_expectations.core import ExpectationSuite
 
     from pipelines.quality.metrics import compute_metrics
-    from pipelines.quality.suites import WARN, at_most, between, expect, not_null
+    from pipelines.quality.suites import KEYED_HASH, WARN, at_most, between, expect, matching, not_null
 
     at = [datetime(2026, 10, d, 9, tzinfo=timezone.utc) for d in (1, 2, 3, 4, 5, 6)]
     frame = pd.DataFrame({
@@ -289,6 +384,7 @@ def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
         "s": ["empathy", "speed", None, "tangibles", "speed", "empathy"],
         "t": at, "flag": [None, None, "text:phone", None, None, "text:email"],
         "a": [1.0, 2.0, None, None, 4.0, 6.0], "b": [1.0, 3.0, None, 5.0, 4.0, 6.0],
+        "h": ["0123456789abcdef", "+8613712345678", None, "0123456789ABCDEF", "fedcba9876543210", "x0123456789abcdef"],
     })
     expectations = [
         *not_null("x", "s", "n"),
@@ -299,6 +395,7 @@ def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
         at_most("x", 5, WARN, "max x <= 5"), at_most("n", 5, WARN, "max n <= 5"),
         expect(gxe.ExpectColumnMinToBeBetween, "min x >= 0", WARN, column="x", min_value=0),
         expect(gxe.ExpectColumnPairValuesToBeEqual, "a = b", "error", column_A="a", column_B="b"),
+        matching("h", KEYED_HASH, "h is a keyed hash"),
     ]
     asset = gx.get_context(mode="ephemeral").data_sources.add_pandas("p").add_dataframe_asset("frame")
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
@@ -312,7 +409,7 @@ def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
     assert set(by_duckdb) == set(by_pandas)
     assert {c for c, r in by_duckdb.items() if not r.success} == {
         "x not null", "s not null", "x in 0..5", "x >= 0", "n = 0", "t not after", "t inside", "s in set", "flag null",
-        "max x <= 5", "min x >= 0", "a = b"}
+        "max x <= 5", "min x >= 0", "a = b", "h is a keyed hash"}
     for check, ours in by_duckdb.items():
         theirs = by_pandas[check]
         assert ours.success == theirs.success, check
@@ -322,6 +419,8 @@ def test_duckdb_metrics_give_the_results_of_ge_pandas_engine():
     assert by_duckdb["x in 0..5"].result["partial_unexpected_list"] == [-2.0, 7.0]
     assert by_duckdb["s in set"].result["partial_unexpected_list"] == ["speed", "speed"]
     assert by_duckdb["a = b"].result["unexpected_count"] == 2  # (2, 3) and (None, 5); (None, None) is ignored
+    assert by_duckdb["h is a keyed hash"].result["partial_unexpected_list"] == [
+        "+8613712345678", "0123456789ABCDEF", "x0123456789abcdef"]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None,
