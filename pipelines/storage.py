@@ -62,8 +62,11 @@ _options: dict = {}  # this process's filesystem options, as last set by use_fil
 
 
 def use_filesystem_options(options: dict) -> None:
-    """Make this process's FileSystems calls use `options` (see filesystem_options)."""
+    """Make this process's FileSystems calls use `options` (see filesystem_options). Setting the options this
+    process already uses keeps their object, and so the S3 client shared under it (every DoFn setup calls this)."""
     global _options
+    if options == _options and FileSystems._pipeline_options is not None:
+        return
     _options = dict(options)
     FileSystems.set_options(PipelineOptions.from_dictionary(options))
     _share_s3_clients()

@@ -154,6 +154,24 @@ def test_the_options_never_reach_the_run_id_or_the_summary_settings():
     assert "filesystem_options" not in config.model_dump() and "secret" not in repr(config)
 
 
+def test_setting_the_same_filesystem_options_again_keeps_one_s3_client(object_store):
+    """Every DoFn setup sets the options: the same ones keep their object, so Beam's S3 calls share one boto3
+    client (a new one costs ~0.25 s: the Dask run on the store took 90 s instead of 56 s)."""
+    from apache_beam.io.aws.clients.s3.boto3_client import Client
+
+    options = filesystem_options(object_store.beam_args)
+    try:
+        use_filesystem_options(options)
+        first = FileSystems._pipeline_options
+        use_filesystem_options(dict(options))
+        assert FileSystems._pipeline_options is first
+        assert Client(FileSystems._pipeline_options).client is Client(first).client
+        use_filesystem_options({})
+        assert FileSystems._pipeline_options is not first
+    finally:
+        use_filesystem_options({})
+
+
 def test_inputs_on_the_store_are_matched_once_the_options_are_set(object_store):
     landing = upload_inputs(object_store)
     use_filesystem_options(filesystem_options(object_store.beam_args))
