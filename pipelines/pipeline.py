@@ -95,7 +95,7 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
         }
         stats["read"] = {
             "bytes_read": counts.get(f"{dataset}.bytes_read", 0),
-            "input_bytes": sum(f.size_bytes for f in inputs[dataset] if f.source is None),
+            "input_bytes": sum(f.size_bytes for f in inputs[dataset]),
             "lines_read": counts.get(f"{dataset}.lines_read", 0),
             "lines_accounted": counts.get(f"{dataset}.lines_accounted", 0),
         }
@@ -123,8 +123,9 @@ def summarise(config: RunConfig, inputs: dict[str, list[InputFile]], counts: dic
 
 
 def unreconciled(stats: dict) -> list[str]:
-    """What does not add up in one dataset's counts: the rows, and apart from parsing, the contract files' bytes
-    and lines (every line read starts a row or is a blank, header or further line of a row)."""
+    """What does not add up in one dataset's counts: the rows, and apart from parsing, the bytes of every input
+    file (contract and source files) and the contract files' lines (every line read starts a row or is a blank,
+    header or further line of a row)."""
     accounted = ("output_rows", "duplicate_rows", "quarantine_rows", "outside_window_rows")
     read, problems = stats["read"], []
     if stats["input_rows"] != sum(stats[key] for key in accounted):

@@ -263,8 +263,7 @@ class _ReadFile(_SpillingDoFn):
             counts[f"{dataset}.input_rows"] += valid.num_rows + rejected.num_rows
             self.spill_buckets(writer, name, valid, (DEDUP, dataset), ID_FIELDS[dataset])
             self.spill_rejected(writer, name, rejected)
-        if source is None:
-            counts.update(physical_counts(dataset, part, tally, counts[f"{dataset}.input_rows"]))
+        counts.update(physical_counts(dataset, part, tally, counts[f"{dataset}.input_rows"], source is None))
         write_counts(self.work, name, counts)
         yield from writer.close()
 
@@ -276,17 +275,20 @@ class _ReadFile(_SpillingDoFn):
                                       part, tally)
             return
         for valid, rejected, source_counts in read_source(path, config.sources[source], self.channels, config.tz,
-                                                          config.batch_rows, config.fallback_date):
+                                                          config.batch_rows, config.fallback_date, tally):
             counts.update({f"source.{source}.{key}": n for key, n in source_counts.items()})
             yield valid, rejected
 
 
-def physical_counts(dataset: str, part: FilePart, tally: ReadTally, rows: int) -> dict[str, int]:
-    """The physical counts of one read of a contract file: the lines that its rows and the lines starting none
-    account for, and the bytes and lines read from the file (`FilePart.counts_the_file`)."""
-    counts = {f"{dataset}.lines_accounted": rows + tally.other_lines}
-    if part.counts_the_file:
-        counts |= {f"{dataset}.bytes_read": tally.bytes_read, f"{dataset}.lines_read": tally.lines}
+def physical_counts(dataset: str, part: FilePart, tally: ReadTally, rows: int, contract: bool = True) -> dict[str, int]:
+    """The physical counts of one read of a file: the bytes read from it (`FilePart.counts_the_file`) and, of a
+    contract file, the lines read and the lines that its rows and the lines starting none account for (a source's
+    native export has no line per row: its rows reconcile by the source's own counts)."""
+    counts = {f"{dataset}.bytes_read": tally.bytes_read} if part.counts_the_file else {}
+    if contract:
+        counts[f"{dataset}.lines_accounted"] = rows + tally.other_lines
+        if part.counts_the_file:
+            counts[f"{dataset}.lines_read"] = tally.lines
     return counts
 
 

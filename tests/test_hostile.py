@@ -328,6 +328,29 @@ def test_a_row_lost_after_parsing_is_seen_by_the_line_count_and_nothing_is_publi
     assert not (out / "events").exists()
 
 
+def test_a_source_file_not_read_to_its_end_is_seen_by_the_byte_count(tmp_path, monkeypatch):
+    """A native export's bytes reconcile too: every byte of a source file is read, or the run stops."""
+    from pipelines.ingest.formats import _read_guarded
+    from pipelines.ingest.sources import native
+
+    calls = Path(__file__).parent / "fixtures" / "sources"
+    source = f"{calls / 'calls.yaml'}={calls / 'calls.tsv'}"
+    result = cli_run("--source", source, "--out", str(tmp_path / "whole"), "--run-id", "whole", "--no-check")
+    assert result.exit_code == 0, result.output
+    read = json.loads((tmp_path / "whole" / "_runs" / "whole.json").read_text())["events"]["read"]
+    size = (calls / "calls.tsv").stat().st_size
+    assert (read["bytes_read"], read["input_bytes"], read["lines_read"]) == (size, size, 0)
+
+    def first_chunk_only(path, tally=None):  # the whole small file, but the read never reaches its end
+        return next(_read_guarded(path, lambda handle: handle.read(1 << 20), tally=tally))
+
+    monkeypatch.setattr(native, "read_bytes", first_chunk_only)
+    result = cli_run("--source", source, "--out", str(tmp_path / "cut"), "--run-id", "cut")
+    assert result.exit_code == EXIT_RECONCILIATION, result.output
+    assert f"events: 0 bytes read of {size:,} bytes of input files" in result.output
+    assert not (tmp_path / "cut" / "events").exists()
+
+
 def test_directory_named_like_an_input_file_exits_3(tmp_path):
     (tmp_path / "x.jsonl").mkdir()
     result = cli_run("-t", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "out"))

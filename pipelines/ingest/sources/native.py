@@ -21,10 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.ingest.formats import InputError, _read_guarded
+from pipelines.ingest.formats import InputError, ReadTally, _read_guarded
 from pipelines.ingest.sources.spec import CsvFormat, JsonlFormat, ParquetFormat, XesFormat
 
 
@@ -51,9 +49,10 @@ class NativeTable:
         return self.table.num_rows + len(self.bad)
 
 
-def read_bytes(path: str) -> bytes:
-    """The whole decompressed file (compression by its suffix, as for contract inputs)."""
-    return b"".join(_read_guarded(path, lambda handle: handle.read(8 << 20)))
+def read_bytes(path: str, tally: ReadTally | None = None) -> bytes:
+    """The whole decompressed file (compression by its suffix, as for contract inputs); `tally` gets the bytes
+    read (as stored) once the file was read to its end."""
+    return b"".join(_read_guarded(path, lambda handle: handle.read(8 << 20), tally=tally))
 
 
 # --- encodings -------------------------------------------------------------------------------------------------
@@ -151,10 +150,10 @@ def _header(data: bytes, fmt: CsvFormat) -> list[str]:
     return fmt.columns or names
 
 
-def read_csv(path: str, fmt: CsvFormat) -> NativeTable:
+def read_csv(path: str, fmt: CsvFormat, tally: ReadTally | None = None) -> NativeTable:
     """A delimited file by `pyarrow.csv`: every column a string, cells with line breaks allowed; a record with
     another number of cells than the header is a bad row, a record whose cells are all blank is not a row."""
-    data, not_decoded = utf8_bytes(read_bytes(path), fmt.encoding, path)
+    data, not_decoded = utf8_bytes(read_bytes(path, tally), fmt.encoding, path)
     names = _header(data, fmt)
     if not names:
         return NativeTable(pa.table({}), np.empty(0, np.int64))
@@ -240,9 +239,9 @@ def _cell(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def read_jsonl(path: str, fmt: JsonlFormat) -> NativeTable:
+def read_jsonl(path: str, fmt: JsonlFormat, tally: ReadTally | None = None) -> NativeTable:
     """One object a line (any keys); a line that is not a JSON object, or not in the encoding, is a bad row."""
-    text, not_decoded = decode(read_bytes(path), fmt.encoding, path)
+    text, not_decoded = decode(read_bytes(path, tally), fmt.encoding, path)
     rows, line_nos, bad = [], [], []
     for line_no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -270,11 +269,10 @@ def _string_table(rows: list[dict]) -> pa.Table:
 
 # --- Parquet -----------------------------------------------------------------------------------------------------
 
-def read_parquet(path: str, fmt: ParquetFormat) -> NativeTable:
+def read_parquet(path: str, fmt: ParquetFormat, tally: ReadTally | None = None) -> NativeTable:
     """Every column as text (timestamps as ISO 8601, nested values as JSON); a row's line is its position + 1."""
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            table = pq.read_table(pa.BufferReader(handle.read()))
+        table = pq.read_table(pa.BufferReader(read_bytes(path, tally)))
     except (OSError, pa.ArrowException) as err:
         raise InputError(f"{path}: cannot read as Parquet: {err}") from None
     columns = {}
@@ -293,7 +291,7 @@ def read_parquet(path: str, fmt: ParquetFormat) -> NativeTable:
 _XES_VALUES = ("string", "date", "int", "float", "boolean", "id")
 
 
-def read_xes(path: str, fmt: XesFormat) -> NativeTable:
+def read_xes(path: str, fmt: XesFormat, tally: ReadTally | None = None) -> NativeTable:
     """An XES log streamed by expat: one row per `<event>`, its attributes as columns and its trace's as
     `case:<key>` (the pm4py convention); the row's line is that of its `<event>` tag. Nested attributes
     (lists, containers) are left out; trace attributes count for the events after them (XES writes them first)."""
@@ -325,7 +323,7 @@ def read_xes(path: str, fmt: XesFormat) -> NativeTable:
             event = None
 
     parser.StartElementHandler, parser.EndElementHandler = start, end
-    data = read_bytes(path)
+    data = read_bytes(path, tally)
     if data[:2] == b"\x1f\x8b":  # gzip without a .gz name
         try:
             data = gzip.decompress(data)
@@ -341,6 +339,6 @@ def read_xes(path: str, fmt: XesFormat) -> NativeTable:
 READERS = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet, "xes": read_xes}
 
 
-def read_native(path: str, fmt) -> NativeTable:
-    """The rows of one file of a source, by its format."""
-    return READERS[fmt.type](path, fmt)
+def read_native(path: str, fmt, tally: ReadTally | None = None) -> NativeTable:
+    """The rows of one file of a source, by its format; `tally` gets the bytes read (`read_bytes`)."""
+    return READERS[fmt.type](path, fmt, tally)

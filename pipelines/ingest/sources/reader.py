@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.ingest.contract import ErrorKind
-from pipelines.ingest.formats import InputError
+from pipelines.ingest.formats import InputError, ReadTally
 from pipelines.ingest.reader import REJECTED_SCHEMA, VALID_SCHEMAS
 from pipelines.ingest.sources.mapping import MappedMoment, MissingColumns, check_columns, map_rows
 from pipelines.ingest.sources.native import read_native
@@ -32,11 +32,11 @@ _LINEAGE = ("source_file", "line_no")
 
 
 def read_source(path: str, source: Source, channels, run_tz: tzinfo, batch_rows: int,
-                fallback_dt: str) -> Iterator[tuple[pa.Table, pa.Table, Counter]]:
+                fallback_dt: str, tally: ReadTally | None = None) -> Iterator[tuple[pa.Table, pa.Table, Counter]]:
     """(valid rows, rejected rows, counts) per `batch_rows` source rows of one file. Counts:
     `rows_in`, `rows_with_moments` (rows that made at least one event), `events_out`, `rows_without_moments`,
-    `quarantine.<kind>`."""
-    native = read_native(path, source.format)
+    `quarantine.<kind>`. `tally` gets the bytes read from the file."""
+    native = read_native(path, source.format, tally)
     if source.format.type in ("csv", "parquet"):
         try:
             check_columns(source, native.table.column_names)
