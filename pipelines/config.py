@@ -123,12 +123,17 @@ class RunConfig(BaseModel):
         return restricted_dir(self.out, self.restricted_out)
 
     @property
-    def identity_key_bytes(self) -> bytes:
-        """The key of the identity graph's hashes (docs/identity.md): `identity_key`, else `pseudonymize_key`, else
-        the output's secret identifier key (`pipeline.with_identifier_key`), never a key anyone could know."""
+    def configured_identity_key(self) -> bytes | None:
+        """The identity key given with the run: `identity_key`, else `pseudonymize_key` (None: the output's own)."""
         key = self.identity_key or self.pseudonymize_key
-        if key:
-            return key.encode("utf-8")
+        return key.encode("utf-8") if key else None
+
+    @property
+    def identity_key_bytes(self) -> bytes:
+        """The key of the identity graph's hashes (docs/identity.md): the configured one, else the output's secret
+        identifier key (`pipeline.with_identifier_key`), never a key anyone could know."""
+        if self.configured_identity_key:
+            return self.configured_identity_key
         if self.identifier_key:
             return bytes.fromhex(self.identifier_key)
         raise ValueError("no identity key: set identity_key or pseudonymize_key, or load the output's identifier key "

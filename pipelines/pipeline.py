@@ -221,26 +221,32 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
                                               "restricted_out", "part_bytes"})  # part_bytes changes no output
         settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
-        identity_key = config.identity_key or config.pseudonymize_key  # else the output's own key: one per output
-        settings["identity_key"] = hashlib.sha256(identity_key.encode("utf-8")).hexdigest() if identity_key else None
+        identity_key = config.configured_identity_key  # None: the output's own key, one per output
+        settings["identity_key"] = hashlib.sha256(identity_key).hexdigest() if identity_key else None
         config = config.model_copy(update={"run_id": derive_run_id(_window_label(config), described, settings)})
     return config, inputs
 
 
 WORK_DIR = "_work"
+def read_identifier_key(restricted: str) -> str | None:
+    """The identifier key (hex) of the output whose restricted directory is `restricted`; None when it has none."""
+    path = FileSystems.join(restricted, *IDENTIFIER_KEY_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("ascii").strip()
+
+
 def with_identifier_key(config: RunConfig) -> RunConfig:
     """The config with the output's identifier key (hex, in _keys/identifiers.key of its restricted directory,
     made with 32 random bytes on first use, so the hashed identifiers of every run of this output agree). Not
     needed, and not made, with a pseudonymisation key, which hashes identifiers too. Call it under the lock."""
     if config.key_bytes:
         return config
-    path = FileSystems.join(config.restricted_dir, *IDENTIFIER_KEY_FILE)
-    if FileSystems.exists(path):
-        with FileSystems.open(path) as handle:
-            key = handle.read().decode("ascii").strip()
-    else:
+    key = read_identifier_key(config.restricted_dir)
+    if key is None:
         key = secrets.token_hex(32)
-        with FileSystems.create(path) as handle:
+        with FileSystems.create(FileSystems.join(config.restricted_dir, *IDENTIFIER_KEY_FILE)) as handle:
             handle.write(key.encode("ascii"))
     return config.model_copy(update={"identifier_key": key})
 

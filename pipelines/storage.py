@@ -58,14 +58,14 @@ def filesystem_options(beam_args: list[str]) -> dict:
     return {name: value for name, value in given.items() if name in FILESYSTEM_OPTION_NAMES}
 
 
-_options: dict = {}  # this process's filesystem options, as last set by use_filesystem_options
+_options: dict | None = None  # this process's filesystem options, as last set by use_filesystem_options
 
 
 def use_filesystem_options(options: dict) -> None:
     """Make this process's FileSystems calls use `options` (see filesystem_options). Setting the options this
     process already uses keeps their object, and so the S3 client shared under it (every DoFn setup calls this)."""
     global _options
-    if options == _options and FileSystems._pipeline_options is not None:
+    if options == _options:
         return
     _options = dict(options)
     FileSystems.set_options(PipelineOptions.from_dictionary(options))
@@ -78,7 +78,7 @@ def s3_client():
     from apache_beam.io.aws.clients.s3 import boto3_client
 
     _share_s3_clients()
-    return boto3_client.Client(options=PipelineOptions.from_dictionary(_options)).client
+    return boto3_client.Client(options=PipelineOptions.from_dictionary(_options or {})).client
 
 
 def delete_tree(path: str) -> None:

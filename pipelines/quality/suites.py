@@ -250,6 +250,7 @@ def matching(column: str, pattern: str, check: str) -> Expectation:
 KEYED_HASH = "^[0-9a-f]{16}$"  # identifiers are known only by keyed hashes (docs/identity.md)
 PERSON_ID = "^p_[0-9a-f]{16}$"
 
+
 def identity_suites() -> list[SuiteSpec]:
     """The run's identity tables (its links, its map and conflicts snapshot): identifiers known only by keyed
     hashes, and a map and conflicts that agree with the graph's rules (docs/identity.md)."""

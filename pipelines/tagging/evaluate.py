@@ -64,10 +64,9 @@ def run_redaction(out: str, pseudonymize_key: str | None = None):
     playbook's phone regions and its key (the `--pseudonymize-key`, which a pseudonymised run needs given again,
     else the output's key file in its restricted directory). None when ids were taken as given: an output without
     a summary and without `OUT/_restricted/_keys/identifiers.key`."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from pipelines.config import IDENTIFIER_KEY_FILE, restricted_dir
+    from pipelines.config import restricted_dir
     from pipelines.pii import Redaction
+    from pipelines.pipeline import read_identifier_key
     from pipelines.playbook import load_playbook
     from pipelines.quality.checkpoint import CheckError, read_summary
 
@@ -86,14 +85,14 @@ def run_redaction(out: str, pseudonymize_key: str | None = None):
         raise ValueError(f"cannot load the playbook of the run of {out} ({playbook}): {error}") from None
     if pseudonymize_key:
         return Redaction(regions, identifier_key=pseudonymize_key.encode("utf-8"))
-    key_file = FileSystems.join(restricted_dir(out, settings.get("restricted_out")), *IDENTIFIER_KEY_FILE)
-    if not FileSystems.exists(key_file):
+    restricted = restricted_dir(out, settings.get("restricted_out"))
+    key = read_identifier_key(restricted)
+    if key is None:
         if settings:
-            raise ValueError(f"no identifier key at {key_file}: the output's restricted directory has moved or "
+            raise ValueError(f"no identifier key in {restricted}: the output's restricted directory has moved or "
                              "lost its key, so ids hashed as PII cannot be matched")
         return None
-    with FileSystems.open(key_file) as handle:
-        return Redaction(regions, identifier_key=bytes.fromhex(handle.read().decode("ascii").strip()))
+    return Redaction(regions, identifier_key=bytes.fromhex(key))
 
 
 def published_ids(out: str, ids: list[str], pseudonymize_key: str | None = None) -> dict[str, str]:

@@ -26,22 +26,30 @@ SCRIPT = """<img src=x onerror="document.title='pwned'">"""
 TABLES = ("events", "feedback", "quarantine", "duplicates")
 
 
-@pytest.fixture(scope="module")
-def clean_out(tmp_path_factory) -> Path:
-    """Outputs of one pipeline run on a small generated sample (no quality check yet)."""
-    root = tmp_path_factory.mktemp("quality")
-    generate_sample(root / "in", 1500, seed=11)
+def sample_run(root: Path, *options: str, cross_channel_share: float = 0.0) -> Path:
+    """Outputs of run `qrun` on a generated sample of 1,500 events under `root` (no quality check yet)."""
+    generate_sample(root / "in", 1500, seed=11, cross_channel_share=cross_channel_share)
     result = runner.invoke(app, ["run", "-t", str(root / "in" / "touchpoints" / "*"), "-f", str(root / "in" / "feedback" / "*"),
-                                 "--out", str(root / "out"), "--run-id", "qrun", "--no-check", "--direct_num_workers=1"])
+                                 "--out", str(root / "out"), "--run-id", "qrun", "--no-check", "--direct_num_workers=1",
+                                 *options])
     assert result.exit_code == 0, result.output
     return root / "out"
 
 
+def copied(out: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def clean_out(tmp_path_factory) -> Path:
+    return sample_run(tmp_path_factory.mktemp("quality"))
+
+
 @pytest.fixture
 def out(clean_out, tmp_path) -> Path:
-    copy = tmp_path / "out"
-    shutil.copytree(clean_out, copy)
-    return copy
+    return copied(clean_out, tmp_path)
 
 
 def check(out: Path, *thresholds: str):
@@ -229,22 +237,15 @@ def identity_clean_out(tmp_path_factory) -> Path:
     """A run whose persons are linked across channels, with a lobby tablet shared by more than 2 customers and
     persons over a cap of 3 identifiers: both kinds of identity conflict."""
     root = tmp_path_factory.mktemp("identity_quality")
-    generate_sample(root / "in", 1500, seed=11, cross_channel_share=0.3)
     playbook = root / "capped.yaml"
     playbook.write_text('name: capped\nversion: "1.0.0"\nextends: bank_branch\n'
                         'identity: {max_identifiers: 3, types: {device_id: {max_customers: 2}}}\n')
-    result = runner.invoke(app, ["run", "-t", str(root / "in" / "touchpoints" / "*"), "-f", str(root / "in" / "feedback" / "*"),
-                                 "--out", str(root / "out"), "--run-id", "qrun", "--playbook", str(playbook),
-                                 "--identity-key", "k", "--no-check", "--direct_num_workers=1"])
-    assert result.exit_code == 0, result.output
-    return root / "out"
+    return sample_run(root, "--playbook", str(playbook), "--identity-key", "k", cross_channel_share=0.3)
 
 
 @pytest.fixture
 def identity_out(identity_clean_out, tmp_path) -> Path:
-    copy = tmp_path / "out"
-    shutil.copytree(identity_clean_out, copy)
-    return copy
+    return copied(identity_clean_out, tmp_path)
 
 
 def check_identity(out: Path):
