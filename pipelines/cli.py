@@ -123,7 +123,7 @@ def run(
     from pipelines.ingest.formats import InputError
     from pipelines.pipeline import ReconciliationError
     from pipelines.pipeline import run as run_pipeline
-    from pipelines.pipeline import stray_arguments, unknown_beam_options
+    from pipelines.beam_args import stray_arguments, unknown_beam_options
     from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
     from pipelines.lock import LockedError
 
@@ -268,7 +268,24 @@ def _checkpoint(out: str, settings, run_id: str | None, run_record: str | None =
     raise typer.Exit(EXIT_QUALITY_ERROR if report.worst_failure == "error" else EXIT_QUALITY_WARN)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def _use_filesystem_arguments(ctx: typer.Context) -> None:
+    """Give this process's filesystem calls the command's extra arguments, which must all be Beam filesystem
+    options (e.g. --s3_endpoint_url=...): anything else is a usage error."""
+    from pipelines.beam_args import non_filesystem_arguments
+    from pipelines.storage import filesystem_options, use_filesystem_options
+
+    others = non_filesystem_arguments(ctx.args)
+    if others:
+        _fail(EXIT_USAGE, f"motpipe {ctx.command.name} takes no {' '.join(others)}: its options are listed by "
+                          f"`motpipe {ctx.command.name} --help`, other arguments must be Beam filesystem options "
+                          "(e.g. --s3_endpoint_url=...)")
+    use_filesystem_options(filesystem_options(ctx.args))
+
+
+FILESYSTEM_ARGUMENTS = {"allow_extra_args": True, "ignore_unknown_options": True}  # commands that read an output
+
+
+@app.command(context_settings=FILESYSTEM_ARGUMENTS)
 def check(
     ctx: typer.Context,
     out: Annotated[str, typer.Option(help="Output directory of `motpipe run` (local or any Beam filesystem; "
@@ -280,9 +297,8 @@ def check(
     """Run the quality checkpoint on existing outputs (exit 0 passed, 5 warnings only, 6 errors). Arguments it
     does not know are Beam filesystem options (e.g. --s3_endpoint_url=...)."""
     from pipelines.quality.checkpoint import CheckError, read_summary
-    from pipelines.storage import filesystem_options, use_filesystem_options
 
-    use_filesystem_options(filesystem_options(ctx.args))
+    _use_filesystem_arguments(ctx)
     try:
         summary = read_summary(out, run_id)
     except CheckError as error:
@@ -364,10 +380,15 @@ def playbooks() -> None:
     console.print(table)
 
 
-@app.command()
+DB_HELP = "DuckDB file of the views [default: OUT/motpipe.duckdb; an OUT on another filesystem needs a local --db"
+
+
+@app.command(context_settings=FILESYSTEM_ARGUMENTS)
 def views(
-    out: Annotated[str, typer.Option(help="Output directory of a run (holds events/, feedback/, ...).")],
-    db: Annotated[Optional[str], typer.Option(help="DuckDB file to build [default: OUT/motpipe.duckdb].")] = None,
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option(help="Output directory of a run (holds events/, feedback/, ...; local or any Beam "
+                                          "filesystem, whose options follow the motpipe options).")],
+    db: Annotated[Optional[str], typer.Option(help=f"{DB_HELP}].")] = None,
     weights: Annotated[Optional[str], typer.Option(help="SERVQUAL importance weights, e.g. reliability=0.4,tangibles=0.05 "
                                                    "(others keep 0.30/0.25/0.20/0.15/0.10; normalised to sum 1).")] = None,
     materialize: Annotated[bool, typer.Option(help="Materialise the intermediate and mart layers as tables.")] = True,
@@ -379,23 +400,25 @@ def views(
     journey_gap_days: Annotated[float, typer.Option(help="Person journeys: a person's visits at most this many days "
                                                     "apart form one journey.")] = 7.0,
 ) -> None:
-    """Build (or rebuild) the DuckDB journey views from queries/ over the Parquet tables of OUT."""
+    """Build (or rebuild) the DuckDB journey views from queries/ over the Parquet tables of OUT. Arguments it does
+    not know are Beam filesystem options (e.g. --s3_endpoint_url=...)."""
     from pipelines.views import build_views, default_db, parse_weights, time_views
 
+    _use_filesystem_arguments(ctx)
     try:
+        target = db or default_db(out)
         chosen = parse_weights(weights)
         unknown = set(importance) - {"drivers"}
         if unknown:
             raise ValueError(f"--importance: {', '.join(sorted(unknown))} is not a method (use: drivers)")
         book = load_playbook(playbook) if playbook else None
-        built = build_views(out, db, weights=chosen, materialize=materialize, playbook=book,
+        built = build_views(out, target, weights=chosen, materialize=materialize, playbook=book,
                             drivers_importance="drivers" in importance,
                             journey_gap_days=journey_gap_days)
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     except RuntimeError as error:
         _fail(EXIT_FAILED, str(error))
-    target = db or default_db(out)
     table = Table("layer", "name", "kind", "rows", "build s", title=f"{target}", title_justify="left")
     for b in built:
         table.add_row(b.layer, b.name, b.kind, "" if b.rows is None else f"{b.rows:,}", f"{b.seconds:.2f}")
@@ -456,10 +479,11 @@ def _cell(value: object, float_format: str = ".6g") -> str:
     return "" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
 
 
-@app.command()
+@app.command(context_settings=FILESYSTEM_ARGUMENTS)
 def cases(
+    ctx: typer.Context,
     out: Annotated[str, typer.Option(help="Output directory of a run.")],
-    db: Annotated[Optional[str], typer.Option(help="DuckDB file of the views [default: OUT/motpipe.duckdb; built when missing].")] = None,
+    db: Annotated[Optional[str], typer.Option(help=f"{DB_HELP}; built when missing].")] = None,
     status: Annotated[str, typer.Option(help="open, closed or all.")] = "open",
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the cases to a .csv, .jsonl or .parquet file "
                                                   "(e.g. for a CRM import).")] = None,
@@ -468,8 +492,9 @@ def cases(
     """The follow-up queue (MOT step 5): one case per at-risk visit, most urgent first (view follow_up_cases)."""
     from pipelines.views import build_views, cases_query, default_db
 
-    target = db or default_db(out)
+    _use_filesystem_arguments(ctx)
     try:
+        target = db or default_db(out)
         sql = cases_query(status)
         if not Path(target).exists():
             console.print(f"building the views in {target} ...", soft_wrap=True, highlight=False)
@@ -488,22 +513,27 @@ def cases(
     console.print(table)
 
 
-@app.command()
+@app.command(context_settings=FILESYSTEM_ARGUMENTS)
 def report(
+    ctx: typer.Context,
     out: Annotated[str, typer.Option(help="Output directory of a run.")],
-    db: Annotated[Optional[str], typer.Option(help="DuckDB file of the views [default: OUT/motpipe.duckdb; built when missing].")] = None,
-    html: Annotated[Optional[str], typer.Option(help="Report file [default: OUT/report.html].")] = None,
+    db: Annotated[Optional[str], typer.Option(help=f"{DB_HELP}; built when missing].")] = None,
+    html: Annotated[Optional[str], typer.Option(help="Report file, local or on a Beam filesystem [default: OUT/report.html].")] = None,
 ) -> None:
-    """Write a static, self-contained HTML report (charts work offline)."""
+    """Write a static, self-contained HTML report (charts work offline). Arguments it does not know are Beam
+    filesystem options (e.g. --s3_endpoint_url=...)."""
+    from apache_beam.io.filesystems import FileSystems
+
     from pipelines.report import build_report
     from pipelines.views import build_views, default_db
 
-    target = db or default_db(out)
+    _use_filesystem_arguments(ctx)
     try:
+        target = db or default_db(out)
         if not Path(target).exists():
             console.print(f"building the views in {target} ...", soft_wrap=True, highlight=False)
             build_views(out, target)
-        result = build_report(target, html or str(Path(out) / "report.html"))
+        result = build_report(target, html or FileSystems.join(out.rstrip("/"), "report.html"))
     except (ValueError, FileNotFoundError, ImportError) as error:
         _fail(EXIT_USAGE, str(error))
     console.print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, {len(result['charts'])} charts)",

@@ -152,32 +152,6 @@ def source_summary(index: int, source, counts: dict[str, int]) -> dict:
     return stats
 
 
-def unknown_beam_options(beam_args: list[str]) -> list[str]:
-    """Arguments that no registered Beam pipeline option takes (Beam itself would drop them silently)."""
-    options = PipelineOptions(beam_args)
-    known = options.get_all_options()
-    return sorted(f"--{name}" for name in options.get_all_options(retain_unknown_options=True) if name not in known)
-
-
-def stray_arguments(beam_args: list[str]) -> list[str]:
-    """Bare arguments that are the value of no option, e.g. the 2nd, 3rd, ... file of an unquoted shell glob
-    (`-t in/*` expands to `-t in/a.jsonl in/b.jsonl`); Beam would ignore them. An unknown `--name` followed by a
-    bare argument takes it as its value, as Beam does."""
-    parsers = []
-    PipelineOptions(beam_args).get_all_options(add_extra_args_fn=parsers.append)
-    _, unknown = parsers[0].parse_known_args(beam_args)
-    stray, i = [], 0
-    while i < len(unknown) and unknown[i] != "--":
-        if not unknown[i].startswith("-"):
-            stray.append(unknown[i])
-            i += 1
-        elif "=" not in unknown[i] and i + 1 < len(unknown) and not unknown[i + 1].startswith("-"):
-            i += 2  # an option and its value
-        else:
-            i += 1
-    return stray
-
-
 def _window_label(config: RunConfig) -> str:
     if config.start is None:
         return "all"

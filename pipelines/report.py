@@ -15,9 +15,12 @@ from typing import Optional
 import altair as alt
 import duckdb
 import pandas as pd
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from pipelines.analysis.drivers import OUTCOMES
 from pipelines.ingest.contract import MOT_STEPS
+from pipelines.storage import is_remote
 from pipelines.views import DIMENSIONS as DIMENSION_ORDER, SETTINGS_TABLE, connect
 
 AGGREGATORS = {"mean_score": "mean", "peak_end_score": "peak-end", "min_score": "minimum", "last_score": "last moment"}
@@ -354,7 +357,8 @@ def javascript_bundle() -> tuple[str, str, str]:
 
 
 def build_report(db: str, html_path: str, at_risk_limit: int = 15) -> dict:
-    """Write the report for the views in `db` to `html_path`; returns {'path', 'charts', 'bytes'}."""
+    """Write the report for the views in `db` to `html_path` (local or on a Beam filesystem); returns {'path',
+    'charts', 'bytes'}."""
     con = connect(db)
     try:
         settings = dict(con.execute(f"select key, value from {SETTINGS_TABLE}").fetchall())
@@ -377,7 +381,11 @@ def build_report(db: str, html_path: str, at_risk_limit: int = 15) -> dict:
         kpis="".join(f'<div class="kpi"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}</div></div>'
                      for k, v in kpis),
         sections=sections, at_risk=at_risk, at_risk_limit=at_risk_limit, specs=_script_json(specs))
-    path = Path(html_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return {"path": str(path), "charts": list(CHARTS), "bytes": path.stat().st_size}
+    data = page.encode("utf-8")
+    if is_remote(html_path):
+        with FileSystems.create(html_path, mime_type="text/html", compression_type=CompressionTypes.UNCOMPRESSED) as file:
+            file.write(data)
+    else:
+        Path(html_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(html_path).write_bytes(data)
+    return {"path": html_path, "charts": list(CHARTS), "bytes": len(data)}

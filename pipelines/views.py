@@ -1,9 +1,11 @@
 """Build the DuckDB journey views from `queries/` and query them.
 
 `build_views(out, db)` creates (or replaces) one DuckDB object per SQL file in `queries/`, layer by layer
-(staging -> intermediate -> marts) and, within a layer, in dependency order. Staging objects are always views
-over the Hive-partitioned Parquet tables; by default the intermediate and mart layers are *materialised* as
-tables (`materialize=False` keeps them as views), so every analyst query answers fast on millions of events.
+(staging -> intermediate -> marts) and, within a layer, in dependency order. Staging objects are views over the
+Hive-partitioned Parquet tables; by default the intermediate and mart layers are *materialised* as tables
+(`materialize=False` keeps them as views), so every analyst query answers fast on millions of events. An output
+on another filesystem (s3://, gs://, ...) is read through Beam's (storage.duckdb_filesystem) and its staging
+layer is copied into tables too, so the database file answers without the store.
 The build runs in one transaction: re-running it replaces every object and leaves nothing half built.
 
 The SQL files are parameterised with DuckDB variables (`getvariable('motpipe_out')`, `getvariable('motpipe_weights')`)
@@ -13,7 +15,6 @@ the one-row-per-key table `motpipe_settings`.
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -27,9 +28,11 @@ from typing import Iterable, Optional
 import duckdb
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from pipelines.analysis.drivers import OUTCOMES, driver_rows
 from pipelines.playbook import Playbook
+from pipelines.storage import duckdb_filesystem, is_remote
 from schemas.tables import table_schema
 
 
@@ -201,17 +204,25 @@ def render(view: SqlView, params: dict[str, object], materialize: bool) -> str:
 
 
 def default_db(out: str) -> str:
+    """OUT/motpipe.duckdb; an output on another filesystem (s3://, ...) has no default: DuckDB writes its file on
+    a local disk."""
+    if is_remote(out):
+        raise ValueError(f"{out} is not on a local disk: give --db, a local DuckDB file to build (the staging tables "
+                         "are copied into it, so it needs no access to the store afterwards)")
     return str(Path(out) / DEFAULT_DB_NAME)
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _has_partitions(out: str, table: str) -> bool:
-    if _is_remote(out):
-        return True  # cannot glob cheaply; read_parquet will tell
-    return bool(glob.glob(os.path.join(out, table, "*", "*.parquet")))
+    return bool(FileSystems.match([FileSystems.join(out, table, "*", "*.parquet")])[0].metadata_list)
+
+
+def _check_output(out: str) -> None:
+    """A FileNotFoundError unless `out` holds the events table of a run (or, on an object store, which has no
+    directories, a partition of it or a run summary)."""
+    found = (_has_partitions(out, "events") or bool(FileSystems.match([FileSystems.join(out, "_runs", "*.json")])[0].metadata_list)
+             if is_remote(out) else (Path(out) / "events").is_dir())
+    if not found:
+        raise FileNotFoundError(f"{out}/events does not exist: is {out} the --out directory of a motpipe run?")
 
 
 def empty_view(con: duckdb.DuckDBPyConnection, name: str, table: str) -> str:
@@ -247,7 +258,8 @@ def build_views(
     driver_resamples: int = 200,
     journey_gap_days: float = DEFAULT_JOURNEY_GAP_DAYS,
 ) -> list[BuiltObject]:
-    """Create or replace every view of `queries/` in the DuckDB file `db` (default OUT/motpipe.duckdb).
+    """Create or replace every view of `queries/` in the DuckDB file `db` (default OUT/motpipe.duckdb; required,
+    and local, for an OUT on another filesystem, whose staging layer is then copied into tables).
 
     Between the staging and the intermediate layer the `key_drivers` table is computed in Python
     (pipelines.analysis.drivers). `playbook` gives the follow-up and attribution settings (default: the built-in
@@ -255,9 +267,9 @@ def build_views(
     Idempotent: objects are replaced, a view that was a table (or the reverse) is dropped first, and the whole
     build is one transaction. Returns what was built, in build order.
     """
-    out = out if _is_remote(out) else str(Path(out).resolve())
-    if not _is_remote(out) and not (Path(out) / "events").is_dir():
-        raise FileNotFoundError(f"{out}/events does not exist: is {out} the --out directory of a motpipe run?")
+    remote = is_remote(out)
+    out = out.rstrip("/") if remote else str(Path(out).resolve())
+    _check_output(out)
     db = db or default_db(out)
     weights = dict(weights) if weights is not None else dict(DEFAULT_WEIGHTS)
     if not journey_gap_days >= 0:
@@ -275,21 +287,23 @@ def build_views(
     built: list[BuiltObject] = []
     con = duckdb.connect(db)
     try:
+        if remote:
+            con.register_filesystem(duckdb_filesystem(FileSystems.get_scheme(out)))
         con.execute("begin transaction").fetchall()
         for view in views:
             if view.layer != "staging" and not any(b.name == KEY_DRIVERS for b in built):
                 built.append(_build_key_drivers(con, driver_resamples))
-            as_table = materialize and view.layer in MATERIALIZED_LAYERS
+            if view.name == "stg_quality_results" and not quality_present:
+                sql, as_table = QUALITY_RESULTS_EMPTY, False
+            elif TABLE_VIEWS.get(view.name) in empty_tables:
+                sql, as_table = empty_view(con, view.name, TABLE_VIEWS[view.name]), False
+            else:
+                as_table = (materialize and view.layer in MATERIALIZED_LAYERS) or (remote and view.layer == "staging")
+                sql = render(view, params, as_table)
             kind = "table" if as_table else "view"
             existing = _existing_kind(con, view.name)
             if existing and existing != kind:
                 con.execute(f"drop {existing} {view.name}").fetchall()
-            if view.name == "stg_quality_results" and not quality_present:
-                sql = QUALITY_RESULTS_EMPTY
-            elif TABLE_VIEWS.get(view.name) in empty_tables:
-                sql = empty_view(con, view.name, TABLE_VIEWS[view.name])
-            else:
-                sql = render(view, params, as_table)
             started = time.perf_counter()
             try:
                 con.execute(sql).fetchall()
@@ -306,7 +320,7 @@ def build_views(
             "drivers_importance": str(drivers_importance).lower(),
             "driver_resamples": str(driver_resamples),
             "journey_gap_days": str(float(journey_gap_days)),
-            "materialized_layers": ",".join(MATERIALIZED_LAYERS) if materialize else "",
+            "materialized_layers": ",".join((("staging",) if remote else ()) + (MATERIALIZED_LAYERS if materialize else ())),
             "quality_results": "present" if quality_present else "absent",
             "empty_tables": ",".join(empty_tables),
             "objects": ",".join(b.name for b in built),

@@ -18,7 +18,7 @@ import pytest
 import typer
 
 from pipelines.cli import app
-from pipelines.pipeline import unknown_beam_options
+from pipelines.beam_args import unknown_beam_options
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DAG_FILE = EXAMPLES / "airflow" / "motpipe_daily.py"

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_FAILED, EXIT_INPUT, EXIT_RECONCILIATION, EXIT_USAGE, app
 from pipelines.config import RunConfig
-from pipelines.pipeline import remove_stale_staging, run, stray_arguments
+from pipelines.beam_args import stray_arguments
+from pipelines.pipeline import remove_stale_staging, run
 
 runner = CliRunner()
 

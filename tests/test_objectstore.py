@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from typer.testing import CliRunner
 
 from pipelines import output
+from pipelines.beam_args import non_filesystem_arguments
 
 from pipelines.cli import EXIT_LOCKED, EXIT_QUALITY_ERROR, EXIT_QUALITY_WARN, app
 from pipelines.config import RunConfig
@@ -142,11 +144,102 @@ def test_motpipe_check_reads_the_outputs_on_the_store(cloud_run, local_run):
     assert "checks passed" in check.output and "for run store-run" in check.output
 
 
+# --- the views and the report of an output on the store ------------------------------------------------------
+def view_rows(db: Path) -> dict[str, list]:
+    """Every object the build recorded, its rows as text in a stable order, without the check's own time."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        objects = con.execute("select value from motpipe_settings where key = 'objects'").fetchall()[0][0].split(",")
+        tables = {name: con.sql(f"select * from {name}").to_arrow_table() for name in objects}
+        return {name: sorted(map(repr, table.drop_columns([c for c in table.column_names if c == "checked_at"]).to_pylist()))
+                for name, table in tables.items()}
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def cloud_views(cloud_run, local_run, tmp_path_factory):
+    """`motpipe views` on the store's output into a local --db, and on the local run's output."""
+    store, paths, _, _ = cloud_run
+    built = tmp_path_factory.mktemp("views")
+    result = CliRunner().invoke(app, ["views", "--out", paths["out"], "--db", str(built / "cloud.duckdb"), *store.beam_args])
+    local = CliRunner().invoke(app, ["views", "--out", str(local_run[0]), "--db", str(built / "local.duckdb")])
+    assert local.exit_code == 0, local.output
+    return result, built / "cloud.duckdb", built / "local.duckdb"
+
+
+def test_the_views_of_the_stores_output_equal_the_local_runs(cloud_run, local_run, cloud_views):
+    result, cloud_db, local_db = cloud_views
+    assert result.exit_code == 0, result.output
+    landing = cloud_run[1]["landing"]
+    cloud = {name: [row.replace(f"{landing}/in/", f"{FIXTURES}/") for row in rows] for name, rows in view_rows(cloud_db).items()}
+    local = view_rows(local_db)
+    assert sorted(cloud) == sorted(local) and len(cloud["stg_events"]) == 9 and len(cloud["journeys"]) > 0
+    for name in local:
+        assert sorted(cloud[name]) == sorted(local[name]), name
+
+
+def test_the_views_database_of_a_stores_output_holds_its_staging_tables_and_needs_no_store(cloud_run, cloud_views):
+    _, cloud_db, _ = cloud_views
+    con = duckdb.connect(str(cloud_db), read_only=True)
+    try:
+        kinds = dict(con.execute("select table_name, 'table' from duckdb_tables() where table_name like 'stg_%' "
+                                 "union all select view_name, 'view' from duckdb_views() where view_name like 'stg_%'").fetchall())
+        recorded = dict(con.execute("select key, value from motpipe_settings").fetchall())
+    finally:
+        con.close()
+    assert kinds["stg_events"] == kinds["stg_feedback"] == kinds["stg_quality_results"] == "table"
+    assert kinds["stg_identity_map"] == "view"  # the run has no identity table: an empty view, no file behind it
+    assert recorded["out_dir"] == cloud_run[1]["out"] and recorded["materialized_layers"] == "staging,intermediate,marts"
+    query = CliRunner().invoke(app, ["query", "--db", str(cloud_db), "select count(*) as n from stg_events"])  # no options
+    assert query.exit_code == 0 and " 9 " in query.output, query.output
+
+
+def test_motpipe_report_reads_the_local_database_and_writes_the_report_onto_the_store(cloud_run, cloud_views):
+    store, paths, _, _ = cloud_run
+    reports = store.bucket("reports")
+    result = CliRunner().invoke(app, ["report", "--out", paths["out"], "--db", str(cloud_views[1]),
+                                      "--html", f"{reports}/motpipe/report.html", *store.beam_args])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {reports}/motpipe/report.html" in result.output and "10 charts" in result.output
+    assert store.keys(reports) == ["motpipe/report.html"]
+    page = store.client.get_object(Bucket=reports[len("s3://"):], Key="motpipe/report.html")["Body"].read().decode()
+    assert page.startswith("<!DOCTYPE html>") and f"data: {paths['out']}" in page
+
+
+@pytest.mark.parametrize("command", ["views", "report", "cases"])
+def test_an_output_on_the_store_needs_a_local_db(cloud_run, command):
+    store, paths, _, _ = cloud_run
+    result = CliRunner().invoke(app, [command, "--out", paths["out"], *store.beam_args])
+    assert result.exit_code == 2, result.output
+    assert f"{paths['out']} is not on a local disk: give --db" in result.output
+
+
+def test_a_views_output_that_holds_no_run_is_refused(object_store, tmp_path):
+    empty = f"{object_store.bucket('empty')}/out"
+    result = CliRunner().invoke(app, ["views", "--out", empty, "--db", str(tmp_path / "v.duckdb"), *object_store.beam_args])
+    assert result.exit_code == 2 and f"{empty}/events does not exist" in result.output, result.output
+    assert not (tmp_path / "v.duckdb").exists()
+
+
 # --- the driver's filesystem calls get the options ------------------------------------------------------------
 def test_only_filesystem_options_are_kept_for_the_driver_and_workers():
     assert filesystem_options(["--s3_endpoint_url=http://127.0.0.1:1", "--s3_disable_ssl", "--runner=DirectRunner",
                                "--direct_num_workers=2"]) == {"s3_endpoint_url": "http://127.0.0.1:1", "s3_disable_ssl": True}
     assert filesystem_options([]) == {}
+
+
+def test_the_other_arguments_of_a_command_that_reads_an_output_are_told_apart():
+    assert non_filesystem_arguments(["--s3_endpoint_url=http://127.0.0.1:1", "--s3_disable_ssl", "--runner=DirectRunner",
+                                     "--wieghts", "reliability=1", "stray"]) == ["--runner", "--wieghts", "stray"]
+    assert non_filesystem_arguments(["--s3_region_name", "eu-west-1"]) == []
+
+
+@pytest.mark.parametrize("command", ["views", "report", "cases", "check"])
+def test_a_command_that_reads_an_output_refuses_what_is_no_filesystem_option(command, tmp_path):
+    result = CliRunner().invoke(app, [command, "--out", str(tmp_path), "--wieghts", "reliability=1"])
+    assert result.exit_code == 2, result.output
+    assert f"motpipe {command} takes no --wieghts" in result.output
 
 
 def test_the_options_never_reach_the_run_id_or_the_summary_settings():
