@@ -26,6 +26,15 @@ def partition_file(root: str, table: str, dt: str) -> str:
     return FileSystems.join(root, table, f"dt={dt}", PART_FILE)
 
 
+def table_files(root: str, table: str) -> str:
+    """The glob of every partition file of `table` under `root` (Hive partitions: `dt=...`, `run_id=...`)."""
+    return FileSystems.join(root, table, "*", "*.parquet")
+
+
+def has_partitions(root: str, table: str) -> bool:
+    return bool(FileSystems.match([table_files(root, table)])[0].metadata_list)
+
+
 def write_partition(root: str, table_name: str, dt: str, chunks: Iterable[pa.Table], row_group_rows: int) -> str:
     """Write one Hive partition as the single file `root/table_name/dt=<dt>/part-00000.parquet` from tables
     already in the partition's row order (an iterable, so a partition need not fit in memory), in row groups

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 import altair as alt
@@ -20,7 +19,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.analysis.drivers import OUTCOMES
 from pipelines.ingest.contract import MOT_STEPS
-from pipelines.storage import is_remote
 from pipelines.views import DIMENSIONS as DIMENSION_ORDER, SETTINGS_TABLE, connect
 
 AGGREGATORS = {"mean_score": "mean", "peak_end_score": "peak-end", "min_score": "minimum", "last_score": "last moment"}
@@ -382,10 +380,6 @@ def build_report(db: str, html_path: str, at_risk_limit: int = 15) -> dict:
                      for k, v in kpis),
         sections=sections, at_risk=at_risk, at_risk_limit=at_risk_limit, specs=_script_json(specs))
     data = page.encode("utf-8")
-    if is_remote(html_path):
-        with FileSystems.create(html_path, mime_type="text/html", compression_type=CompressionTypes.UNCOMPRESSED) as file:
-            file.write(data)
-    else:
-        Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(html_path).write_bytes(data)
+    with FileSystems.create(html_path, mime_type="text/html", compression_type=CompressionTypes.UNCOMPRESSED) as file:
+        file.write(data)
     return {"path": html_path, "charts": list(CHARTS), "bytes": len(data)}

@@ -167,6 +167,13 @@ class SharedBoto3Client:
 KEPT_FILE_BYTES = 16 << 20  # files up to this size are read once per checkpoint and kept in memory
 
 
+def reach_through_beam(con, path: str) -> None:
+    """Let the DuckDB connection `con` read the files of `path`'s filesystem, when it is not the local one, through
+    Beam's (duckdb_filesystem)."""
+    if is_remote(path):
+        con.register_filesystem(duckdb_filesystem(FileSystems.get_scheme(path)))
+
+
 def duckdb_filesystem(scheme: str):
     """A read-only fsspec filesystem for `scheme` over Beam's FileSystems (with this process's options), for
     DuckDB's `register_filesystem`: DuckDB then reads `scheme://` files as Beam reaches them (its own httpfs

@@ -32,7 +32,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.analysis.drivers import OUTCOMES, driver_rows
 from pipelines.playbook import Playbook
-from pipelines.storage import duckdb_filesystem, is_remote
+from pipelines.output import has_partitions
+from pipelines.storage import is_remote, reach_through_beam
 from schemas.tables import table_schema
 
 
@@ -212,15 +213,13 @@ def default_db(out: str) -> str:
     return str(Path(out) / DEFAULT_DB_NAME)
 
 
-def _has_partitions(out: str, table: str) -> bool:
-    return bool(FileSystems.match([FileSystems.join(out, table, "*", "*.parquet")])[0].metadata_list)
-
-
 def _check_output(out: str) -> None:
     """A FileNotFoundError unless `out` holds the events table of a run (or, on an object store, which has no
     directories, a partition of it or a run summary)."""
-    found = (_has_partitions(out, "events") or bool(FileSystems.match([FileSystems.join(out, "_runs", "*.json")])[0].metadata_list)
-             if is_remote(out) else (Path(out) / "events").is_dir())
+    if is_remote(out):
+        found = has_partitions(out, "events") or bool(FileSystems.match([FileSystems.join(out, "_runs", "*.json")])[0].metadata_list)
+    else:
+        found = (Path(out) / "events").is_dir()
     if not found:
         raise FileNotFoundError(f"{out}/events does not exist: is {out} the --out directory of a motpipe run?")
 
@@ -281,14 +280,13 @@ def build_views(
                                  "motpipe_drivers_importance": drivers_importance,
                                  "motpipe_journey_gap_days": float(journey_gap_days)}
     views = load_views(queries_dir)
-    quality_present = _has_partitions(out, "quality_results")
-    empty_tables = [t for t in TABLE_VIEWS.values() if not _has_partitions(out, t)]
+    quality_present = has_partitions(out, "quality_results")
+    empty_tables = [t for t in TABLE_VIEWS.values() if not has_partitions(out, t)]
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     built: list[BuiltObject] = []
     con = duckdb.connect(db)
     try:
-        if remote:
-            con.register_filesystem(duckdb_filesystem(FileSystems.get_scheme(out)))
+        reach_through_beam(con, out)
         con.execute("begin transaction").fetchall()
         for view in views:
             if view.layer != "staging" and not any(b.name == KEY_DRIVERS for b in built):

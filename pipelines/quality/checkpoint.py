@@ -42,7 +42,8 @@ from pipelines.quality.docs import open_context, publish  # noqa: E402
 from pipelines.quality.metrics import compute_metrics  # noqa: E402
 from pipelines.quality.settings import QualitySettings  # noqa: E402
 from pipelines.quality.suites import ERROR, GX_SEVERITY, UNMASKED_PII, Source, SuiteSpec, Window, build_suites  # noqa: E402
-from pipelines.storage import delete_tree, download_tree, duckdb_filesystem, file_digests, is_remote, upload_tree  # noqa: E402
+from pipelines.output import has_partitions, table_files  # noqa: E402
+from pipelines.storage import delete_tree, download_tree, file_digests, is_remote, reach_through_beam, upload_tree  # noqa: E402
 from schemas.tables import table_schema  # noqa: E402
 
 TABLES = ("events", "feedback", "quarantine", "duplicates", "identity_links", "identity_map", "identity_conflicts")
@@ -144,12 +145,10 @@ def open_run(out: str, summary: dict, settings: QualitySettings, quality_dir: Pa
     to `quality_dir/duckdb_tmp`."""
     con = duckdb.connect(config={"memory_limit": CHECK_MEMORY, "temp_directory": str(quality_dir / "duckdb_tmp")})
     con.execute("set TimeZone = 'UTC'")
-    if is_remote(out):
-        con.register_filesystem(duckdb_filesystem(FileSystems.get_scheme(out)))
+    reach_through_beam(con, out)
     for name in TABLES:
-        files = FileSystems.join(out, name, "*", "*.parquet")
-        if FileSystems.match([files])[0].metadata_list:
-            con.execute(f"create view {name} as select * from read_parquet('{files}', "
+        if has_partitions(out, name):
+            con.execute(f"create view {name} as select * from read_parquet('{table_files(out, name)}', "
                         f"hive_partitioning = true, union_by_name = true) where {_rows_of_run(name, summary)}")
         else:
             con.register(name, table_schema(name).empty_table())
