@@ -107,6 +107,9 @@ def run(
     buckets: Annotated[Optional[int], typer.Option(help="Hash buckets of the shuffles [default: one per 10 MiB of "
                        "input, at least 16].")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
+    allow_unlocked: Annotated[bool, typer.Option("--allow-unlocked", help="Run on an output that cannot be locked "
+                              "(gs://, azfs://, hdfs://: no atomic create), when the scheduler runs one job per "
+                              "output; local, POSIX and s3:// outputs are always locked.")] = False,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", "-T", help=THRESHOLD_HELP)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Beam's log.")] = False,
     progress: Annotated[str, typer.Option(help="auto (a line updated in place on a terminal, nothing elsewhere), "
@@ -125,7 +128,7 @@ def run(
     from pipelines.pipeline import run as run_pipeline
     from pipelines.beam_args import stray_arguments, unknown_beam_options
     from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
-    from pipelines.lock import LockedError
+    from pipelines.lock import LockedError, UnlockableOutputError, lockable
 
     logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)  # set on import of distributed
     try:
@@ -142,6 +145,7 @@ def run(
                     timezone=timezone, link_window_days=link_window_days, pseudonymize_key=pseudonymize_key,
                     identity_key=identity_key,
                     restricted_out=restricted_out, buckets=buckets, lookback_days=lookback_days,
+                    allow_unlocked=allow_unlocked,
                     start=date_ or start, end=date_ or end)
     if date_ and (start or end):
         _fail(EXIT_USAGE, "use either --date or --start/--end")
@@ -159,6 +163,9 @@ def run(
         _import_checkpoint_meanwhile()
     for unknown in unknown_beam_options(ctx.args):
         err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
+    if allow_unlocked and not lockable(config.out):
+        err.print(f"[yellow]warning:[/] --allow-unlocked: {config.out} is not locked; a second run on it meanwhile "
+                  "would not be refused", highlight=False)
     if progress not in PROGRESS_CHOICES:
         _fail(EXIT_USAGE, f"--progress must be one of {', '.join(PROGRESS_CHOICES)}, not {progress!r}")
     try:
@@ -172,6 +179,8 @@ def run(
         _fail(EXIT_RECONCILIATION, str(error))
     except LockedError as error:
         _fail(EXIT_LOCKED, str(error))
+    except UnlockableOutputError as error:
+        _fail(EXIT_USAGE, str(error))
     except Exception as error:  # a Beam failure: show its last line, the full trace with --verbose
         if verbose:
             raise

@@ -59,6 +59,7 @@ class RunConfig(BaseModel):
     identifier_key: str | None = Field(default=None, exclude=True, repr=False)
     identity_key: str | None = None  # key of the identity graph's hashes; default: pseudonymize_key, else the output's
     run_id: str | None = None  # default: derived from the window, the inputs and the settings (pipeline.prepare)
+    allow_unlocked: bool = False  # run on an output that cannot be locked (gs://, azfs://, hdfs://): lock.py
     start: date | None = None  # first and last day (local dates) of the window; both or neither
     end: date | None = None
     lookback_days: int = Field(default=3, ge=0)  # a windowed run also rebuilds this many days before `start`

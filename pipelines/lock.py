@@ -10,7 +10,8 @@ fails when the object exists. The holder renews the lease every quarter of it (a
 ETag, so it never overwrites a lock another run took over); a lock whose lease ended (the holder crashed, was
 killed or lost its network) or whose process is gone on this host is taken over, again by a conditional put
 on the ETag it was read with, so of two runs taking over one lock only one wins. Other object stores (gs://,
-azfs://) and HDFS have no conditional write in Beam's filesystem API: there the lock is not taken.
+azfs://) and HDFS have no conditional write in Beam's filesystem API: a run there is refused (UnlockableOutputError)
+unless its caller waives the lock (`motpipe run --allow-unlocked`: the scheduler runs one job per output).
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ class LockedError(RuntimeError):
 
 class LockLostError(LockedError):
     """This run's lease ended and another run took the lock over: it must not publish."""
+
+
+class UnlockableOutputError(ValueError):
+    """The output's filesystem has no atomic create, so it cannot be locked, and the lock was not waived."""
 
 
 def holder_record(run_id: str, lease_s: float, now: datetime) -> dict:
@@ -162,11 +167,16 @@ class S3LockObject:
                 raise
 
 
+def lockable(out: str) -> bool:
+    """Whether output `out` is on a filesystem with an atomic create: a local or POSIX disk, or S3."""
+    return not is_remote(out) or FileSystems.get_scheme(out) == "s3"
+
+
 def lock_store(out: str) -> LocalLockFile | S3LockObject | None:
     """Where the lock of output `out` lives; None where no atomic create is available (gs://, azfs://, hdfs://)."""
-    if not is_remote(out):
-        return LocalLockFile(os.path.join(out, LOCK_FILE))
-    return S3LockObject(FileSystems.join(out, LOCK_FILE)) if FileSystems.get_scheme(out) == "s3" else None
+    if not lockable(out):
+        return None
+    return S3LockObject(FileSystems.join(out, LOCK_FILE)) if is_remote(out) else LocalLockFile(os.path.join(out, LOCK_FILE))
 
 
 # --- holding it ------------------------------------------------------------------------------------------------
@@ -235,18 +245,29 @@ class OutputLock:
 
 
 class _NoLock:
-    """Stands in where the output's filesystem has no atomic create."""
+    """Stands in where the output's filesystem has no atomic create and the lock was waived."""
 
     def check(self) -> None:
         pass
 
 
+def require_lockable(out: str, allow_unlocked: bool) -> None:
+    """Raise UnlockableOutputError when output `out` cannot be locked and the lock was not waived."""
+    if not allow_unlocked and not lockable(out):
+        raise UnlockableOutputError(
+            f"{out} cannot be locked: Beam's {FileSystems.get_scheme(out)}:// filesystem has no atomic create, so a "
+            "second run on this output would not be refused; if your scheduler runs one job per output, pass "
+            "--allow-unlocked")
+
+
 @contextmanager
-def output_lock(out: str, run_id: str, lease_s: float = LEASE_S):
-    """Hold the lock of output `out` for the block; raises LockedError when another run holds it."""
+def output_lock(out: str, run_id: str, lease_s: float = LEASE_S, allow_unlocked: bool = False):
+    """Hold the lock of output `out` for the block; raises LockedError when another run holds it, and
+    UnlockableOutputError when `out` cannot be locked unless `allow_unlocked` waives the lock."""
+    require_lockable(out, allow_unlocked)
     store = lock_store(out)
     if store is None:
-        LOG.warning("%s has no atomic create: the output lock is not taken (run one job per output)", out)
+        LOG.warning("%s has no atomic create: the output lock is waived (--allow-unlocked)", out)
         yield _NoLock()
         return
     lock = OutputLock(store, run_id, lease_s)

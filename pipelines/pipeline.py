@@ -21,7 +21,7 @@ from pipelines import __version__
 from pipelines.config import IDENTIFIER_KEY_FILE, RunConfig
 from pipelines.ingest.contract import DATASETS
 from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_parts, match_inputs
-from pipelines.lock import output_lock
+from pipelines.lock import output_lock, require_lockable
 from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.progress import Progress, watching
@@ -192,7 +192,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
         described = [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum, "source": f.source}
                      for d in DATASETS for f in inputs[d]]
         settings = config.model_dump(exclude={"run_id", "pseudonymize_key", "identity_key", "touchpoints", "feedback", "out",
-                                              "restricted_out", "part_bytes"})  # part_bytes changes no output
+                                              "restricted_out", "part_bytes", "allow_unlocked"})  # these change no output
         settings["playbook"] = load_playbook(config.playbook).model_dump(exclude=VIEW_ONLY_SETTINGS)
         settings["key"] = hashlib.sha256(config.key_bytes).hexdigest() if config.key_bytes else None
         identity_key = config.configured_identity_key  # None: the output's own key, one per output
@@ -254,8 +254,9 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
 
     Outputs are written to a staging directory and published partition by partition only when the
     counts reconcile, so a failed or killed run leaves the published tables as they were.
-    Raises InputError, LockedError, ReconciliationError, or the pipeline's own error.
+    Raises InputError, LockedError, UnlockableOutputError, ReconciliationError, or the pipeline's own error.
     """
+    require_lockable(config.out, config.allow_unlocked)  # before the inputs are matched and checksummed
     started_at = datetime.now(timezone.utc)
     beam_args = beam_args or []
     config = config.model_copy(update={"filesystem_options": filesystem_options(beam_args)})
@@ -267,7 +268,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
               "status": "failed", "motpipe_version": __version__,
               "input_files": [{"dataset": d, "path": f.path, "size_bytes": f.size_bytes, "checksum": f.checksum}
                               for d in DATASETS for f in inputs[d]]}
-    with output_lock(config.out, config.run_id) as lock:
+    with output_lock(config.out, config.run_id, allow_unlocked=config.allow_unlocked) as lock:
         config = with_identifier_key(config)
         try:
             for root in roots.values():

@@ -50,6 +50,18 @@ def test_unmatched_input_exits_3_with_one_line(tmp_path):
     assert "no input file matches" in result.output
 
 
+def test_an_output_that_cannot_be_locked_exits_2_before_reading_the_inputs(tmp_path):
+    """gs:// has no atomic create: the run is refused up front (the missing input is not even looked at); with
+    --allow-unlocked it goes on, warns, and here stops at the input, which does not exist."""
+    arguments = ["run", "--no-check", "-t", str(tmp_path / "nothing.jsonl"), "--out", "gs://bucket/out"]
+    refused = runner.invoke(app, arguments)
+    assert refused.exit_code == EXIT_USAGE
+    assert "gs://bucket/out cannot be locked: Beam's gs:// filesystem has no atomic create" in " ".join(refused.output.split())
+    waived = runner.invoke(app, arguments + ["--allow-unlocked"])
+    assert waived.exit_code == EXIT_INPUT and "no input file matches" in waived.output
+    assert "--allow-unlocked: gs://bucket/out is not locked" in " ".join(waived.output.split())
+
+
 def test_unknown_input_format_exits_3(tmp_path):
     (tmp_path / "events.parquet").write_bytes(b"x")
     result = runner.invoke(app, ["run", "--no-check", "-t", str(tmp_path / "events.parquet"), "--out", str(tmp_path / "out")])

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipelines.lock import LOCK_FILE, LocalLockFile, LockedError, LockLostError, holder_record, is_stale, lock_store, output_lock
+from pipelines.lock import (LOCK_FILE, LocalLockFile, LockedError, LockLostError, UnlockableOutputError, holder_record,
+                            is_stale, lock_store, output_lock)
 from pipelines.storage import filesystem_options, use_filesystem_options
 
 NOW = datetime(2026, 10, 1, 12, 0, tzinfo=timezone.utc)
@@ -138,7 +139,11 @@ def test_the_local_lock_is_created_exclusively(tmp_path):
     assert store.replace(b"not-the-version", b"c") is None and store.read() == (b"a", b"a")
 
 
-def test_outputs_without_an_atomic_create_are_not_locked():
-    assert lock_store("gs://bucket/out") is None
-    with output_lock("gs://bucket/out", "r") as lock:
+@pytest.mark.parametrize("out", ["gs://bucket/out", "azfs://account/container/out", "hdfs://namenode/out"])
+def test_an_output_that_cannot_be_locked_is_refused_unless_the_lock_is_waived(out):
+    assert lock_store(out) is None
+    with pytest.raises(UnlockableOutputError, match=rf"^{out} cannot be locked: .* pass --allow-unlocked$"):
+        with output_lock(out, "r"):
+            pytest.fail("the block ran without the lock")
+    with output_lock(out, "r", allow_unlocked=True) as lock:
         lock.check()
