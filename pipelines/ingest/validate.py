@@ -142,6 +142,15 @@ def _identifiers(values: dict[str, str] | None) -> str | None:
     return json.dumps(types, ensure_ascii=False, sort_keys=True)
 
 
+def normalised_identifiers(value: object) -> tuple[bool, str | None]:
+    """Whether validation accepts `value` as a row's decoded `identifiers` and, if so, the text the clean row
+    stores (None when it names none)."""
+    try:
+        return True, _identifiers(_identifier_values({"identifiers": value}))
+    except _Reject:
+        return False, None
+
+
 def _timestamp(record: dict, field: str, default_tz: tzinfo) -> datetime:
     try:
         value = parse_timestamp(record[field], default_tz)

@@ -17,9 +17,10 @@ which gives its exact rejection or its exact clean row; `reader` merges both in 
 
 Feedback ratings are folded column-wise in numpy (`_fold_ratings`) for both formats: CSV `rating.*` columns
 (`_csv_ratings`) and JSON Lines ratings objects of the plain form, parsed by `pyarrow.json` with a typed schema
-(`_json_ratings`); a ratings object in any other form is left to the reference path. Events' `attributes`, CSV numbers
-and naive timestamps outside UTC are finished in Python, once per distinct value, with the reference functions
-themselves.
+(`_json_ratings`); a ratings object in any other form is left to the reference path. Events' `attributes`, the
+`identifiers` object of both datasets (found in a JSON line by `_identifier_members`, folded from CSV
+`identifier.<type>` cells by `_csv_identifiers`), CSV numbers and naive timestamps outside UTC are finished in
+Python, once per distinct value, with the reference functions themselves.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import pyarrow.csv as pv
 import pyarrow.json as pj
 
 from pipelines.ingest.contract import DIMENSIONS, OUTCOMES, RATING_RANGE, SCORE_RANGES, SERVQUAL_ITEMS
-from pipelines.ingest.validate import parse_timestamp
+from pipelines.ingest.validate import normalised_identifiers, parse_timestamp
 
 # The characters Python's str.strip() removes (str.isspace()); tests/ingest/test_vectorised.py checks the list.
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
@@ -64,22 +65,22 @@ class Spec:
 
     @property
     def fields(self) -> list[str]:
-        """Every contract field the checks read (`identifiers` only for its absence: see SLOW_FIELD)."""
+        """Every contract field the checks read."""
         coded = ["channel", "outcome"] if self.outcome else ["channel"]
         return [self.timestamp, *self.required, *coded, *self.optional, self.text, *self.numbers, *self.scores, self.obj,
-                SLOW_FIELD]
+                IDENTIFIERS]
 
     @property
     def json_schema(self) -> pa.Schema:
         """The explicit `pyarrow.json` schema: numbers float64, the objects empty structs (the object field's text
         is taken from the line), everything else string."""
         numeric = {*self.numbers, *self.scores}
-        return pa.schema([(f, pa.float64() if f in numeric else pa.struct([]) if f in (self.obj, SLOW_FIELD)
+        return pa.schema([(f, pa.float64() if f in numeric else pa.struct([]) if f in (self.obj, IDENTIFIERS)
                            else pa.string()) for f in self.fields])
 
 
-# Rows that carry identifiers (an `identifiers` object, CSV `identifier.<type>` cells) take the reference path.
-SLOW_FIELD, SLOW_PREFIX = "identifiers", "identifier."
+# The identifiers object: JSON text in the cells of every front end, normalised by `canonical_identifiers`.
+IDENTIFIERS, IDENTIFIER_PREFIX = "identifiers", "identifier."
 
 
 SPECS = {
@@ -247,6 +248,20 @@ def canonical_object(text: str) -> str | None:
     return canonical
 
 
+def canonical_identifiers(text: str) -> str | None:
+    """The identifiers object `text` as validate.py stores it, '' when it names none; None when it is not an object
+    that validation accepts (the reference path gives its rejection)."""
+    value = json_object(text)
+    valid, canonical = normalised_identifiers(value) if value is not None else (False, None)
+    if not valid:
+        return None
+    try:
+        (canonical or "").encode("utf-8")  # a lone surrogate: left to the reference path
+    except UnicodeEncodeError:
+        return None
+    return canonical or ""
+
+
 # The plain JSON form of a ratings object, read by `pyarrow.json` (`_json_ratings`): canonical keys (Q1..Q22 and the
 # dimensions, as written in the contract) each with a number or an object of an expectation and/or perception number;
 # JSON whitespace but CR (Arrow ends a line at a bare CR), no strings, nulls, escapes or other keys.
@@ -325,10 +340,14 @@ def check(dataset: str, cells: Cells, channels, default_tz: tzinfo, schema: pa.S
     number_ok, numbers = _numbers(spec, cells.columns)
     ts_ok, out[spec.timestamp] = _timestamps(spec, cells.columns, default_tz, schema.field(spec.timestamp).type)
     out.update(numbers)
-    carried = cells.columns.get(SLOW_FIELD)  # None: a front end that never maps identifiers
-    ok = np.logical_and.reduce([cells.ok, ts_ok, *string_ok, *number_ok,
-                                np.ones(len(cells.ok), bool) if carried is None else _mask(pc.is_null(carried))])
-    out[SLOW_FIELD] = pa.nulls(len(ok), pa.string())
+    ok = np.logical_and.reduce([cells.ok, ts_ok, *string_ok, *number_ok])
+    carried = cells.columns.get(IDENTIFIERS)  # None: a front end that never maps identifiers
+    if carried is None:
+        out[IDENTIFIERS] = pa.nulls(len(ok), pa.string())
+    else:
+        canonical = _per_distinct(carried, canonical_identifiers, pa.string())
+        ok &= _mask(pc.or_(pc.is_null(carried), pc.is_valid(canonical)))
+        out[IDENTIFIERS] = pc.if_else(pc.equal(canonical, ""), _NULL, canonical)
     if spec.obj == "attributes":
         texts = cells.columns["attributes"]
         out["attributes"] = _per_distinct(texts, canonical_object, pa.string())
@@ -492,13 +511,23 @@ class _LineParser:
         self.buffer[start:end - (self.buffer[end - 1] == 10)] = 32
 
 
+# The top-level identifiers member of a line, when the fast path can find it by its text: the only `"identifiers"`
+# of the line, a flat object (no brace anywhere inside), and no escaped ASCII character anywhere in the line (a key
+# spelled with escapes, `"identifi\u0065rs"`, could be the real one).
+_IDENTIFIERS_KEY, _FLAT_OBJECT = rf'{_WS}"{IDENTIFIERS}"{_WS}:{_WS}', r"\{[^{}]*\}"
+_IDENTIFIERS_MEMBER = rf"[{{,]{_IDENTIFIERS_KEY}(?P<object>{_FLAT_OBJECT})"
+_ASCII_ESCAPE = r"\\u00[0-7]"
+
+
 def jsonl_cells(spec: Spec, block: LineBlock, parsed: np.ndarray, table: pa.Table) -> Cells:
     """The parsed rows of a block as cells; the object field's text is cut from the line after the last
     `"<field>":` that follows `{` or `,` (a real key; spaces and tabs between allowed) up to the line's closing brace. That is the field's value
-    when it is the line's last member; any other cut holds more than one value and `json_object` refuses it."""
-    columns = {f: table.column(f).combine_chunks() for f in spec.fields if f != spec.obj}
+    when it is the line's last member; any other cut holds more than one value and `json_object` refuses it.
+    The identifiers object is found by `_identifier_members` and taken out of the line before that cut."""
+    columns = {f: table.column(f).combine_chunks() for f in spec.fields if f not in (spec.obj, IDENTIFIERS)}
     present = pc.is_valid(table.column(spec.obj))
     lines = block.lines.take(parsed).view(pa.large_string())
+    carried, found, columns[IDENTIFIERS], lines = _identifier_members(lines, table.column(IDENTIFIERS))
     parts = pc.split_pattern(lines, f'"{spec.obj}":', max_splits=1, reverse=True)
     first = parts.offsets.to_numpy()[:-1]
     split = np.diff(parts.offsets.to_numpy()) == 2
@@ -507,7 +536,22 @@ def jsonl_cells(spec: Spec, block: LineBlock, parsed: np.ndarray, table: pa.Tabl
     before = pc.utf8_rtrim(before, " \t")  # `, "<field>":` as json.dumps writes it
     cut = split & _mask(pc.or_(pc.ends_with(before, ","), pc.ends_with(before, "{"))) & _mask(pc.ends_with(value, "}"))
     columns[spec.obj] = pc.if_else(pc.and_(present, cut), pc.utf8_slice_codeunits(value, 0, -1), _NULL)
-    return Cells(_mask(pc.invert(present)) | cut, columns)
+    return Cells((_mask(pc.invert(present)) | cut) & (~carried | found), columns)
+
+
+def _identifier_members(lines: pa.Array, parsed: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array]:
+    """Of the lines whose parse has an identifiers object (`parsed` valid): which they are, those whose member
+    `_IDENTIFIERS_MEMBER` finds (the others are left to the reference path), its object's text, and the lines
+    with a found member that is not the first one taken out (so that the object field can be the last member)."""
+    carried = _mask(pc.is_valid(parsed))
+    if not carried.any():
+        return carried, carried, pa.nulls(len(lines), pa.string()), lines
+    member = pc.struct_field(pc.extract_regex(lines, _IDENTIFIERS_MEMBER), "object")
+    found = carried & _mask(pc.is_valid(member)) & _mask(pc.equal(pc.count_substring(lines, f'"{IDENTIFIERS}"'), 1)) \
+        & ~_mask(pc.match_substring_regex(lines, _ASCII_ESCAPE))
+    taken_out = pc.replace_substring_regex(lines, f",{_IDENTIFIERS_KEY}{_FLAT_OBJECT}", "")
+    return (carried, found, pc.if_else(pa.array(found), member, _NULL).cast(pa.string()),
+            pc.if_else(pa.array(found), taken_out, lines))
 
 
 # One CSV cell in a form that Python's csv module (default dialect) and pyarrow.csv read alike: unquoted without
@@ -565,22 +609,27 @@ def csv_cells(spec: Spec, header: list[str], block: LineBlock, schema: pa.Schema
     numeric = {*spec.numbers, *spec.scores}
     ratings = [i for name, i in column_of.items() if name.startswith("rating.") or name == "ratings"] \
         if spec.obj == "ratings" else []
-    table = read_csv_lines(block, len(header), sorted({*(column_of[f] for f in spec.fields if f in column_of), *ratings}))
+    typed = {name[len(IDENTIFIER_PREFIX):]: i for name, i in column_of.items() if name.startswith(IDENTIFIER_PREFIX)}
+    table = read_csv_lines(block, len(header), sorted({*(column_of[f] for f in spec.fields if f in column_of), *ratings,
+                                                        *typed.values()}))
     n = table.num_rows
 
     def cell(i: int) -> pa.Array:
         return table.column(str(i)).combine_chunks()
 
-    ok, columns = np.full(n, not any(name.startswith(SLOW_PREFIX) for name in header)), {}
+    # an `identifiers` column beside `identifier.<type>` ones: left to the reference path
+    ok, columns = np.full(n, not (typed and IDENTIFIERS in column_of)), {}
     for field in spec.fields:
         if field == "ratings":
             continue  # folded by `_csv_ratings`
-        if field not in column_of:
+        if field == IDENTIFIERS and typed:
+            columns[field] = _csv_identifiers({kind: cell(i) for kind, i in typed.items()})
+        elif field not in column_of:
             columns[field] = pa.nulls(n, pa.float64() if field in numeric else pa.string())
         elif field in numeric:
             blank, columns[field] = _csv_numbers(cell(column_of[field]))
             ok &= blank | _mask(pc.is_valid(columns[field]))
-        elif field == "attributes":
+        elif field in ("attributes", IDENTIFIERS):
             values = cell(column_of[field])
             columns[field] = pc.if_else(pc.equal(pc.binary_length(pc.utf8_trim(values, WHITESPACE)), 0), _NULL, values)
         else:
@@ -589,6 +638,14 @@ def csv_cells(spec: Spec, header: list[str], block: LineBlock, schema: pa.Schema
         return Cells(ok, columns)
     ratings_ok, folded = _csv_ratings(column_of, lambda i: _csv_numbers(cell(i)), n, schema.field("ratings").type)
     return Cells(ok & ratings_ok, columns, folded)
+
+
+def _csv_identifiers(cells: dict[str, pa.Array]) -> pa.Array:
+    """`identifier.<type>` cells (type -> column) folded as `unflatten_csv_row` folds them: per row, the JSON object
+    text of its non-blank cells, null when all are blank."""
+    kinds, columns = list(cells), [column.to_pylist() for column in cells.values()]
+    objects = ({kind: value for kind, value in zip(kinds, row) if value.strip()} for row in zip(*columns))
+    return pa.array([json.dumps(found) if found else None for found in objects], pa.string())
 
 
 def _float(text: str) -> float | None:

@@ -516,3 +516,100 @@ def test_csv_long_cells(tmp_path):
         assert 2 in fast_line_nos(path, "events")  # the long cell by the vectorised path
     finally:
         csv.field_size_limit(limit)
+
+
+# --- identifiers (issue 18): the fast path normalises them as validate.py does ---------------------------------------
+# (identifiers, attributes, whether the row takes the fast path)
+JSONL_IDENTIFIERS = [
+    ({"device_id": "d-7781", "Phone": " +86 137 0629 0800 "}, None, True),  # type lower-cased, value stripped
+    ({"email": " ", "card": None}, None, True),  # blank and null values dropped: no identifiers
+    ({}, {"b": 1, "a": [1, 2]}, True),  # with attributes before or after it: both objects read
+    ({"账号": "6222-01"}, None, False), ({"customer_id": "c9"}, None, False),  # types the contract refuses
+    ({"phone": "1", "PHONE": "2"}, None, False), ({"phone": 13706290800}, None, False),  # twice; not a string
+    ({"phone": "a \ud800 b"}, None, False),  # a lone surrogate
+    ("d-7781", None, False), ([1], None, False),  # not an object
+]
+
+
+def identifier_lines() -> list[str]:
+    lines = []
+    for i, (identifiers, attributes, _) in enumerate(JSONL_IDENTIFIERS):
+        row = ev(event_id=f"i{i}", identifiers=identifiers)
+        if attributes is not None:
+            row = {**row, "attributes": attributes}  # after identifiers
+            lines.append(json.dumps({**ev(event_id=f"a{i}"), "attributes": attributes, "identifiers": identifiers}))
+            lines.append(json.dumps({"attributes": attributes, **ev(event_id=f"b{i}", identifiers=identifiers)}))
+        lines.append(json.dumps(row, ensure_ascii=False) if i != 7 else json.dumps(row))
+    return lines
+
+
+def test_jsonl_identifiers(tmp_path):
+    """Rows with identifiers take the vectorised path (issue 18: they used to go row by row) and give exactly the
+    reference path's rows and rejections; `identifiers` null (or absent) costs nothing."""
+    lines = identifier_lines() + [json.dumps(ev(event_id="null", identifiers=None)), json.dumps(ev(event_id="plain"))]
+    path = write_lines(tmp_path / "ids.jsonl", ["{}"] + lines, invalid_utf8=False)  # the first line never counts
+    valid, rejected = read_all(path, "events")
+    assert {r["event_id"]: r["identifiers"] for r in valid} == {
+        "i0": '{"device_id": "d-7781", "phone": "+86 137 0629 0800"}', "i1": None, "a2": None, "b2": None, "i2": None,
+        "null": None, "plain": None}
+    assert {r["event_id"]: r["attributes"] for r in valid if r["attributes"]} == {
+        "a2": '{"a": [1, 2], "b": 1}', "b2": '{"a": [1, 2], "b": 1}', "i2": '{"a": [1, 2], "b": 1}'}
+    assert sorted((r["record_id"], r["error_kind"], r["error_field"]) for r in rejected if r["record_id"]) == [
+        ("i3", "out_of_range", "identifiers.账号"), ("i4", "out_of_range", "identifiers.customer_id"),
+        ("i5", "out_of_range", "identifiers.PHONE"), ("i6", "wrong_type", "identifiers.phone"),
+        ("i8", "wrong_type", "identifiers"), ("i9", "wrong_type", "identifiers")]
+    assert [r["error_kind"] for r in rejected if not r["record_id"]] == ["missing_required_field", "unparseable_line"]
+    fast = {json.loads(lines[n - 2])["event_id"] for n in fast_jsonl_line_nos(path, "events")}
+    assert fast == {"i0", "i1", "a2", "i2", "null", "plain"}  # b2: its attributes are not the last member
+
+
+def test_csv_identifier_columns(tmp_path):
+    """`identifier.<type>` columns are folded on the vectorised path as `unflatten_csv_row` folds them."""
+    path = tmp_path / "ids.csv"
+    path.write_text("event_id,occurred_at,customer_id,channel,touchpoint,identifier.device_id,identifier.Phone\n"
+                    "e1,2026-10-01T09:00:00Z,c1,app,login,d-7781, +86 137 0629 0800 \n"
+                    "e2,2026-10-01T09:05:00Z,c1,app,login,,\n"
+                    "e3,2026-10-01T09:06:00Z,c1,app,login,d-2,\n", encoding="utf-8")
+    valid, rejected = read_all(path, "events")
+    assert [(r["event_id"], r["identifiers"]) for r in valid] == [
+        ("e1", '{"device_id": "d-7781", "phone": "+86 137 0629 0800"}'), ("e2", None), ("e3", '{"device_id": "d-2"}')]
+    assert rejected == [] and fast_line_nos(path, "events") == [2, 3, 4]
+
+
+@pytest.mark.parametrize("header, cells, fast", [
+    ("identifier.phone,identifier.PHONE", "1,2", False),  # one type twice: rejected by the reference
+    ("identifier.phone,identifiers", '1,"{""email"": ""a@b.c""}"', False),  # both forms: the reference decides
+    ("identifiers", '"{""Email"": ""a@b.c""}"', True), ("identifiers", " ", True),
+])
+def test_csv_identifier_headers(tmp_path, header, cells, fast):
+    path = tmp_path / "ids.csv"
+    path.write_text(f"event_id,occurred_at,customer_id,channel,touchpoint,{header}\n"
+                    f"e1,2026-10-01T09:00:00Z,c1,app,login,{cells}\n", encoding="utf-8")
+    read_all(path, "events")
+    assert fast_line_nos(path, "events") == ([2] if fast else [])
+
+
+def test_jsonl_identifiers_the_fast_path_cannot_find_go_to_the_reference_path(tmp_path):
+    """The identifiers object is found by its text only where that is certain; every other form is read row by
+    row, with the reference path's outcome."""
+    base = json.dumps(ev(event_id="x"))[:-1]
+    lines = [
+        "{}",
+        base.replace('"x"', '"first"').replace('{', '{"identifiers": {"device_id": "d-1"}, ', 1)
+        + ', "attributes": {"a": 1}}',  # the first member; attributes last: fast
+        base.replace('"x"', '"escaped"') + ', "identifi\\u0065rs": {"device_id": "d-2"}, '
+        '"attributes": {"identifiers": {"device_id": "nested"}}}',  # the real key is escaped, a nested one is not
+        base.replace('"x"', '"brace"') + ', "identifiers": {"device_id": "d-}3"}}',  # a brace inside a value
+        base.replace('"x"', '"twice"') + ', "identifiers": {"device_id": "d-4"}, "identifiers": {"device_id": "d-5"}}',
+        base.replace('"x"', '"value"').replace('"greeting"', '"identifiers"') + ', "identifiers": {"device_id": "d-6"}}',
+        base.replace('"x"', '"escaped-value"') + ', "identifiers": {"device_id": "d-\\u0037"}}',  # \\u0037 is "7"
+        base.replace('"x"', '"cr"') + ', "identifiers":\r{"device_id": "d-8"}}',
+    ]
+    path = write_lines(tmp_path / "ids.jsonl", lines, invalid_utf8=False)
+    valid, rejected = read_all(path, "events")
+    assert {r["event_id"]: r["identifiers"] for r in valid} == {
+        "first": '{"device_id": "d-1"}', "escaped": '{"device_id": "d-2"}', "brace": '{"device_id": "d-}3"}',
+        "twice": '{"device_id": "d-5"}', "value": '{"device_id": "d-6"}', "escaped-value": '{"device_id": "d-7"}',
+        "cr": '{"device_id": "d-8"}'}
+    fast = {json.loads(lines[n - 1])["event_id"] for n in fast_jsonl_line_nos(path, "events")}
+    assert fast == {"first"}
