@@ -104,8 +104,8 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="First day of a backfill window (YYYY-MM-DD).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Last day of a backfill window (YYYY-MM-DD).")] = None,
     lookback_days: Annotated[int, typer.Option(help="Days before the window that are rebuilt too (late data).")] = 3,
-    buckets: Annotated[Optional[int], typer.Option(help="Hash buckets of the shuffles [default: one per 10 MiB of "
-                       "input, at least 16].")] = None,
+    buckets: Annotated[Optional[int], typer.Option(help="Hash buckets of the shuffles [default: the square root of "
+                       "the input's size in MiB, at least 16].")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the quality checkpoint after the run.")] = False,
     allow_unlocked: Annotated[bool, typer.Option("--allow-unlocked", help="Run on an output that cannot be locked "
                               "(gs://, azfs://, hdfs://: no atomic create), when the scheduler runs one job per "

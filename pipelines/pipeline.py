@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
@@ -158,7 +159,6 @@ def _window_label(config: RunConfig) -> str:
     return str(config.start) if config.start == config.end else f"{config.start}_{config.end}"
 
 
-BUCKET_INPUT_BYTES = 10 * 2**20  # input bytes per hash bucket when the config does not set `buckets`
 MIN_BUCKETS, MAX_BUCKETS = 16, 1024
 
 
@@ -167,13 +167,17 @@ def input_bytes(inputs: dict[str, list[InputFile]]) -> int:
 
 
 def auto_buckets(input_bytes: int) -> int:
-    """Hash buckets for an input of this size: one per 10 MiB (about 75k events), at least 16, at most 1024,
-    so the rows of one bucket (what a dedup or stitching step holds in memory) stay about the same size.
+    """Hash buckets for an input of this size: the square root of its size in MiB, at least 16, at most 1024.
 
-    >>> auto_buckets(128 * 2**20), auto_buckets(1300 * 2**20)
-    (16, 130)
+    Both costs of a shuffle then grow as the square root of the input: the rows of one bucket (what a dedup or
+    stitching step holds in memory) and the segments each consumer opens, one per producer, so that the
+    producers x consumers segments of a stage grow linearly (one bucket per 10 MiB made them grow with the
+    square of the input: at 10M events, 298 buckets and ~89,000 segments per stage; docs/performance.md).
+
+    >>> auto_buckets(128 * 2**20), auto_buckets(3000 * 2**20), auto_buckets(9000 * 2**20)
+    (16, 55, 95)
     """
-    return max(MIN_BUCKETS, min(MAX_BUCKETS, -(-input_bytes // BUCKET_INPUT_BYTES)))
+    return max(MIN_BUCKETS, min(MAX_BUCKETS, math.ceil(math.sqrt(input_bytes / 2**20))))
 
 
 def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:

@@ -187,6 +187,7 @@ def test_a_jsonl_file_read_in_parts_gives_the_same_tables(finished, tmp_path, pu
     assert published_rows(tmp_path) == published_rows(out)
     assert (parts["events"], parts["feedback"]) == (summary["events"], summary["feedback"])
 
-@pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (160, 16), (161, 17), (1300, 130), (10**6, 1024)])
-def test_buckets_grow_with_the_input_so_a_bucket_stays_about_10_mib(size_mib, buckets):
+@pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (256, 16), (257, 17), (3000, 55), (9000, 95),
+                                                   (2**20, 1024), (2**21, 1024)])
+def test_buckets_grow_with_the_square_root_of_the_input(size_mib, buckets):
     assert auto_buckets(size_mib * 2**20) == buckets
