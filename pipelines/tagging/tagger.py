@@ -1,6 +1,8 @@
 """The Tagger: a playbook compiled once (per Beam worker) and applied to Arrow batches."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +20,11 @@ def _clean_text(value: str | None) -> str | None:
     return value if value and value.strip() else None
 
 
+# Tags of distinct moments a worker keeps (~6 KB each with their evidence: ~100 MB); 65,536 of them held ~400 MB per
+# worker at 10M events (docs/performance.md).
+TAG_CACHE_ENTRIES = 16_384
+
+
 class Tagger:
     """A playbook compiled for tagging; build once per worker and reuse across batches."""
 
@@ -26,7 +33,7 @@ class Tagger:
         self.lexicon = Lexicon(playbook)
         self.dimension_models = load_models(playbook, "dimensions")  # lang -> (model, settings); read once per process
         self.mot_models = load_models(playbook, "mot_steps")
-        self._seen: dict[tuple, MomentTags] = {}  # (touchpoint, text, wait bucket) or ("comment", text) -> tags
+        self._seen: OrderedDict[tuple, MomentTags] = OrderedDict()  # (touchpoint, text, wait bucket) or ("comment", text)
 
     def tag_moment(self, touchpoint: str | None, text: str | None, wait_s: float | None,
                    use_model: bool = True) -> MomentTags:
@@ -57,12 +64,15 @@ class Tagger:
         return self._remember(("comment", text), lambda: self.tag_comment(text))
 
     def _remember(self, key: tuple, compute) -> MomentTags:
-        # remembered across batches (stock phrases and rows without text repeat); bounded, cleared when full
+        """Tags remembered across batches (stock phrases and rows without text repeat): the TAG_CACHE_ENTRIES
+        used last, so one-off texts (a customer's own number) do not push out the phrases that repeat."""
         cached = self._seen.get(key)
         if cached is None:
-            if len(self._seen) >= 65_536:
-                self._seen.clear()
             cached = self._seen[key] = compute()
+            if len(self._seen) > TAG_CACHE_ENTRIES:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(key)
         return cached
 
     def tag_events(self, table: pa.Table) -> dict[str, pa.Array]:

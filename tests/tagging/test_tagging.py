@@ -410,3 +410,20 @@ def test_dev_macro_f1_beats_keyword_baseline(lang):
     macro, per_dimension = macro_f1(lang)
     print(f"{lang} macro-F1 {macro:.3f} {per_dimension}")
     assert macro >= BASELINE_MACRO_F1[lang], per_dimension
+
+
+def test_the_tag_cache_keeps_the_phrases_that_repeat_and_stays_bounded(monkeypatch):
+    """One-off texts (a customer's own number) push out the least recently used tags only: a stock phrase used
+    between them stays, and the cache never holds more than TAG_CACHE_ENTRIES."""
+    from pipelines.tagging import tagger as tagger_module
+
+    monkeypatch.setattr(tagger_module, "TAG_CACHE_ENTRIES", 3)
+    tagger = Tagger(load_playbook("bank_branch"))
+    phrase = "您好，欢迎光临，请问办理什么业务？"
+    expected = tagger.tag_moment("greeting", phrase, 30)
+    for n in range(10):
+        tagger.tag_moment("greeting", f"my number is 13706290{n:03d}", 30)
+        assert tagger.tag_moment("greeting", phrase, 30) is expected  # remembered, not tagged again
+        assert len(tagger._seen) <= 3
+    assert [key[1] for key in tagger._seen] == ["my number is 13706290008", "my number is 13706290009", phrase]
+    assert Tagger(load_playbook("bank_branch")).tag_moment("greeting", phrase, 30) == expected
