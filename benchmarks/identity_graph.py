@@ -31,11 +31,13 @@ import pyarrow.parquet as pq
 from benchmarks.bench import git_commit, machine, measure
 from pipelines.dedup import node_buckets, split_by_ids
 from pipelines.identity.identifiers import LINK_SCHEMA, nodes_of
+from pipelines.pipeline import auto_buckets
 from pipelines.spill import SpillWriter
 
 EVENTS_PER_CUSTOMER = 5
 CUSTOMERS_PER_TABLET = 40  # a shared tablet is seen with dozens of customer ids (max_customers of device_id: 5)
 CHUNK_CUSTOMERS = 200_000
+EVENT_BYTES = 300  # input bytes per event of the production shape (`motpipe sample --shape production`)
 DAY = "2026-10-01"
 RESULTS = Path(__file__).parent / "results"
 
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds_only:
         print(json.dumps({"events": args.events, "unsettled_edges_after_rounds": unsettled_by_rounds(truth(args.events))}))
         return 0
-    buckets = args.buckets or max(16, min(1024, args.events // 75_000))  # pipeline.auto_buckets: ~75k events each
+    buckets = args.buckets or auto_buckets(args.events * EVENT_BYTES)  # as a run of that many events would choose
     root = args.work or Path(tempfile.mkdtemp(prefix="motpipe-identity-bench-"))
     try:
         (root / "work").mkdir(parents=True, exist_ok=True)
