@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import tempfile
 import time
 from datetime import timezone
 from pathlib import Path
 
+from benchmarks.bench import git_commit
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.ingest.reader import read_validated, read_validated_reference
 from pipelines.sample import generate_sample
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"valid rows differ between the readers: {valid}")
         return 1
     best = {name: {r: min(t) for r, t in by_reader.items()} for name, by_reader in times.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     result = {"rows": args.rows, "repeats": args.repeats, "commit": commit, "seconds": times, "best": best,
               "valid_rows": {name: counts["vectorised"] for name, counts in valid.items()}}
     Path(args.results).mkdir(parents=True, exist_ok=True)

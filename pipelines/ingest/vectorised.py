@@ -235,17 +235,19 @@ def json_object(text: str) -> dict | None:
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
+def _utf8(text: str) -> str | None:
+    """`text`, or None when it holds a lone surrogate (no UTF-8: left to the reference path)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
 def canonical_object(text: str) -> str | None:
     """The JSON object `text` as validate.py stores it (keys sorted), None when it is not an object."""
     value = json_object(text)
-    if value is None:
-        return None
-    canonical = _CANONICAL(value)
-    try:
-        canonical.encode("utf-8")  # a lone surrogate: left to the reference path
-    except UnicodeEncodeError:
-        return None
-    return canonical
+    return None if value is None else _utf8(_CANONICAL(value))
 
 
 def canonical_identifiers(text: str) -> str | None:
@@ -253,13 +255,7 @@ def canonical_identifiers(text: str) -> str | None:
     that validation accepts (the reference path gives its rejection)."""
     value = json_object(text)
     valid, canonical = normalised_identifiers(value) if value is not None else (False, None)
-    if not valid:
-        return None
-    try:
-        (canonical or "").encode("utf-8")  # a lone surrogate: left to the reference path
-    except UnicodeEncodeError:
-        return None
-    return canonical or ""
+    return _utf8(canonical or "") if valid else None
 
 
 # The plain JSON form of a ratings object, read by `pyarrow.json` (`_json_ratings`): canonical keys (Q1..Q22 and the
