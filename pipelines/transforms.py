@@ -36,7 +36,7 @@ from pipelines.playbook import Playbook, load_playbook
 from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.storage import use_filesystem_options
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends, with_visit_ends
-from pipelines.tagging import Tagger
+from pipelines.tagging.tagger import shared_tagger
 from pipelines.ingest.validate import ID_FIELDS, TIME_FIELDS
 from schemas.tables import SCHEMA_VERSION, table_schema
 
@@ -160,7 +160,7 @@ class Enricher:
     def __init__(self, dataset: str, config: RunConfig):
         self.dataset, self.config = dataset, config
         self.playbook = load_playbook(config.playbook)
-        self.tagger = Tagger(self.playbook)
+        self.tagger = shared_tagger(self.playbook)
         self.redaction = redaction(config, self.playbook)
         self.mapped = pa.array(sorted(code for code, rule in self.playbook.touchpoints.items() if rule.mot_step), pa.string())
 

@@ -38,8 +38,11 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from pipelines.tagging.lang import EN_TOKEN, Segmenter, fold_en
+from pipelines.tagging.types import RecentCache
 
 FORMAT = "motpipe-linear-text-model/1"
+TEXT_IDS_ENTRIES = 8_192  # texts whose vocabulary ids a model remembers (a few hundred bytes each)
+_NO_IDS = np.zeros(0, dtype=np.int32)
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
@@ -133,6 +136,7 @@ class LinearTextModel:
     weights: np.ndarray | None = None      # [n_features, n_labels] float32
     intercepts: np.ndarray | None = None   # [n_labels] float32
     _word_ids: dict = field(default_factory=dict, repr=False, compare=False)
+    _text_ids: RecentCache = field(default_factory=lambda: RecentCache(TEXT_IDS_ENTRIES), repr=False, compare=False)
 
     # --- fit (scikit-learn) --------------------------------------------------------------------
     def fit(self, texts: Sequence[str | None], label_sets: Sequence[Iterable[str]],
@@ -217,30 +221,35 @@ class LinearTextModel:
         ids = np.array(sorted(first), dtype=np.int64)
         return ids, first, (1.0 / math.sqrt(len(ids)) if len(ids) else 0.0)
 
-    def _ids(self, text: str | None, extra: Extra | None) -> list[int]:
-        """The vocabulary ids of `featurize(text)` (what `_terms` finds, without spans); an English word's
-        n-gram ids are kept per model."""
+    def _ids(self, text: str | None, extra: Extra | None) -> np.ndarray:
+        """The vocabulary ids of `featurize(text, extra)` (what `_terms` finds, without spans), sorted; a text's
+        own ids are remembered for its next extras (the rules' features differ by touchpoint, the text's do not),
+        an English word's n-gram ids are kept per model."""
+        ids = self._text_ids.get(text, lambda: self._own_ids(text)) if text else _NO_IDS
+        vocab = self.vocabulary
+        extra_ids = [vocab[e[0]] for e in extra or () if e[0] in vocab]
+        return np.union1d(ids, extra_ids) if extra_ids else ids
+
+    def _own_ids(self, text: str) -> np.ndarray:
         vocab, found, cache = self.vocabulary, set(), self._word_ids
-        if text:
-            en, words, runs = _words(text)
-            for word, _, _ in en:
-                ids = cache.get(word)
-                if ids is None:
-                    if len(cache) >= 200_000:
-                        cache.clear()
-                    ids = cache[word] = tuple(vocab[g[0]] for g in _word_grams_cached(word, *self.settings.char_en)
-                                              if g[0] in vocab)
-                found.update(ids)
-            for chars, _ in runs:
-                found.update(vocab[g[0]] for g in _grams(chars, *self.settings.char_zh) if g[0] in vocab)
-            found.update(vocab[g[0]] for g in _word_ngrams(words, self.settings.word_ngrams) if g[0] in vocab)
-        found.update(vocab[e[0]] for e in extra or () if e[0] in vocab)
-        return sorted(found)
+        en, words, runs = _words(text)
+        for word, _, _ in en:
+            ids = cache.get(word)
+            if ids is None:
+                if len(cache) >= 200_000:
+                    cache.clear()
+                ids = cache[word] = tuple(vocab[g[0]] for g in _word_grams_cached(word, *self.settings.char_en)
+                                          if g[0] in vocab)
+            found.update(ids)
+        for chars, _ in runs:
+            found.update(vocab[g[0]] for g in _grams(chars, *self.settings.char_zh) if g[0] in vocab)
+        found.update(vocab[g[0]] for g in _word_ngrams(words, self.settings.word_ngrams) if g[0] in vocab)
+        return np.array(sorted(found), dtype=np.int32)
 
     def decision(self, text: str | None, extra: Extra | None = None) -> np.ndarray:
         ids = self._ids(text, extra)
-        value = 1.0 / math.sqrt(len(ids)) if ids else 0.0
-        return self.intercepts + self.weights[np.array(ids, dtype=np.int64)].sum(axis=0) * value
+        value = 1.0 / math.sqrt(len(ids)) if len(ids) else 0.0
+        return self.intercepts + self.weights[ids].sum(axis=0) * value
 
     def predict_proba(self, texts: Sequence[str | None], extras: Sequence[Extra | None] | None = None) -> np.ndarray:
         if not len(texts):

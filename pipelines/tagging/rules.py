@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 
 from pipelines.ingest.contract import DIMENSIONS
 from pipelines.playbook import Playbook
@@ -245,8 +246,9 @@ def primary_step(steps: dict[int, tuple[int, Hit]]) -> int:
 
 # --- one row -------------------------------------------------------------------------------------
 def tag(lexicon: Lexicon, touchpoint: str | None, text: str | None, bucket: str | None, text_field: str,
-        moment: bool) -> MomentTags:
-    """Tag one row; `moment=False` (comments) skips the MOT step and the ABC facet."""
+        moment: bool, analysis: Callable[[str], tuple] | None = None) -> MomentTags:
+    """Tag one row; `moment=False` (comments) skips the MOT step and the ABC facet. `analysis`: `analyse` of the
+    lexicon for a text, if the caller remembers it (the Tagger does: a text comes with many touchpoints)."""
     playbook = lexicon.playbook
     rule = playbook.touchpoints.get(touchpoint) if touchpoint is not None else None
     evidence: list[dict] = []
@@ -272,7 +274,7 @@ def tag(lexicon: Lexicon, touchpoint: str | None, text: str | None, bucket: str 
 
     contrast_at = None
     if text:
-        families, words, contrast = analyse(lexicon, text)
+        families, words, contrast = analysis(text) if analysis else analyse(lexicon, text)
         contrast_at = max((c.start for c in contrast), default=None)
         if moment and step is None and families["mot_step"] and not playbook.mot_text.customer_speech(touchpoint, rule):
             steps = step_cues(families["mot_step"])

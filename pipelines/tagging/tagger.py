@@ -1,7 +1,7 @@
 """The Tagger: a playbook compiled once (per Beam worker) and applied to Arrow batches."""
 from __future__ import annotations
 
-from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -11,8 +11,8 @@ from pipelines.ingest.contract import MOT_STEPS
 from pipelines.playbook import Playbook
 from pipelines.tagging.learned import load_models, with_dimension_model, with_mot_model
 from pipelines.tagging.lexicon import Lexicon
-from pipelines.tagging.rules import tag, wait_bucket
-from pipelines.tagging.types import MomentTags
+from pipelines.tagging.rules import analyse, tag, wait_bucket
+from pipelines.tagging.types import MomentTags, RecentCache
 from schemas.tables import EVIDENCE, PZB_TAG
 
 
@@ -20,20 +20,27 @@ def _clean_text(value: str | None) -> str | None:
     return value if value and value.strip() else None
 
 
-# Tags of distinct moments a worker keeps (~6 KB each with their evidence: ~100 MB); 65,536 of them held ~400 MB per
-# worker at 10M events (docs/performance.md).
-TAG_CACHE_ENTRIES = 16_384
+# Tags of distinct moments a worker keeps: ~1.2 KB each, their PZB tags and evidence rows shared (`_shared`; as
+# separate dicts an entry took ~5 KB, and 65,536 of them ~400 MB per worker at 10M events; docs/performance.md).
+TAG_CACHE_ENTRIES = 65_536
+# Cue analyses of distinct texts a worker keeps (~6 KB each): a text comes with several touchpoints and wait buckets
+# (1M production events: 6,981 texts in 28,720 moments), and its analysis (jieba, the automatons) is most of the work
+# of tagging a moment.
+TEXT_CACHE_ENTRIES = 4_096
+SHARED_ROWS = 65_536  # distinct PZB tag and evidence rows held for sharing (1,075 in 1M production events)
 
 
 class Tagger:
-    """A playbook compiled for tagging; build once per worker and reuse across batches."""
+    """A playbook compiled for tagging; build once per worker (`shared_tagger`) and reuse across batches."""
 
     def __init__(self, playbook: Playbook):
         self.playbook = playbook
         self.lexicon = Lexicon(playbook)
         self.dimension_models = load_models(playbook, "dimensions")  # lang -> (model, settings); read once per process
         self.mot_models = load_models(playbook, "mot_steps")
-        self._seen: OrderedDict[tuple, MomentTags] = OrderedDict()  # (touchpoint, text, wait bucket) or ("comment", text)
+        self._seen: RecentCache[MomentTags] = RecentCache(TAG_CACHE_ENTRIES)  # (touchpoint, text, bucket) or ("comment", text)
+        self._analyses: RecentCache[tuple] = RecentCache(TEXT_CACHE_ENTRIES)
+        self._rows: RecentCache[dict] = RecentCache(SHARED_ROWS)  # pzb tag / evidence row values -> one dict
 
     def tag_moment(self, touchpoint: str | None, text: str | None, wait_s: float | None,
                    use_model: bool = True) -> MomentTags:
@@ -53,9 +60,12 @@ class Tagger:
     def _moment(self, touchpoint: str | None, text: str | None, bucket: str | None) -> MomentTags:
         return self._remember((touchpoint, text, bucket), lambda: self._joined(touchpoint, text, bucket))
 
+    def _analysis(self, text: str) -> tuple:
+        return self._analyses.get(text, lambda: analyse(self.lexicon, text))
+
     def _joined(self, touchpoint: str | None, text: str | None, bucket: str | None) -> MomentTags:
-        tags = with_dimension_model(tag(self.lexicon, touchpoint, text, bucket, "text", moment=True), text, "text",
-                                    self.dimension_models)
+        tags = with_dimension_model(tag(self.lexicon, touchpoint, text, bucket, "text", moment=True,
+                                        analysis=self._analysis), text, "text", self.dimension_models)
         if self.mot_models and not self.playbook.mot_text.customer_speech(touchpoint, self.playbook.touchpoints.get(touchpoint)):
             tags = with_mot_model(tags, text, "text", self.mot_models)
         return tags
@@ -66,14 +76,15 @@ class Tagger:
     def _remember(self, key: tuple, compute) -> MomentTags:
         """Tags remembered across batches (stock phrases and rows without text repeat): the TAG_CACHE_ENTRIES
         used last, so one-off texts (a customer's own number) do not push out the phrases that repeat."""
-        cached = self._seen.get(key)
-        if cached is None:
-            cached = self._seen[key] = compute()
-            if len(self._seen) > TAG_CACHE_ENTRIES:
-                self._seen.popitem(last=False)
-        else:
-            self._seen.move_to_end(key)
-        return cached
+        return self._seen.get(key, lambda: self._shared(compute()))
+
+    def _shared(self, tags: MomentTags) -> MomentTags:
+        """The tags with each PZB tag and evidence row replaced by an equal one already held: the moments of one
+        text, or of one touchpoint, repeat the same rows, and a cached moment then costs its lists, not their rows."""
+        def share(row: dict) -> dict:
+            return self._rows.get(tuple(row.values()), lambda: row)
+
+        return replace(tags, pzb_tags=[share(t) for t in tags.pzb_tags], evidence=[share(e) for e in tags.evidence])
 
     def tag_events(self, table: pa.Table) -> dict[str, pa.Array]:
         """Tag columns for an events batch (reads touchpoint, text, wait_s; a missing column counts as null).
@@ -131,3 +142,12 @@ def _common_columns(tags: list[MomentTags], take: pa.Array) -> dict[str, pa.Arra
         "polarity": pa.array([t.polarity for t in tags], pa.string()).take(take),
         "evidence": pa.array([t.evidence for t in tags], pa.list_(EVIDENCE)).take(take),
     }
+
+
+_TAGGERS: RecentCache[Tagger] = RecentCache(4)
+
+
+def shared_tagger(playbook: Playbook) -> Tagger:
+    """The process's Tagger of a playbook with this content: a Beam worker's events and feedback steps share one
+    (its lexicon, jieba dictionary copy and caches: ~1.4 s of CPU and ~40 MB to build)."""
+    return _TAGGERS.get(playbook.model_dump_json(), lambda: Tagger(playbook))

@@ -427,3 +427,43 @@ def test_the_tag_cache_keeps_the_phrases_that_repeat_and_stays_bounded(monkeypat
         assert len(tagger._seen) <= 3
     assert [key[1] for key in tagger._seen] == ["my number is 13706290008", "my number is 13706290009", phrase]
     assert Tagger(load_playbook("bank_branch")).tag_moment("greeting", phrase, 30) == expected
+
+
+def test_a_text_is_analysed_once_for_all_its_moments_and_tags_as_without_the_caches(monkeypatch):
+    """The Tagger remembers a text's cue analysis (and its models the text's features) across the touchpoints and
+    wait buckets it comes with; the tags are those of a Tagger that remembers nothing."""
+    from pipelines.tagging import tagger as tagger_module
+    from pipelines.tagging.types import RecentCache
+
+    playbook = load_playbook("bank_branch")
+    analysed = []
+    real_analyse = tagger_module.analyse
+    monkeypatch.setattr(tagger_module, "analyse", lambda lexicon, text: analysed.append(text) or real_analyse(lexicon, text))
+    texts = ["让您久等了，我马上为您办理。", "Sorry to keep you waiting, the clerk was rude 但是很专业", "服务很周到"]
+    moments = [(tp, text, wait) for text in texts for tp in [*sorted(playbook.touchpoints)[:4], None, "unknown"]
+               for wait in (30, 900, None)]
+    remembering = Tagger(playbook)
+    tags = [remembering.tag_moment(*moment) for moment in moments]
+    assert sorted(analysed) == sorted(texts)  # once per text, not once per moment
+    by_moment = dict(zip(moments, tags))
+    short, unknown = by_moment[(None, texts[0], 30)], by_moment[(None, texts[0], None)]
+    text_rows = [e for e in short.evidence if e["field"] == "text"]
+    assert text_rows and all(any(e is f for f in unknown.evidence) for e in text_rows)  # held once, not per moment
+    monkeypatch.setattr(tagger_module, "TAG_CACHE_ENTRIES", 0)
+    monkeypatch.setattr(tagger_module, "TEXT_CACHE_ENTRIES", 0)
+    forgetting = Tagger(playbook)
+    for model, _ in [*forgetting.dimension_models.values(), *forgetting.mot_models.values()]:  # shared by the process
+        monkeypatch.setattr(model, "_text_ids", RecentCache(0))
+    assert [forgetting.tag_moment(*moment) for moment in moments] == tags
+    assert len(forgetting._seen) == len(forgetting._analyses) == 0
+    assert len(analysed) == len(texts) + len(moments)
+
+
+def test_a_process_shares_one_tagger_per_playbook_content(tmp_path):
+    from pipelines.tagging.tagger import shared_tagger
+
+    bank = shared_tagger(load_playbook("bank_branch"))
+    assert shared_tagger(load_playbook("bank_branch")) is bank  # a fresh copy of the same playbook
+    changed = load_playbook("bank_branch").model_copy(update={"version": "changed"})
+    assert shared_tagger(changed) is not bank and shared_tagger(changed).playbook.version == "changed"
+    assert shared_tagger(load_playbook("airline")) is not bank

@@ -95,10 +95,26 @@ def test_explain_spans_occur_in_the_text_and_the_score_is_the_probability(model)
 
 
 def test_the_fast_decision_sees_exactly_the_features_of_featurize(model):
-    for text in ["Payment DECLINED, the waiter was rude", "服务员态度很差 but rude staff", "rude rude RUDE", "", None]:
-        extra = [("rule:assurance:negative", 0, 1), ("ctx:unknown", None, None)]
-        ids, _, _ = model._terms(text, extra)
-        assert model._ids(text, extra) == list(ids)
+    """Also when a text's own ids are remembered and it comes again with other extras (or none)."""
+    extras = [[("rule:assurance:negative", 0, 1), ("ctx:unknown", None, None)], None, [("rule:reliability:negative", 0, 1)]]
+    for extra in extras:
+        for text in ["Payment DECLINED, the waiter was rude", "服务员态度很差 but rude staff", "rude rude RUDE", "", None]:
+            ids, _, _ = model._terms(text, extra)
+            assert model._ids(text, extra).tolist() == ids.tolist()
+    remembered = set(model._text_ids)  # the module's model: other tests' texts are there too
+    assert {"Payment DECLINED, the waiter was rude", "服务员态度很差 but rude staff", "rude rude RUDE"} <= remembered
+    assert not {"", None} & remembered  # no ids to remember
+
+
+def test_a_model_remembers_the_ids_of_the_texts_used_last_only(model, monkeypatch):
+    from pipelines.tagging import linear
+
+    monkeypatch.setattr(linear, "TEXT_IDS_ENTRIES", 2)
+    fresh = linear.LinearTextModel(model.settings, model.labels, model.vocabulary, model.weights, model.intercepts)
+    texts = ["the waiter was rude", "Payment DECLINED", "rude staff", "the waiter was rude"]
+    decisions = [fresh.decision(t).tolist() for t in texts]
+    assert list(fresh._text_ids) == ["rude staff", "the waiter was rude"]
+    assert decisions == [model.decision(t).tolist() for t in texts]
 
 
 def test_training_and_saving_are_deterministic(model, tmp_path):
