@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import RunConfig
-from pipelines.ingest.formats import file_parts
-from pipelines.pipeline import auto_buckets, run
+from pipelines.ingest.formats import WHOLE_FILE, file_checksum, file_parts
+from pipelines.pipeline import auto_buckets, prepare, run
 from pipelines.runs import read_runs
 from schemas.tables import SCHEMA_VERSION, TABLES
 
@@ -186,6 +186,17 @@ def test_a_jsonl_file_read_in_parts_gives_the_same_tables(finished, tmp_path, pu
     parts = run(config)
     assert published_rows(tmp_path) == published_rows(out)
     assert (parts["events"], parts["feedback"]) == (summary["events"], summary["feedback"])
+
+
+def test_prepare_gives_each_input_its_checksum_and_parts(tmp_path):
+    """Checksums are taken in threads while the parts are found: each file gets its own of both."""
+    config, inputs = prepare(fixture_config(tmp_path, part_bytes=400))
+    files = {Path(f.path).name: f for fs in inputs.values() for f in fs}
+    assert sorted(files) == ["events_a.jsonl", "events_b.csv", "feedback.jsonl"]
+    for name, f in files.items():
+        assert f.checksum == file_checksum(f.path) and f.checksum.startswith("sha256:")
+        assert list(f.parts) == file_parts(f.path, 400)
+    assert len(files["events_a.jsonl"].parts) == 4 and files["events_b.csv"].parts == (WHOLE_FILE,)  # CSV: whole
 
 @pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (256, 16), (257, 17), (3000, 55), (9000, 95),
                                                    (2**20, 1024), (2**21, 1024)])

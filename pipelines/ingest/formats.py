@@ -35,6 +35,7 @@ class InputFile:
     size_bytes: int
     checksum: str | None = None  # filled by pipeline.prepare (file_checksum)
     source: int | None = None  # a file of RunConfig.sources[source]; None: a file in the input contract
+    parts: tuple[FilePart, ...] = ()  # the parts it is read in (file_parts), filled by pipeline.prepare
 
 
 @dataclass(frozen=True)
