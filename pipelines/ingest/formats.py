@@ -269,14 +269,22 @@ def file_parts(path: str, part_bytes: int) -> list[FilePart]:
         return [FilePart(number, every=every) for number in range(every)] if every > 1 else [WHOLE_FILE]
     if size <= part_bytes:
         return [WHOLE_FILE]
+    block_bytes = min(8 << 20, part_bytes)
     parts, start, first_line_no, offset, lines = [], 0, 1, 0, 0
-    for block in read_line_blocks(path, min(8 << 20, part_bytes), max_line_bytes=None):  # byte offsets: the file's own
-        end, lines = offset + len(block), lines + block.count(b"\n")
-        if end - start >= part_bytes and end < size:  # blocks end on a line: cut after this one
+    for chunk in _read_guarded(path, lambda handle: handle.read(block_bytes)):
+        lines += _newlines(chunk)
+        last = chunk.rfind(b"\n")
+        end, offset = offset + last + 1, offset + len(chunk)
+        if last >= 0 and end - start >= part_bytes and end < size:  # cut after the chunk's last line
             parts.append(FilePart(len(parts), start, end, first_line_no))
             start, first_line_no = end, lines + 1
-        offset = end
     return [*parts, FilePart(len(parts), start, None, first_line_no)]
+
+
+def _newlines(data: bytes) -> int:
+    """The line breaks in `data`, counted by numpy, which gives up the GIL (bytes.count holds it: at the start of a
+    run, beside Great Expectations' import thread, that made the 2.75 GB file of 10M events take ~5 s to cut)."""
+    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == 10))
 
 
 def read_line_blocks(path: str, block_bytes: int = 8 << 20, part: FilePart = WHOLE_FILE,

@@ -330,6 +330,27 @@ def test_file_parts_cut_a_large_jsonl_file_on_lines_with_their_numbers(tmp_path)
     assert file_parts(str(path), path.stat().st_size) == [WHOLE_FILE]  # not larger than a part
 
 
+@pytest.mark.parametrize("part_bytes", [300, 4096, 50_000])
+def test_file_parts_of_uneven_lines_start_on_a_line_with_its_number(tmp_path, part_bytes):
+    """Lines longer than a read block (no line break in it), CRLF line ends and no line break at the end: every part
+    starts right after a line break, its first line number is its own, parts cover the file and all but the last
+    hold at least `part_bytes`."""
+    sizes = [5, 70, 12_000, 3, 40_000, 900, 2, 16_500] * 3
+    lines = [json.dumps({"x": "a" * n}).encode() for n in sizes]
+    data = b"".join(line + (b"\r\n" if i % 3 else b"\n") for i, line in enumerate(lines)) + b'{"last": 1}'
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    parts = file_parts(str(path), part_bytes)
+    assert len(parts) > 2 and parts[0].start == 0 and parts[-1].end is None
+    for part, following in zip(parts, parts[1:]):
+        assert part.end == following.start and data[following.start - 1:following.start] == b"\n"
+        assert part.end - part.start >= part_bytes
+    for part in parts:
+        assert part.first_line_no == data[:part.start].count(b"\n") + 1
+    read = [line for part in parts for line in b"".join(read_line_blocks(str(path), 1024, part)).splitlines()]
+    assert read == [*lines, b'{"last": 1}']
+
+
 @pytest.mark.parametrize("name", ["events.csv.gz", "events.csv"])
 def test_file_parts_leave_csv_files_whole(tmp_path, name):
     data = b"a,b\n" + b"1,2\n" * 1000
