@@ -187,8 +187,7 @@ CHECKSUM_THREADS = 4
 def _checksummed_and_parted(matched: dict[str, list[InputFile]], part_bytes: int) -> dict[str, list[InputFile]]:
     """The input files with their checksums and the parts they are read in. Both read every byte: the checksums
     are taken in threads (hashing gives up the GIL) while this thread finds the parts' line boundaries, so a big
-    file costs about one read instead of two (10M production events: ~4 s instead of ~6 s before the workers
-    start)."""
+    file costs about one read before the workers start, not two (docs/performance.md)."""
     with ThreadPoolExecutor(CHECKSUM_THREADS, thread_name_prefix="checksum") as pool:
         checksums = {f.path: pool.submit(file_checksum, f.path) for files in matched.values() for f in files}
         return {d: [replace(f, parts=tuple(file_parts(f.path, part_bytes) if f.source is None else [WHOLE_FILE]),
