@@ -20,8 +20,9 @@ def _clean_text(value: str | None) -> str | None:
     return value if value and value.strip() else None
 
 
-# Tags of distinct moments a worker keeps: ~1.2 KB each, their PZB tags and evidence rows shared (`_shared`; as
-# separate dicts an entry took ~5 KB, and 65,536 of them ~400 MB per worker at 10M events; docs/performance.md).
+# Tags of distinct moments a worker keeps: ~1.8 KB each, their PZB tags and evidence rows shared (`_shared`; as
+# separate dicts an entry took ~5 KB, and 65,536 of them ~400 MB per worker at 10M events). Half as many entries
+# changed the peak of a 10M or 30M run by less than its run-to-run spread and made 30M 4% slower (docs/performance.md).
 TAG_CACHE_ENTRIES = 65_536
 # Cue analyses of distinct texts a worker keeps (~6 KB each): a text comes with several touchpoints and wait buckets
 # (1M production events: 6,981 texts in 28,720 moments), and its analysis (jieba, the automatons) is most of the work
