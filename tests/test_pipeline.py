@@ -193,10 +193,11 @@ def test_prepare_gives_each_input_its_checksum_and_parts(tmp_path):
     config, inputs = prepare(fixture_config(tmp_path, part_bytes=400))
     files = {Path(f.path).name: f for fs in inputs.values() for f in fs}
     assert sorted(files) == ["events_a.jsonl", "events_b.csv", "feedback.jsonl"]
-    for name, f in files.items():
+    for f in files.values():
         assert f.checksum == file_checksum(f.path) and f.checksum.startswith("sha256:")
         assert list(f.parts) == file_parts(f.path, 400)
     assert len(files["events_a.jsonl"].parts) == 4 and files["events_b.csv"].parts == (WHOLE_FILE,)  # CSV: whole
+
 
 @pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (256, 16), (257, 17), (3000, 55), (9000, 95),
                                                    (2**20, 1024), (2**21, 1024)])
