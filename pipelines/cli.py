@@ -159,8 +159,6 @@ def run(
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
     quality = None if no_check else _quality_settings(playbook, threshold or [])
-    if quality is not None:
-        _import_checkpoint_meanwhile()
     for unknown in unknown_beam_options(ctx.args):
         err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
     if allow_unlocked and not lockable(config.out):
@@ -168,6 +166,7 @@ def run(
                   "would not be refused", highlight=False)
     if progress not in PROGRESS_CHOICES:
         _fail(EXIT_USAGE, f"--progress must be one of {', '.join(PROGRESS_CHOICES)}, not {progress!r}")
+    importing = _import_checkpoint_meanwhile() if quality is not None else None
     try:
         with _progress_reporter(progress_mode(progress, err.is_terminal), f"running pipeline ({config.playbook}) on "
                                 f"{config.out}") as report, \
@@ -186,6 +185,9 @@ def run(
             raise
         message = str(error).strip().splitlines()
         _fail(EXIT_FAILED, f"pipeline failed: {message[-1] if message else type(error).__name__} (rerun with -v for details)")
+    finally:
+        if importing is not None:  # exiting while it imports an extension module can abort the interpreter (SIGABRT)
+            importing.join()
     _print_summary(summary)
     if quality is None:
         err.print(f"[yellow]warning:[/] --no-check: the quality checkpoint did not run (nor its scan for unmasked PII); "
@@ -194,11 +196,13 @@ def run(
     _checkpoint(config.out, quality, summary["run_id"], summary["outputs"]["run record"])
 
 
-def _import_checkpoint_meanwhile() -> None:
+def _import_checkpoint_meanwhile() -> threading.Thread:
     """Import the checkpoint (Great Expectations and its dependencies: ~3 s of CPU) in a thread while the pipeline's
-    workers run; `_checkpoint`'s import then waits for it (Python's per-module import lock) instead of starting."""
-    threading.Thread(target=importlib.import_module, args=("pipelines.quality.checkpoint",), daemon=True,
-                     name="import-checkpoint").start()
+    workers run, so that `_checkpoint` finds it loaded; the caller joins the thread before the process exits."""
+    thread = threading.Thread(target=importlib.import_module, args=("pipelines.quality.checkpoint",), daemon=True,
+                              name="import-checkpoint")
+    thread.start()
+    return thread
 
 
 def _sources(arguments: list[str]) -> list:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -48,6 +50,27 @@ def test_unmatched_input_exits_3_with_one_line(tmp_path):
     result = runner.invoke(app, ["run", "--no-check", "-t", str(tmp_path / "nothing-*.jsonl"), "--out", str(tmp_path / "out")])
     assert result.exit_code == EXIT_INPUT
     assert "no input file matches" in result.output
+
+
+def test_a_failing_run_waits_for_the_checkpoint_import_before_it_exits(tmp_path, monkeypatch):
+    """The checkpoint is imported in a thread while the pipeline runs; a run that fails early waits for it (an
+    interpreter that exits while a thread imports an extension module can abort: SIGABRT instead of exit 3), and a
+    usage error found before the pipeline starts does not start it."""
+    imported, import_module = [], importlib.import_module
+
+    def slow_import(name, package=None):
+        if name != "pipelines.quality.checkpoint":
+            return import_module(name, package)
+        time.sleep(0.3)
+        imported.append(name)
+
+    monkeypatch.setattr("pipelines.cli.importlib.import_module", slow_import)
+    missing = ["run", "-t", str(tmp_path / "nothing-*.jsonl"), "--out", str(tmp_path / "out")]
+    bad_progress = runner.invoke(app, [*missing, "--progress", "plain"])
+    assert bad_progress.exit_code == EXIT_USAGE and imported == []
+    result = runner.invoke(app, missing)
+    assert result.exit_code == EXIT_INPUT and "no input file matches" in result.output
+    assert imported == ["pipelines.quality.checkpoint"]
 
 
 def test_an_output_that_cannot_be_locked_exits_2_before_reading_the_inputs(tmp_path):
