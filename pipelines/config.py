@@ -65,7 +65,7 @@ class RunConfig(BaseModel):
     lookback_days: int = Field(default=3, ge=0)  # a windowed run also rebuilds this many days before `start`
     buckets: int | None = Field(default=None, ge=1, le=4096)  # hash buckets of the shuffles; None: by input size
     batch_rows: int = Field(default=50_000, ge=1)  # input rows per Arrow batch
-    part_bytes: int = Field(default=64 << 20, ge=1)  # local uncompressed JSONL files are read in parts of this size
+    part_bytes: int = Field(default=64 << 20, ge=1)  # local uncompressed JSONL files are read in parts of at most this size (pipeline.part_size)
     row_group_rows: int = Field(default=65_536, ge=1)  # rows per Parquet row group (a writer holds one in memory)
     # Beam's filesystem options of the run (S3 endpoint, credentials: storage.filesystem_options), for the
     # workers; never dumped, so they reach neither the run id nor the run summary

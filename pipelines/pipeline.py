@@ -22,12 +22,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import __version__
 from pipelines.config import IDENTIFIER_KEY_FILE, RunConfig
 from pipelines.ingest.contract import DATASETS
-from pipelines.ingest.formats import WHOLE_FILE, InputFile, file_checksum, file_parts, match_inputs
+from pipelines.ingest.formats import WHOLE_FILE, InputFile, estimated_bytes, file_checksum, file_parts, match_inputs
 from pipelines.lock import output_lock, require_lockable
 from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.progress import Progress, watching
-from pipelines.runners import direct_worker_args
+from pipelines.runners import default_workers, direct_worker_args, without_type_inference
 from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.identity.stages import IDENTITY_TABLES, IdentityGraph, prior_inputs
@@ -51,8 +51,9 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, inputs: dict[str, list[I
     `roots`: the public and restricted staging directories; `work`: the directory of spill and count files.
     """
     playbook = load_playbook(config.playbook)
-    files = [(dataset, index, f.path, part, f.source) for dataset in DATASETS for index, f in enumerate(inputs[dataset])
-             for part in f.parts]
+    parts = [(estimated_bytes(f, part), (dataset, index, f.path, part, f.source)) for dataset in DATASETS
+             for index, f in enumerate(inputs[dataset]) for part in f.parts]
+    files = in_turns([read for _, read in parts], [size for size, _ in parts], default_workers())
     read = p | "List files" >> beam.Create(files) | "Read" >> ReadAndValidate(config, work, playbook.allowed_channels)
     deduplicated = read | "Deduplicate" >> Deduplicate(config, work)
     identities = deduplicated | "Identity graph" >> IdentityGraph(config, work, prior_inputs(config), playbook.identity.rounds)
@@ -181,6 +182,34 @@ def auto_buckets(input_bytes: int) -> int:
     return max(MIN_BUCKETS, min(MAX_BUCKETS, math.ceil(math.sqrt(input_bytes / 2**20))))
 
 
+def in_turns(items: list, sizes: list[int], workers: int) -> list:
+    """`items` in the order that shares their sizes out evenly when worker i mod `workers` takes item i (how the
+    DirectRunner deals the elements of a `Create` out to its processes, in the order its Reshuffle keeps): the
+    largest first, every other round of `workers` reversed, so the worker that took a round's largest takes the
+    next round's smallest.
+
+    >>> in_turns(["a", "b", "c", "d", "e"], [10, 40, 30, 20, 50], 2)
+    ['e', 'b', 'd', 'c', 'a']
+    """
+    ranked = sorted(range(len(items)), key=lambda i: -sizes[i])
+    rounds = [ranked[start:start + workers] for start in range(0, len(ranked), workers)]
+    return [items[i] for number, turn in enumerate(rounds) for i in (reversed(turn) if number % 2 else turn)]
+
+
+PARTS_PER_WORKER = 4  # a big file read in at least this many parts per worker: the last parts even out the load
+MIN_PART_BYTES = 16 << 20
+
+
+def part_size(input_bytes: int, part_bytes: int, workers: int) -> int:
+    """The size of the parts files are cut into: `part_bytes`, or less, so that the whole input gives each worker
+    PARTS_PER_WORKER parts, but not less than MIN_PART_BYTES (unless `part_bytes` is).
+
+    >>> part_size(300 << 20, 64 << 20, 2) >> 20, part_size(3000 << 20, 64 << 20, 2) >> 20, part_size(40 << 20, 64 << 20, 2) >> 20
+    (37, 64, 16)
+    """
+    return min(part_bytes, max(MIN_PART_BYTES, -(-input_bytes // (workers * PARTS_PER_WORKER))))
+
+
 CHECKSUM_THREADS = 4
 
 
@@ -204,7 +233,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, list[InputFile]]]:
                "feedback": match_inputs(config.feedback) if config.feedback else []}
     for index, source in enumerate(config.sources):
         matched[source.dataset] += [replace(f, source=index) for f in match_inputs(source.paths, contract=False)]
-    inputs = _checksummed_and_parted(matched, config.part_bytes)
+    inputs = _checksummed_and_parted(matched, part_size(input_bytes(matched), config.part_bytes, default_workers()))
     if config.buckets is None:
         config = config.model_copy(update={"buckets": auto_buckets(input_bytes(inputs))})
     if config.run_id is None:
@@ -294,7 +323,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
                 delete_tree(root)  # left by a killed attempt of this run: never publish it
             for root in (config.out, config.restricted_dir):
                 remove_stale_staging(root, config.run_id, started_at.timestamp())
-            p = beam.Pipeline(options=PipelineOptions(direct_worker_args(beam_args, input_bytes(inputs))))
+            p = beam.Pipeline(options=PipelineOptions(without_type_inference(direct_worker_args(beam_args, input_bytes(inputs)))))
             steps = build_pipeline(p, config, inputs, roots, work)
             sizes = {(d, index): f.size_bytes for d in DATASETS for index, f in enumerate(inputs[d])}
             with watching(work, sizes, steps, config.buckets, progress):

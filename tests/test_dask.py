@@ -23,6 +23,7 @@ from pipelines.runners import (
     check_runner_options,
     dask_args,
     direct_worker_args,
+    without_type_inference,
     is_dask,
     local_cluster,
     runner_options,
@@ -98,6 +99,13 @@ def test_direct_runner_gets_a_worker_process_per_cpu_for_inputs_of_8_mib_and_mor
     assert direct_worker_args([], 2**30, cpus=1) == []
     for chosen in (["--direct_num_workers=4"], ["--direct_running_mode=in_memory"], ["--runner=PortableRunner"]):
         assert direct_worker_args(chosen, 2**30, cpus=2) == chosen  # the user's choice stands
+
+
+def test_beam_type_inference_is_off_unless_the_arguments_choose():
+    assert without_type_inference([]) == ["--no_pipeline_type_check"]
+    assert without_type_inference(["--direct_num_workers=2"]) == ["--direct_num_workers=2", "--no_pipeline_type_check"]
+    for chosen in (["--pipeline_type_check"], ["--no_pipeline_type_check"], ["--save_main_session", "--pipeline_type_check"]):
+        assert without_type_inference(chosen) == chosen
 
 
 def test_dask_arguments_name_the_runner_scheduler_and_partitions():

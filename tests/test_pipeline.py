@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.config import RunConfig
 from pipelines.ingest.formats import WHOLE_FILE, file_checksum, file_parts
-from pipelines.pipeline import auto_buckets, prepare, run
+from pipelines.pipeline import MIN_PART_BYTES, auto_buckets, in_turns, part_size, prepare, run
 from pipelines.runs import read_runs
 from schemas.tables import SCHEMA_VERSION, TABLES
 
@@ -182,10 +182,27 @@ def test_rerun_changes_nothing_and_is_recorded(finished):
 def test_a_jsonl_file_read_in_parts_gives_the_same_tables(finished, tmp_path, published_rows):
     out, summary = finished
     config = fixture_config(tmp_path, part_bytes=400)
-    assert len(file_parts(str(FIXTURES / "events_a.jsonl"), 400)) == 4  # 1,876 bytes
+    assert len(file_parts(str(FIXTURES / "events_a.jsonl"), 400)) == 5  # 1,876 bytes
     parts = run(config)
     assert published_rows(tmp_path) == published_rows(out)
     assert (parts["events"], parts["feedback"]) == (summary["events"], summary["feedback"])
+
+
+def test_read_steps_are_dealt_out_so_each_worker_gets_a_like_share():
+    """Worker i mod n takes step i: the largest first, every other round reversed."""
+    sizes = [75, 75, 75, 44, 42]  # the parts of a big file and a smaller file: in this order, 192 against 119
+    order = in_turns(list(range(5)), sizes, 2)
+    assert order == [0, 1, 3, 2, 4]
+    assert [sum(sizes[i] for i in order[worker::2]) for worker in (0, 1)] == [161, 150]
+    assert in_turns(["a", "b", "c"], [1, 2, 3], 1) == ["c", "b", "a"]
+    assert in_turns([], [], 2) == []
+
+
+def test_part_size_gives_each_worker_several_parts_of_a_small_input():
+    assert part_size(300 << 20, 64 << 20, 2) == (300 << 20) // 8  # 4 parts per worker
+    assert part_size(300 << 20, 64 << 20, 1) == 64 << 20  # never above the configured size
+    assert part_size(50 << 20, 64 << 20, 2) == MIN_PART_BYTES  # nor below 16 MiB
+    assert part_size(50 << 20, 400, 2) == 400  # unless the configured size is
 
 
 def test_prepare_gives_each_input_its_checksum_and_parts(tmp_path):
@@ -196,7 +213,7 @@ def test_prepare_gives_each_input_its_checksum_and_parts(tmp_path):
     for f in files.values():
         assert f.checksum == file_checksum(f.path) and f.checksum.startswith("sha256:")
         assert list(f.parts) == file_parts(f.path, 400)
-    assert len(files["events_a.jsonl"].parts) == 4 and files["events_b.csv"].parts == (WHOLE_FILE,)  # CSV: whole
+    assert len(files["events_a.jsonl"].parts) == 5 and files["events_b.csv"].parts == (WHOLE_FILE,)  # CSV: whole
 
 
 @pytest.mark.parametrize(("size_mib", "buckets"), [(0, 16), (256, 16), (257, 17), (3000, 55), (9000, 95),

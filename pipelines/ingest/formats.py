@@ -14,6 +14,7 @@ import json
 import os
 import re
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -253,10 +254,10 @@ MAX_COMPRESSED_PARTS = 4  # each part decompresses the whole file
 
 
 def file_parts(path: str, part_bytes: int) -> list[FilePart]:
-    """A local JSON Lines file larger than `part_bytes` (decompressed: estimated) as parts of about that size: an
-    uncompressed one cut on lines (found, with the line numbers, by one read of the file), a compressed one in
-    at most MAX_COMPRESSED_PARTS interleaved parts; any other file whole. CSV is never cut (a quoted cell may
-    hold a line break), nor a remote file.
+    """A local JSON Lines file larger than `part_bytes` (decompressed: estimated) as parts of at most about that
+    size: an uncompressed one cut on lines into ceil(size / part_bytes) parts of about equal size (found, with the
+    line numbers, by one read of the file), a compressed one in at most MAX_COMPRESSED_PARTS interleaved parts;
+    any other file whole. CSV is never cut (a quoted cell may hold a line break), nor a remote file.
 
     >>> file_parts("/data/events.csv.gz", 64 << 20)
     [FilePart(number=0, start=0, end=None, first_line_no=1, every=1)]
@@ -267,18 +268,36 @@ def file_parts(path: str, part_bytes: int) -> list[FilePart]:
     if path.lower().endswith(COMPRESSED_SUFFIXES):
         every = min(MAX_COMPRESSED_PARTS, -(-size * COMPRESSION_RATIO // part_bytes))
         return [FilePart(number, every=every) for number in range(every)] if every > 1 else [WHOLE_FILE]
-    if size <= part_bytes:
+    count = -(-size // part_bytes)
+    if count <= 1:
         return [WHOLE_FILE]
-    block_bytes = min(8 << 20, part_bytes)
+    targets = deque(size * k // count for k in range(1, count))  # a part starts on the first line at or after its target
     parts, start, first_line_no, offset, lines = [], 0, 1, 0, 0
-    for chunk in _read_guarded(path, lambda handle: handle.read(block_bytes)):
-        lines += _newlines(chunk)
-        last = chunk.rfind(b"\n")
-        end, offset = offset + last + 1, offset + len(chunk)
-        if last >= 0 and end - start >= part_bytes and end < size:  # cut after the chunk's last line
-            parts.append(FilePart(len(parts), start, end, first_line_no))
-            start, first_line_no = end, lines + 1
-    return [*parts, FilePart(len(parts), start, None, first_line_no)]
+    for chunk in _read_guarded(path, lambda handle: handle.read(min(8 << 20, part_bytes))):
+        counted = 0  # bytes of this chunk whose line breaks are in `lines`
+        while targets and targets[0] - 1 < offset + len(chunk):
+            found = chunk.find(b"\n", max(targets[0] - 1 - offset, counted))
+            if found < 0:  # a long line runs past the target: cut after it, in a later chunk
+                break
+            lines += _newlines(memoryview(chunk)[counted:found + 1])
+            counted, end = found + 1, offset + found + 1
+            while targets and targets[0] <= end:  # a line longer than a part passes several targets
+                targets.popleft()
+            if end < size:
+                parts.append(FilePart(len(parts), start, end, first_line_no))
+                start, first_line_no = end, lines + 1
+        lines += _newlines(memoryview(chunk)[counted:])
+        offset += len(chunk)
+    return [*parts, FilePart(len(parts), start, None, first_line_no)] if parts else [WHOLE_FILE]
+
+
+def estimated_bytes(f: InputFile, part: FilePart) -> int:
+    """About how many decompressed bytes reading `part` of `f` parses (compressed: COMPRESSION_RATIO times its size)."""
+    if part.end is not None:
+        return part.end - part.start
+    if f.path.lower().endswith(COMPRESSED_SUFFIXES):
+        return f.size_bytes * COMPRESSION_RATIO // part.every
+    return f.size_bytes - part.start
 
 
 def _newlines(data: bytes) -> int:

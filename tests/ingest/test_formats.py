@@ -330,11 +330,21 @@ def test_file_parts_cut_a_large_jsonl_file_on_lines_with_their_numbers(tmp_path)
     assert file_parts(str(path), path.stat().st_size) == [WHOLE_FILE]  # not larger than a part
 
 
+def test_file_parts_are_of_about_equal_size(tmp_path):
+    """Not a full part after full parts and a short rest: 30 lines with a part size of 12 lines are 3 parts of 10."""
+    lines = [_event_line(i) for i in range(30)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    width = len(lines[0]) + 1
+    assert file_parts(str(path), 12 * width) == [FilePart(0, 0, 10 * width, 1), FilePart(1, 10 * width, 20 * width, 11),
+                                                 FilePart(2, 20 * width, None, 21)]
+
+
 @pytest.mark.parametrize("part_bytes", [300, 4096, 50_000])
 def test_file_parts_of_uneven_lines_start_on_a_line_with_its_number(tmp_path, part_bytes):
     """Lines longer than a read block (no line break in it), CRLF line ends and no line break at the end: every part
-    starts right after a line break, its first line number is its own, parts cover the file and all but the last
-    hold at least `part_bytes`."""
+    starts right after a line break, on the first line at or after one of the even cuts size * k / ceil(size /
+    part_bytes), its first line number is its own, and the parts cover the file."""
     sizes = [5, 70, 12_000, 3, 40_000, 900, 2, 16_500] * 3
     lines = [json.dumps({"x": "a" * n}).encode() for n in sizes]
     data = b"".join(line + (b"\r\n" if i % 3 else b"\n") for i, line in enumerate(lines)) + b'{"last": 1}'
@@ -342,9 +352,12 @@ def test_file_parts_of_uneven_lines_start_on_a_line_with_its_number(tmp_path, pa
     path.write_bytes(data)
     parts = file_parts(str(path), part_bytes)
     assert len(parts) > 2 and parts[0].start == 0 and parts[-1].end is None
+    count = -(-len(data) // part_bytes)
+    line_starts = [0] + [i + 1 for i in range(len(data)) if data[i] == 10]
+    cuts = {min(s for s in line_starts if s >= len(data) * k // count) for k in range(1, count)}
+    assert [part.start for part in parts[1:]] == sorted(cuts - {len(data)})
     for part, following in zip(parts, parts[1:]):
         assert part.end == following.start and data[following.start - 1:following.start] == b"\n"
-        assert part.end - part.start >= part_bytes
     for part in parts:
         assert part.first_line_no == data[:part.start].count(b"\n") + 1
     read = [line for part in parts for line in b"".join(read_line_blocks(str(path), 1024, part)).splitlines()]
