@@ -5,7 +5,7 @@
     >>> progress = Progress(stage="read", files_done=1, files=2, rows_read=1200, bytes_done=10 << 20,
     ...                     bytes_total=40 << 20, buckets_done=0, buckets=16, partitions_written=0, elapsed_s=12.0)
     >>> render(progress)
-    'read: 1/2 files, 1,200 rows, 10.0 of 40.0 MiB (25%) | buckets stitched 0/16 | partitions written 0 | 12 s elapsed, about 1 min left'
+    'read: 1/2 files, 1,200 rows, 10.0 of 40.0 MiB (25%) | buckets stitched 0/16 | partitions written 0 | 12 s elapsed, about 84 s left'
 
 `render` is the line a person sees (rich, updated in place), `json_line` the line a scheduler reads; neither
 is printed when stderr is not a terminal unless `--progress json` asks for it.

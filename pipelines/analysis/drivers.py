@@ -8,7 +8,7 @@ and the shares always sum to the full model's R². Each subset's R² comes from 
 solves.
 
     >>> result = key_drivers(perceptions, csat, ("reliability", ...))   # doctest: +SKIP
-    >>> result.shares.sum() == result.r2
+    >>> result.shares.sum() == result.r2   # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`motpipe sources check`: map a source's files and report the first rows and every error kind, writing nothing.
 
     >>> report = check_source(load_source("examples/sources/wabo_receipt.yaml"), channels, rows=5)   # doctest: +SKIP
-    >>> report.counts["rows_in"], report.examples
+    >>> report.counts["rows_in"], report.examples   # doctest: +SKIP
 """
 from __future__ import annotations
 

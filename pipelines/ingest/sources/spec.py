@@ -3,7 +3,7 @@
 A source file is YAML, validated here with pydantic; an error names the file, the key and its line:
 
     >>> source = load_source("examples/sources/wabo_receipt.yaml")   # doctest: +SKIP
-    >>> source.dataset, source.format.type
+    >>> source.dataset, source.format.type   # doctest: +SKIP
     ('events', 'csv')
 
 `docs/sources.md` is the reference; every key is a field of the models below.
