@@ -168,15 +168,20 @@ class ReadTally:
 
 def _read_guarded(path: str, read, start: int = 0, tally: ReadTally | None = None) -> Iterator[bytes]:
     """Call `read(handle)` on the opened file (from byte `start`) until it returns b"": a corrupt or
-    truncated stream or an I/O error becomes an InputError. At the end, `tally` gets the bytes and lines read."""
+    truncated stream or an I/O error becomes an InputError. At the end, `tally` gets the bytes and lines read.
+    Both streams are closed at the end, on an error and when the caller stops early (a GzipFile leaves its
+    `fileobj` open)."""
     try:
         handle, raw = _open(path)
-        if start:
-            handle.seek(start)
     except Exception as err:
         raise InputError(f"cannot open {path}: {err}") from err
     lines, last = 0, b"\n"
-    with handle:
+    with raw, handle:
+        try:
+            if start:
+                handle.seek(start)
+        except Exception as err:
+            raise InputError(f"cannot open {path}: {err}") from err
         while True:
             try:
                 data = read(handle)

@@ -9,10 +9,12 @@ import zlib
 from datetime import timezone
 from pathlib import Path
 
+from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 import pytest
 import zstandard
 
+from pipelines.ingest import formats
 from pipelines.ingest.contract import DEFAULT_CHANNELS
 from pipelines.ingest.reader import read_validated
 from pipelines.ingest.formats import (
@@ -176,6 +178,27 @@ def test_every_compressed_format_is_read_whole_and_cut_in_half_raises(tmp_path, 
     cut = write(tmp_path / f"cut.jsonl{suffix}", data[: len(data) // 2])
     with pytest.raises(InputError, match=f"^cannot read .*cut.jsonl{suffix}: "):
         list(read_records(cut))
+
+
+@pytest.mark.parametrize("suffix", ["", *COMPRESSORS])
+def test_every_file_opened_is_closed_when_read_whole_when_cut_and_when_left_early(tmp_path, monkeypatch, suffix):
+    opened = []
+
+    def recording_open(path, **options):
+        opened.append(FileSystems.open(path, **options))
+        return opened[-1]
+
+    monkeypatch.setattr(formats, "FileSystems", type("Recording", (), {"open": staticmethod(recording_open)}))
+    data = jsonl(*({"event_id": f"e{i}", "n": i * 7919 % 1000} for i in range(2000))).encode()
+    data = COMPRESSORS[suffix](data) if suffix else data
+    assert len(list(read_records(write(tmp_path / f"whole.jsonl{suffix}", data)))) == 2000
+    records = read_records(write(tmp_path / f"early.jsonl{suffix}", data))
+    assert next(records).fields["event_id"] == "e0"
+    records.close()
+    if suffix:  # a cut compressed file raises while it is read
+        with pytest.raises(InputError, match="^cannot read "):
+            list(read_records(write(tmp_path / f"cut.jsonl{suffix}", data[: len(data) // 2])))
+    assert len(opened) == (3 if suffix else 2) and all(f.closed for f in opened)
 
 
 def test_concatenated_zstd_frames_are_read_one_after_the_other(tmp_path):
