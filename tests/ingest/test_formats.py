@@ -47,6 +47,10 @@ def jsonl(*rows: dict | str) -> str:
     return "".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n" for row in rows)
 
 
+# 2,000 rows of varied values: compressed, still long enough to cut in half
+ROWS_2000 = jsonl(*({"event_id": f"e{i}", "n": i * 7919 % 1000} for i in range(2000)))
+
+
 # --- input_format / match_inputs -------------------------------------------------------------
 
 
@@ -159,7 +163,7 @@ def test_corrupt_gzip_raises_when_read(tmp_path):
 
 
 def test_truncated_gzip_raises(tmp_path):
-    data = gzip.compress(jsonl(*({"event_id": f"e{i}", "n": i * 7919 % 1000} for i in range(2000))).encode())
+    data = gzip.compress(ROWS_2000.encode())
     path = write(tmp_path / "cut.jsonl.gz", data[: len(data) // 2])
     with pytest.raises(InputError, match="cannot read"):
         list(read_records(path))
@@ -171,8 +175,7 @@ COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".zst": zstandard.Zst
 
 @pytest.mark.parametrize("suffix", COMPRESSORS)
 def test_every_compressed_format_is_read_whole_and_cut_in_half_raises(tmp_path, suffix):
-    text = jsonl(*({"event_id": f"e{i}", "n": i * 7919 % 1000} for i in range(2000)))
-    data = COMPRESSORS[suffix](text.encode())
+    data = COMPRESSORS[suffix](ROWS_2000.encode())
     whole = list(read_records(write(tmp_path / f"whole.jsonl{suffix}", data)))
     assert [r.fields["event_id"] for r in whole] == [f"e{i}" for i in range(2000)]
     cut = write(tmp_path / f"cut.jsonl{suffix}", data[: len(data) // 2])
@@ -189,8 +192,7 @@ def test_every_file_opened_is_closed_when_read_whole_when_cut_and_when_left_earl
         return opened[-1]
 
     monkeypatch.setattr(formats, "FileSystems", type("Recording", (), {"open": staticmethod(recording_open)}))
-    data = jsonl(*({"event_id": f"e{i}", "n": i * 7919 % 1000} for i in range(2000))).encode()
-    data = COMPRESSORS[suffix](data) if suffix else data
+    data = COMPRESSORS[suffix](ROWS_2000.encode()) if suffix else ROWS_2000.encode()
     assert len(list(read_records(write(tmp_path / f"whole.jsonl{suffix}", data)))) == 2000
     records = read_records(write(tmp_path / f"early.jsonl{suffix}", data))
     assert next(records).fields["event_id"] == "e0"
