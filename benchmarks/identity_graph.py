@@ -94,7 +94,7 @@ def run_graph(work: Path, out: Path, buckets: int) -> None:
     from pipelines.config import RunConfig
     from pipelines.identity.stages import IdentityGraph
     from pipelines.playbook import load_playbook
-    from pipelines.runners import direct_worker_args
+    from pipelines.runners import direct_worker_args, local_runner
     from pipelines.transforms import WritePartitions
 
     pairs = [(tuple(key), (path, tuple(indices))) for key, (path, indices) in json.loads((work / "pairs.json").read_text())]
@@ -102,7 +102,7 @@ def run_graph(work: Path, out: Path, buckets: int) -> None:
                        run_id="bench-identity")
     roots = {"public": str(out), "restricted": str(out / "_restricted")}
     options = PipelineOptions(direct_worker_args([], 1 << 30))
-    with beam.Pipeline(options=options) as p:
+    with beam.Pipeline(runner=local_runner(options), options=options) as p:
         (p | "Spills" >> beam.Create(pairs)
          | "Identity graph" >> IdentityGraph(config, str(work), [], load_playbook(config.playbook).identity.rounds)
          | "Write" >> WritePartitions(config, str(work), roots, {}))

@@ -27,7 +27,7 @@ from pipelines.lock import output_lock, require_lockable
 from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.progress import Progress, watching
-from pipelines.runners import default_workers, direct_worker_args, without_type_inference
+from pipelines.runners import default_workers, direct_worker_args, local_runner, without_type_inference
 from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.identity.stages import IDENTITY_TABLES, IdentityGraph, prior_inputs
@@ -323,7 +323,8 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
                 delete_tree(root)  # left by a killed attempt of this run: never publish it
             for root in (config.out, config.restricted_dir):
                 remove_stale_staging(root, config.run_id, started_at.timestamp())
-            p = beam.Pipeline(options=PipelineOptions(without_type_inference(direct_worker_args(beam_args, input_bytes(inputs)))))
+            options = PipelineOptions(without_type_inference(direct_worker_args(beam_args, input_bytes(inputs))))
+            p = beam.Pipeline(runner=local_runner(options), options=options)
             steps = build_pipeline(p, config, inputs, roots, work)
             sizes = {(d, index): f.size_bytes for d in DATASETS for index, f in enumerate(inputs[d])}
             with watching(work, sizes, steps, config.buckets, progress):

@@ -10,6 +10,8 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability import prism_runner
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from distributed import Client
 from typer.testing import CliRunner
 
@@ -26,6 +28,7 @@ from pipelines.runners import (
     without_type_inference,
     is_dask,
     local_cluster,
+    local_runner,
     runner_options,
 )
 
@@ -106,6 +109,35 @@ def test_beam_type_inference_is_off_unless_the_arguments_choose():
     assert without_type_inference(["--direct_num_workers=2"]) == ["--direct_num_workers=2", "--no_pipeline_type_check"]
     for chosen in (["--pipeline_type_check"], ["--no_pipeline_type_check"], ["--save_main_session", "--pipeline_type_check"]):
         assert without_type_inference(chosen) == chosen
+
+
+@pytest.mark.parametrize("chosen", [[], ["--runner=DirectRunner"], ["--runner=direct"], ["--runner=SwitchingDirectRunner"]])
+def test_the_default_and_the_direct_runner_are_beams_fn_api_runner_with_the_pipeline_options(chosen):
+    runner = local_runner(PipelineOptions([*chosen, "--direct_running_mode=multi_processing", "--direct_num_workers=2"]))
+    assert isinstance(runner, FnApiRunner)
+    given = runner._provision_info.provision_info.pipeline_options  # what its worker processes ask for
+    assert given["beam:option:direct_running_mode:v1"] == "multi_processing"
+    assert int(given["beam:option:direct_num_workers:v1"]) == 2
+
+
+@pytest.mark.parametrize("name", ["PortableRunner", "PrismRunner", DASK_RUNNER, "FnApiRunner"])
+def test_any_other_runner_is_left_to_beam(name):
+    assert local_runner(PipelineOptions([f"--runner={name}"])) is None
+
+
+def test_a_run_on_the_default_runner_never_tries_the_prism_runner(tmp_path, monkeypatch):
+    """Beam's DirectRunner tries Prism first (and on failure falls back to the FnApiRunner, so the run itself
+    would pass either way): every attempt is recorded here."""
+    tried = []
+
+    def record(self, pipeline, options):
+        tried.append(pipeline)
+        raise RuntimeError("Prism is not to be tried")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", record)
+    summary = run(fixture_config(tmp_path / "out", "no-prism"))
+    assert summary["events"]["reconciled"] and summary["events"]["output_rows"] > 0
+    assert tried == []
 
 
 def test_dask_arguments_name_the_runner_scheduler_and_partitions():
