@@ -13,8 +13,11 @@ metrics, so the same pipeline runs on the DirectRunner and on runners without th
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
+import functools
+import gc
 import sys
 import typing
 from collections import Counter
@@ -200,6 +203,15 @@ def release_memory() -> None:
     _trim_heap()
 
 
+@functools.cache
+def exit_without_final_collections() -> None:
+    """Freeze the objects left when this (worker) process exits, so the interpreter's last collections skip them:
+    they walked a worker's whole heap (tagging models, jieba's dictionary), ~0.55 s per worker at 1M events, and
+    the FnApiRunner stops its workers one after the other while the run waits (1.10 -> 0.11 s). Every file a step
+    writes is closed when its bundle ends."""
+    atexit.register(gc.freeze)
+
+
 class _GroupStep(beam.DoFn):
     """A step over one input file or one group of spills: `step(element)` does the work, then `release_memory`.
     Each worker process reaches the run's filesystems with the run's options (the DaskRunner's workers get no
@@ -207,6 +219,7 @@ class _GroupStep(beam.DoFn):
 
     def setup(self):
         use_filesystem_options(self.config.filesystem_options)
+        exit_without_final_collections()
 
     def process(self, element):
         yield from self.step(element)

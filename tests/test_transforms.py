@@ -4,6 +4,8 @@ Transforms exchange (key, segment) pairs of spill files; `rows_of` reads the row
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -226,3 +228,36 @@ def test_merge_sorted_breaks_ties_by_segment_then_row(work, monkeypatch):
     # segments sorted by path: the "a" spill first
     assert merged.column("source").to_pylist() == ["a0", "b0", "b1", "a1", "a2", "b2"]
     assert list(spill.merge_sorted([], ["k"])) == []
+
+
+EXITING_WORKER = """
+import atexit, gc, sys
+from pipelines.transforms import _GroupStep
+from pipelines.config import RunConfig
+
+
+class Node:
+    def __del__(self):
+        print("collected at exit")
+
+
+class Step(_GroupStep):
+    config = RunConfig(touchpoints=["unused"], out="unused")
+
+
+gc.disable()  # nothing is collected before the exit
+node = Node(); node.itself = node; del node  # cyclic garbage: only a collection frees it
+if sys.argv[1] == "setup":
+    before = atexit._ncallbacks()
+    Step().setup(); Step().setup()
+    print("registered", atexit._ncallbacks() - before)
+"""
+
+
+@pytest.mark.parametrize("setup, expected", [("none", "collected at exit"), ("setup", "registered 1")])
+def test_a_worker_whose_steps_were_set_up_exits_without_walking_its_heap(setup, expected):
+    """After a step's setup the objects left at exit are frozen (once per process, whatever the steps): the
+    interpreter's last collection does not reach them, so the cyclic garbage's finaliser does not run."""
+    done = subprocess.run([sys.executable, "-c", EXITING_WORKER, setup], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, check=True)
+    assert done.stdout.strip() == expected

@@ -30,7 +30,8 @@ from pipelines.output import PART_FILE
 from pipelines.playbook import load_playbook
 from pipelines.spill import SpillWriter, read_spills, write_counts
 from pipelines.storage import use_filesystem_options
-from pipelines.transforms import ASSIGN_PERSONS, DATES, SORT_KEYS, WRITE, Route, finalise, release_memory
+from pipelines.transforms import (ASSIGN_PERSONS, DATES, SORT_KEYS, WRITE, Route, exit_without_final_collections, finalise,
+                                  release_memory)
 from pipelines.transforms import IDENTITY_GUARD as GUARD
 
 SETTLE_EDGES, SETTLE_NODES, FINISH, FINISHED, RESOLVE, PERSONS = (
@@ -88,6 +89,7 @@ class _IdentityStep(beam.DoFn):
 
     def setup(self):
         use_filesystem_options(self.config.filesystem_options)
+        exit_without_final_collections()
         self.settings = load_playbook(self.config.playbook).identity
 
     def write(self, writer: SpillWriter, name: str, table: pa.Table, table_name: str, dt: str) -> None:
