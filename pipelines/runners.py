@@ -1,5 +1,6 @@
-"""Which Beam runner a `motpipe run` uses: the CLI's runner choice turned into Beam pipeline options, and the
-local Dask cluster that `--runner dask` starts when no cluster address is given.
+"""Which Beam runner a `motpipe run` uses: the CLI's runner choice turned into Beam pipeline options, the
+FnApiRunner built for the default (`local_runner`), and the local Dask cluster that `--runner dask` starts when
+no cluster address is given.
 
     >>> with runner_options("dask", None, 2, []) as beam_args:   # doctest: +SKIP
     ...     summary = run(config, beam_args)                      # a 2-worker LocalCluster, closed afterwards
