@@ -36,7 +36,7 @@ from pipelines.ingest.sources.reader import read_source
 from pipelines.output import QUARANTINE_ORDER, local_dates, write_partition
 from pipelines.pii import Redaction, mask_column
 from pipelines.playbook import Playbook, load_playbook
-from pipelines.spill import SpillWriter, merge_sorted, read_spills, write_counts
+from pipelines.spill import MERGE_BATCH_ROWS, SpillWriter, merge_sorted, read_spills, write_counts
 from pipelines.storage import use_filesystem_options
 from pipelines.stitch import link_feedback, stitch_visits, visit_ends, with_visit_ends
 from pipelines.tagging.tagger import shared_tagger
@@ -244,7 +244,7 @@ class _SpillingDoFn(_GroupStep):
         """Rows of a finished table, one segment per partition date sorted by the table's SORT_KEYS,
         addressed to WritePartitions (which merges the sorted segments)."""
         for dt, part in split_by_date(table, SORT_KEYS[table_name]):
-            writer.write((WRITE, table_name, dt), name, part)
+            writer.write((WRITE, table_name, dt), name, part, MERGE_BATCH_ROWS)
 
     def spill_rejected(self, writer: SpillWriter, name: str, rejected: pa.Table) -> None:
         if rejected.num_rows:

@@ -65,12 +65,12 @@ def event(event_id, minutes, customer="c1", visit_id=None, text=None, line_no=1,
     return {**clean, "source_file": source, "line_no": line_no}
 
 
-def spills(root, key, *tables):
+def spills(root, key, *tables, batch_rows=None):
     """Spill files for `key`, one per table, as the upstream step would have written them."""
     written = []
     for index, table in enumerate(tables):
         writer = SpillWriter(root)
-        writer.write(key, "-".join(map(str, (*key, index))), table)
+        writer.write(key, "-".join(map(str, (*key, index))), table, batch_rows)
         written += writer.close()
     return written
 
@@ -204,13 +204,12 @@ def test_write_partitions_merges_sorted_spills_writes_the_window_and_counts_the_
     assert read_counts(work) == {"duplicates.events": 5, "events.outside_window": 1}
 
 
-def test_merge_sorted_interleaves_files_on_compound_keys(work, monkeypatch):
+def test_merge_sorted_interleaves_files_on_compound_keys(work):
     from pipelines import spill
 
     runs = [pa.table({"t": [1, 1, 2, 5], "id": ["a", "c", "a", "a"]}), pa.table({"t": [1, 1, 3], "id": ["b", "d", "a"]}),
             pa.table({"t": [0, 9], "id": ["z", "z"]})]
-    monkeypatch.setattr(spill, "SPILL_BATCH_ROWS", 2)  # several batches per file
-    segments = [segment for i, run in enumerate(runs) for _, segment in spills(work, ("m", i), run)]
+    segments = [segment for i, run in enumerate(runs) for _, segment in spills(work, ("m", i), run, batch_rows=2)]
     chunks = list(spill.merge_sorted(segments, ["t", "id"], chunk_rows=4))
     assert [chunk.num_rows for chunk in chunks] == [4, 4, 1]
     merged = pa.concat_tables(chunks)
@@ -218,16 +217,32 @@ def test_merge_sorted_interleaves_files_on_compound_keys(work, monkeypatch):
         (0, "z"), (1, "a"), (1, "b"), (1, "c"), (1, "d"), (2, "a"), (3, "a"), (5, "a"), (9, "z")]
 
 
-def test_merge_sorted_breaks_ties_by_segment_then_row(work, monkeypatch):
+def test_merge_sorted_breaks_ties_by_segment_then_row(work):
     from pipelines import spill
 
-    monkeypatch.setattr(spill, "SPILL_BATCH_ROWS", 2)
     runs = [pa.table({"k": [1, 1, 2], "source": ["b0", "b1", "b2"]}), pa.table({"k": [1, 2, 2], "source": ["a0", "a1", "a2"]})]
-    segments = [segment for name, run in zip(("b", "a"), runs) for _, segment in spills(work, ("m", name), run)]
+    segments = [segment for name, run in zip(("b", "a"), runs) for _, segment in spills(work, ("m", name), run, batch_rows=2)]
     merged = pa.concat_tables(spill.merge_sorted(segments, ["k"], chunk_rows=2))
     # segments sorted by path: the "a" spill first
     assert merged.column("source").to_pylist() == ["a0", "b0", "b1", "a1", "a2", "b2"]
     assert list(spill.merge_sorted([], ["k"])) == []
+
+
+def test_segments_read_whole_are_one_batch_and_merged_ones_come_in_merge_batches(work):
+    from pipelines import spill
+    from pipelines.transforms import _SpillingDoFn
+
+    rows = pa.table({"occurred_at": [datetime(2026, 10, 1, 9, tzinfo=timezone.utc)] * 2500,
+                     "event_id": [f"e{i:04d}" for i in range(2500)], "dt": ["2026-10-01"] * 2500})
+    writer = SpillWriter(work)
+    writer.write((DEDUP, "events", 0), "bucketed", rows)
+    step = _SpillingDoFn(RunConfig(touchpoints=["x"], out="y"), work)
+    step.spill_rows(writer, "finished", rows, "events")
+    segments = dict(writer.close())
+    assert segments[(DEDUP, "events", 0)][1] == (0,)  # read whole by read_spills: the table's one chunk
+    assert len(segments[(WRITE, "events", "2026-10-01")][1]) == 3  # 1,024 + 1,024 + 452 rows for merge_sorted
+    assert spill.MERGE_BATCH_ROWS == 1024
+    assert read_spills([segments[(DEDUP, "events", 0)]]).equals(rows)
 
 
 EXITING_WORKER = """

@@ -28,7 +28,7 @@ from pipelines.identity.identifiers import LINK_SCHEMA, hash_of, nodes_of
 from pipelines.identity.settings import CUSTOMER_TYPE
 from pipelines.output import PART_FILE
 from pipelines.playbook import load_playbook
-from pipelines.spill import SpillWriter, read_spills, write_counts
+from pipelines.spill import MERGE_BATCH_ROWS, SpillWriter, read_spills, write_counts
 from pipelines.storage import use_filesystem_options
 from pipelines.transforms import (ASSIGN_PERSONS, DATES, SORT_KEYS, WRITE, Route, exit_without_final_collections, finalise,
                                   release_memory)
@@ -97,7 +97,8 @@ class _IdentityStep(beam.DoFn):
         if table.num_rows:
             dated = table.append_column("dt", pa.repeat(pa.scalar(dt), table.num_rows))
             rows = finalise(dated, table_name, self.config, "dt").drop_columns(["dt"])
-            writer.write((WRITE, table_name, dt), name, rows.sort_by([(k, "ascending") for k in SORT_KEYS[table_name]]))
+            writer.write((WRITE, table_name, dt), name, rows.sort_by([(k, "ascending") for k in SORT_KEYS[table_name]]),
+                         MERGE_BATCH_ROWS)
 
     def process(self, element, *side):
         writer = SpillWriter(self.work)
