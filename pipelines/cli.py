@@ -124,22 +124,6 @@ def run(
     """Run the pipeline, then the quality checkpoint. Arguments it does not know (e.g. --job_endpoint=...) go to Beam."""
     logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.CRITICAL)  # failures are reported below
-    from pipelines.ingest.formats import InputError
-    from pipelines.pipeline import ReconciliationError
-    from pipelines.pipeline import run as run_pipeline
-    from pipelines.beam_args import stray_arguments, unknown_beam_options
-    from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
-    from pipelines.lock import LockedError, UnlockableOutputError, lockable
-
-    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)  # set on import of distributed
-    try:
-        check_runner_options(runner, dask_address, dask_workers, ctx.args)
-    except RunnerOptionsError as error:
-        _fail(EXIT_USAGE, str(error))
-    stray = stray_arguments(ctx.args)
-    if stray:
-        _fail(EXIT_USAGE, f"unexpected argument{'s' * (len(stray) > 1)} {' '.join(stray)}: each -t/-f takes one path or "
-                          "glob; quote globs (-t 'in/*.jsonl') or repeat the option (-t a.jsonl -t b.jsonl)")
     sources = _sources(source or [])
     settings = dict(touchpoints=touchpoints or [], feedback=feedback or [], sources=sources, out=out, playbook=playbook,
                     gap_minutes=gap_minutes,
@@ -159,6 +143,26 @@ def run(
         _fail(EXIT_USAGE, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
     except (ValueError, FileNotFoundError) as error:
         _fail(EXIT_USAGE, str(error))
+    from pipelines.standby import StandbyWorkers, planned_workers
+
+    patterns = [*config.touchpoints, *config.feedback, *(path for spec in sources for path in spec.paths)]
+    standby = StandbyWorkers(planned_workers(runner, ctx.args, patterns), playbook)  # they start while Beam is imported
+    from pipelines.ingest.formats import InputError
+    from pipelines.pipeline import ReconciliationError
+    from pipelines.pipeline import run as run_pipeline
+    from pipelines.beam_args import stray_arguments, unknown_beam_options
+    from pipelines.runners import RunnerOptionsError, check_runner_options, runner_options
+    from pipelines.lock import LockedError, UnlockableOutputError, lockable
+
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)  # set on import of distributed
+    try:
+        check_runner_options(runner, dask_address, dask_workers, ctx.args)
+    except RunnerOptionsError as error:
+        _fail(EXIT_USAGE, str(error))
+    stray = stray_arguments(ctx.args)
+    if stray:
+        _fail(EXIT_USAGE, f"unexpected argument{'s' * (len(stray) > 1)} {' '.join(stray)}: each -t/-f takes one path or "
+                          "glob; quote globs (-t 'in/*.jsonl') or repeat the option (-t a.jsonl -t b.jsonl)")
     quality = None if no_check else _quality_settings(playbook, threshold or [])
     for unknown in unknown_beam_options(ctx.args):
         err.print(f"[yellow]warning:[/] {unknown} is neither a motpipe nor a Beam option; it is ignored", highlight=False)
@@ -172,7 +176,7 @@ def run(
         with _progress_reporter(progress_mode(progress, err.is_terminal), f"running pipeline ({config.playbook}) on "
                                 f"{config.out}") as report, \
                 runner_options(runner, dask_address, dask_workers, ctx.args) as beam_args:
-            summary = run_pipeline(config, beam_args, report)
+            summary = run_pipeline(config, beam_args, report, standby)
     except InputError as error:
         _fail(EXIT_INPUT, str(error))
     except ReconciliationError as error:
@@ -187,6 +191,7 @@ def run(
         message = str(error).strip().splitlines()
         _fail(EXIT_FAILED, f"pipeline failed: {message[-1] if message else type(error).__name__} (rerun with -v for details)")
     finally:
+        standby.close()
         if importing is not None:  # exiting while it imports an extension module can abort the interpreter (SIGABRT)
             importing.join()
     _print_summary(summary)

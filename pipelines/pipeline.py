@@ -28,6 +28,7 @@ from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.progress import Progress, watching
 from pipelines.runners import default_workers, direct_worker_args, local_runner, without_type_inference
+from pipelines.standby import StandbyWorkers
 from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.identity.stages import IDENTITY_TABLES, IdentityGraph, prior_inputs
@@ -296,9 +297,11 @@ def remove_stale_staging(root: str, current_run: str, now: float, max_age_s: flo
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None,
-        progress: Callable[[Progress], None] | None = None) -> dict:
+        progress: Callable[[Progress], None] | None = None, standby: StandbyWorkers | None = None) -> dict:
     """Run the pipeline under the output lock, publish its partitions, record the run; return the summary.
     `progress` is called with the pipeline's progress every few seconds while it runs (pipelines/progress.py).
+    `standby`: worker processes started beforehand for this run (pipelines/standby.py), used when they are the
+    workers this run gets, else ended.
 
     Outputs are written to a staging directory and published partition by partition only when the
     counts reconcile, so a failed or killed run leaves the published tables as they were.
@@ -323,8 +326,12 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
                 delete_tree(root)  # left by a killed attempt of this run: never publish it
             for root in (config.out, config.restricted_dir):
                 remove_stale_staging(root, config.run_id, started_at.timestamp())
-            options = PipelineOptions(without_type_inference(direct_worker_args(beam_args, input_bytes(inputs))))
-            p = beam.Pipeline(runner=local_runner(options), options=options)
+            args = direct_worker_args(beam_args, input_bytes(inputs))
+            if standby is not None and not standby.serves(args):
+                standby.close()  # planned for other workers than these arguments give: Beam starts its own
+                standby = None
+            options = PipelineOptions(without_type_inference(args))
+            p = beam.Pipeline(runner=local_runner(options, standby), options=options)
             steps = build_pipeline(p, config, inputs, roots, work)
             sizes = {(d, index): f.size_bytes for d in DATASETS for index, f in enumerate(inputs[d])}
             with watching(work, sizes, steps, config.buckets, progress):

@@ -1,5 +1,6 @@
 """Which Beam runner a `motpipe run` uses: the CLI's runner choice turned into Beam pipeline options, the
-FnApiRunner built for the default (`local_runner`), and the local Dask cluster that `--runner dask` starts when
+FnApiRunner built for the default (`local_runner`, whose worker processes may have been started beforehand:
+pipelines/standby.py), and the local Dask cluster that `--runner dask` starts when
 no cluster address is given.
 
     >>> with runner_options("dask", None, 2, []) as beam_args:   # doctest: +SKIP
@@ -13,14 +14,17 @@ it; the clients are closed here when the run ends.
 """
 from __future__ import annotations
 
+import functools
 import logging
-import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.dask.dask_runner import DaskOptions  # noqa: F401  (registers the --dask_* Beam options)
 from apache_beam.runners.runner import PipelineRunner
+
+from pipelines.standby import DIRECT_RUNNER_NAMES, StandbyWorkers, default_workers, direct_worker_args  # noqa: F401
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_NAMES = {"dask", "daskrunner", DASK_RUNNER.lower()}
@@ -35,11 +39,6 @@ class RunnerOptionsError(ValueError):
 def is_dask(runner: str | None) -> bool:
     """True for `dask`, `DaskRunner` or the DaskRunner's full path (case-insensitive)."""
     return runner is not None and runner.lower() in DASK_NAMES
-
-
-def default_workers() -> int:
-    """Worker processes of a local cluster when --dask-workers is not given: the CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_runner_options(runner: str | None, dask_address: str | None, dask_workers: int | None,
@@ -66,24 +65,6 @@ def beam_runner_args(runner: str | None, beam_args: list[str]) -> list[str]:
     return [f"--runner={runner}", *beam_args] if runner else list(beam_args)
 
 
-PARALLEL_INPUT_BYTES = 8 * 2**20  # below this, starting worker processes costs more than they save
-DIRECT_OPTIONS = ("--direct_running_mode", "--direct_num_workers", "--runner")
-
-
-def direct_worker_args(beam_args: list[str], input_bytes: int, cpus: int | None = None) -> list[str]:
-    """The DirectRunner with one worker process per CPU (`multi_processing`) for inputs of 8 MiB and more,
-    unless the arguments choose a runner or a direct running mode themselves; otherwise the arguments as given.
-    Rows travel as spill files, so the processes exchange only file paths.
-
-    >>> direct_worker_args([], 100 * 2**20, cpus=2)
-    ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
-    """
-    cpus = cpus or default_workers()
-    if cpus < 2 or input_bytes < PARALLEL_INPUT_BYTES or any(arg.startswith(DIRECT_OPTIONS) for arg in beam_args):
-        return list(beam_args)
-    return [*beam_args, "--direct_running_mode=multi_processing", f"--direct_num_workers={cpus}"]
-
-
 TYPE_CHECK_OPTIONS = ("--pipeline_type_check", "--no_pipeline_type_check")
 
 
@@ -100,25 +81,96 @@ def without_type_inference(beam_args: list[str]) -> list[str]:
     return [*beam_args, "--no_pipeline_type_check"]
 
 
-DIRECT_RUNNER_NAMES = {"direct", "directrunner", "switchingdirectrunner"}
+def is_local(options: PipelineOptions) -> bool:
+    """Whether the options choose no runner or the DirectRunner (which motpipe runs as Beam's FnApiRunner)."""
+    runner = options.view_as(StandardOptions).runner
+    return runner is None or runner.lower() in DIRECT_RUNNER_NAMES
 
 
-def local_runner(options: PipelineOptions) -> PipelineRunner | None:
+def local_runner(options: PipelineOptions, standby: StandbyWorkers | None = None) -> PipelineRunner | None:
     """Beam's FnApiRunner for options that choose no runner or the DirectRunner, None (Beam's own choice) for
     any other. Beam's DirectRunner first tries the Prism runner, fetching its binary from GitHub: offline that
     costs ~0.3 s of the driver's start, a loopback worker pool and an empty /tmp/beam-temp* directory left behind
     per run; online it runs the job on an engine that motpipe's tests and benchmarks never use. The FnApiRunner
     is what the DirectRunner falls back to for batch pipelines, given the same pipeline options for its workers.
+    With `standby`, its worker processes are those (started before the pipeline was built).
     """
-    runner = options.view_as(StandardOptions).runner
-    if runner is not None and runner.lower() not in DIRECT_RUNNER_NAMES:
+    if not is_local(options):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo, FnApiRunner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return FnApiRunner(provision_info=ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    provision_info = ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    if standby is None:
+        return FnApiRunner(provision_info=provision_info)
+    return _standby_runner_class()(standby, provision_info=provision_info)
+
+
+STANDBY_URN = "motpipe:environment:standby_process:v1"  # payload: the token of a StandbyWorkers pool
+
+
+def _serve_job(pool: StandbyWorkers, control_address: str, provision_info, worker_id: str | None) -> None:
+    """Beam's SubprocessSdkWorker.run with the process taken from `pool`: a logging endpoint for the worker,
+    its environment, and a wait for the process to end (killed if this thread is stopped first)."""
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc, endpoints_pb2
+    from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+    from apache_beam.utils import thread_pool_executor
+    from google.protobuf import json_format, text_format
+
+    logging_server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
+                                 options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)])
+    logging_port = logging_server.add_insecure_port("[::]:0")
+    logging_server.start()
+    beam_fn_api_pb2_grpc.add_BeamFnLoggingServicer_to_server(BeamFnLoggingServicer(), logging_server)
+    environment = {
+        "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(endpoints_pb2.ApiServiceDescriptor(url=control_address)),
+        "LOGGING_API_SERVICE_DESCRIPTOR": text_format.MessageToString(
+            endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{logging_port}")),
+        "PIPELINE_OPTIONS": json_format.MessageToJson(provision_info.provision_info.pipeline_options),
+        **({"WORKER_ID": worker_id} if worker_id else {}),
+    }
+    process = None
+    try:
+        process = pool.take(environment)
+        if process.wait():
+            raise RuntimeError(f"Worker subprocess exited with return code {process.returncode}")
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+        logging_server.stop(0)
+
+
+@functools.cache
+def _standby_runner_class():
+    """The FnApiRunner whose subprocess workers are a StandbyWorkers pool (its worker handler registered with Beam
+    under STANDBY_URN), defined at first use: Beam's runner modules load only for a local run."""
+    from apache_beam.portability import python_urns
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+    from apache_beam.runners.portability.fn_api_runner.worker_handlers import SubprocessSdkWorkerHandler, WorkerHandler
+
+    @WorkerHandler.register_environment(STANDBY_URN, bytes)
+    class StandbyWorkerHandler(SubprocessSdkWorkerHandler):
+        def start_worker(self):
+            pool = StandbyWorkers.by_token[self._worker_command_line.decode("ascii")]
+            self.worker_thread = threading.Thread(name="run_worker", target=_serve_job, args=(
+                pool, self.control_address, self.provision_info, self.worker_id))
+            self.worker_thread.start()
+
+    class StandbyFnApiRunner(FnApiRunner):
+        def __init__(self, standby: StandbyWorkers, **kwargs):
+            super().__init__(**kwargs)
+            self.standby = standby
+
+        def run_via_runner_api(self, pipeline_proto, options):
+            for environment in pipeline_proto.components.environments.values():
+                if environment.urn == python_urns.SUBPROCESS_SDK:
+                    environment.urn, environment.payload = STANDBY_URN, self.standby.token.encode("ascii")
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    return StandbyFnApiRunner
 
 
 def dask_args(address: str, partitions: int, beam_args: list[str]) -> list[str]:
