@@ -94,7 +94,8 @@ def run_graph(work: Path, out: Path, buckets: int) -> None:
     from pipelines.config import RunConfig
     from pipelines.identity.stages import IdentityGraph
     from pipelines.playbook import load_playbook
-    from pipelines.runners import direct_worker_args, local_runner
+    from pipelines.runners import local_runner
+    from pipelines.standby import direct_worker_args
     from pipelines.transforms import WritePartitions
 
     pairs = [(tuple(key), (path, tuple(indices))) for key, (path, indices) in json.loads((work / "pairs.json").read_text())]

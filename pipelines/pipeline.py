@@ -27,8 +27,8 @@ from pipelines.lock import output_lock, require_lockable
 from pipelines.output import publish
 from pipelines.playbook import VIEW_ONLY_SETTINGS, load_playbook
 from pipelines.progress import Progress, watching
-from pipelines.runners import default_workers, direct_worker_args, local_runner, without_type_inference
-from pipelines.standby import StandbyWorkers
+from pipelines.runners import local_runner, without_type_inference
+from pipelines.standby import StandbyWorkers, default_workers, direct_worker_args
 from pipelines.runs import derive_run_id, run_record_path, write_run_record
 from pipelines.spill import read_counts
 from pipelines.identity.stages import IDENTITY_TABLES, IdentityGraph, prior_inputs

@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.dask.dask_runner import DaskOptions  # noqa: F401  (registers the --dask_* Beam options)
 from apache_beam.runners.runner import PipelineRunner
 
-from pipelines.standby import DIRECT_RUNNER_NAMES, StandbyWorkers, default_workers, direct_worker_args  # noqa: F401
+from pipelines.standby import DIRECT_RUNNER_NAMES, StandbyWorkers, default_workers
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_NAMES = {"dask", "daskrunner", DASK_RUNNER.lower()}

@@ -56,8 +56,10 @@ def local_bytes(patterns: list[str]) -> int | None:
 def planned_workers(runner: str | None, beam_args: list[str], patterns: list[str], cpus: int | None = None) -> int:
     """The worker processes `direct_worker_args` will give a run on `runner` (None: the default) with these Beam
     arguments on the inputs `patterns` match; 0 when it gives none, or when the input size is not known here."""
+    if runner is not None:
+        return 0
     size = local_bytes(patterns)
-    if runner is not None or size is None:
+    if size is None:
         return 0
     added = direct_worker_args(beam_args, size, cpus)[len(beam_args):]
     return int(added[-1].split("=", 1)[1]) if added else 0

@@ -24,13 +24,13 @@ from pipelines.runners import (
     beam_runner_args,
     check_runner_options,
     dask_args,
-    direct_worker_args,
     without_type_inference,
     is_dask,
     local_cluster,
     local_runner,
     runner_options,
 )
+from pipelines.standby import direct_worker_args
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUMMARY_COUNTS = ("events", "feedback", "published", "partitions")
